@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PYTHON  ?= python3
+HOST    ?= $(shell hostname)
+
+.PHONY: install etcd run test unit integration lint bench demo clean
+
+install: $(VENV)/.installed etcd
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+etcd:
+	@scripts/ensure-etcd
+
+run: install
+	$(VENV)/bin/mgmtd run --hostname $(HOST) --prefix $(CURDIR)/.run/$(HOST) yaml examples/yaml/hello.yaml
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check mgmtd tests
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,183 @@
+"""``mgmtd``: run a node, run an engine alone, or validate a graph."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from mgmtd import __version__, log
+from mgmtd.cluster.keys import DEFAULT_NAMESPACE
+
+DEFAULT_PREFIX = "/var/lib/mgmtd"
+
+
+def urls(text: str) -> tuple[str, ...]:
+    items = tuple(u.strip() for u in text.split(",") if u.strip())
+    for url in items:
+        if "://" not in url:
+            raise argparse.ArgumentTypeError(f"{url!r} is not a URL like http://127.0.0.1:2379")
+    if not items:
+        raise argparse.ArgumentTypeError("at least one URL is needed")
+    return items
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_frontend(parser: argparse.ArgumentParser) -> None:
+    frontends = parser.add_subparsers(dest="frontend", metavar="FRONTEND", required=True,
+                                      title="frontends (where the graph comes from)")
+    yaml_parser = frontends.add_parser("yaml", help="a YAML graph file (mgmt's format)",
+                                       description="Apply the graph in a YAML file.")
+    yaml_parser.add_argument("graph_file", metavar="FILE", help="the YAML graph")
+    frontends.add_parser("empty", help="no graph: only take part in the cluster",
+                         description="Run with an empty graph.")
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hostname", default=socket.gethostname(),
+                        help="this node's unique name in the cluster (default: the OS hostname)")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                        help="etcd key prefix for all of mgmtd's keys (default: %(default)s)")
+    parser.add_argument("--converged-timeout", type=seconds, default=None, metavar="SECONDS",
+                        help="exit once every resource has been in state for this long "
+                             "(status 0; 1 if some resources failed)")
+    parser.add_argument("--noop", action="store_true",
+                        help="report what would change (with a diff for file content), change nothing")
+    parser.add_argument("--log-level", choices=log.LEVELS, default="info",
+                        help="least severe messages to log (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgmtd",
+        description="A configuration-management agent: every node runs one; the nodes "
+                    "cluster on etcd servers mgmtd starts itself, and each applies a graph of "
+                    "resources and keeps it applied.",
+    )
+    parser.add_argument("--version", action="version", version=f"mgmtd {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run", help="run this node: etcd, the cluster, and the engine",
+        description="Run this node: start and supervise etcd, register in the cluster, and "
+                    "apply the graph. Stops cleanly on SIGTERM/SIGINT; SIGHUP reloads the graph.",
+        epilog="example: mgmtd run --hostname h1 --prefix /tmp/mgmtd-h1 "
+               "--converged-timeout 5 yaml examples/yaml/file1.yaml",
+    )
+    add_common(run)
+    run.add_argument("--prefix", default=os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+                     or DEFAULT_PREFIX,
+                     help="state directory: etcd data and pid files "
+                          f"(default: $STATE_DIRECTORY or {DEFAULT_PREFIX})")
+    run.add_argument("--client-urls", type=urls, default=("http://127.0.0.1:2379",),
+                     metavar="URLS", help="where etcd listens for clients (default: "
+                     "http://127.0.0.1:2379)")
+    run.add_argument("--server-urls", type=urls, default=("http://127.0.0.1:2380",),
+                     metavar="URLS", help="where etcd listens for its peers (default: "
+                     "http://127.0.0.1:2380)")
+    run.add_argument("--advertise-client-urls", type=urls, default=(), metavar="URLS",
+                     help="client URLs other nodes should use (default: --client-urls)")
+    run.add_argument("--advertise-server-urls", type=urls, default=(), metavar="URLS",
+                     help="peer URLs other nodes should use (default: --server-urls)")
+    run.add_argument("--ideal-cluster-size", type=int, default=5, metavar="N",
+                     help="how many etcd voters the cluster aims for (default: %(default)s; "
+                          "stored in etcd by the first node)")
+    run.add_argument("--etcd-binary", default="etcd", metavar="PATH",
+                     help="the etcd server to run (default: etcd on PATH)")
+    add_frontend(run)
+
+    engine = commands.add_parser(
+        "engine", help="run only the resource engine (the supervisor starts this itself)",
+        description="Run only the resource engine against existing etcd endpoints.",
+    )
+    add_common(engine)
+    engine.add_argument("--endpoints", type=urls, default=(), metavar="URLS",
+                        help="etcd client URLs (default: none, or from --stdin-membership)")
+    engine.add_argument("--stdin-membership", action="store_true", help=argparse.SUPPRESS)
+    engine.add_argument("--report-state", action="store_true", help=argparse.SUPPRESS)
+    engine.add_argument("--workers", type=int, default=8, help="parallel workers (default: 8)")
+    add_frontend(engine)
+
+    validate = commands.add_parser(
+        "validate", help="check a YAML graph without running it",
+        description="Check a YAML graph: syntax, kinds, fields, names, edges, cycles. "
+                    "Prints one line per problem as FILE:LINE:COL and exits 2 on error.",
+    )
+    validate.add_argument("graph_file", metavar="FILE")
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mgmtd.yamlgraph.errors import GraphError
+    from mgmtd.yamlgraph.loader import load_file
+
+    try:
+        spec = load_file(args.graph_file)
+    except GraphError as err:
+        print(f"mgmtd: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.graph_file}: ok: graph {spec.name}: {len(spec.resources)} resources, "
+          f"{len(spec.exports)} exported, {len(spec.edges)} edges, {len(spec.collect)} collect rules")
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from mgmtd.engine.main import EngineOptions, run
+
+    log.setup(args.hostname, args.log_level)
+    return run(EngineOptions(
+        hostname=args.hostname, namespace=args.namespace,
+        graph_file=getattr(args, "graph_file", None), converged_timeout=args.converged_timeout,
+        noop=args.noop, endpoints=args.endpoints, membership_from_stdin=args.stdin_membership,
+        report_state=args.report_state, workers=max(1, args.workers),
+    ))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mgmtd.supervisor.node import NodeConfig, StartupError, Supervisor
+
+    log.setup(args.hostname, args.log_level)
+    graph = getattr(args, "graph_file", None)
+    config = NodeConfig(
+        hostname=args.hostname, prefix=os.path.abspath(args.prefix),
+        client_urls=args.client_urls, server_urls=args.server_urls,
+        advertise_client_urls=args.advertise_client_urls,
+        advertise_server_urls=args.advertise_server_urls, namespace=args.namespace,
+        graph_file=os.path.abspath(graph) if graph else None,
+        converged_timeout=args.converged_timeout, noop=args.noop, etcd_binary=args.etcd_binary,
+        log_level=args.log_level, ideal_cluster_size=args.ideal_cluster_size,
+    )
+    try:
+        return Supervisor(config).run()
+    except StartupError as err:
+        log.get("supervisor").error("%s", err)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "ideal_cluster_size", 1) < 1:
+        print("mgmtd: --ideal-cluster-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "engine":
+            return cmd_engine(args)
+        return cmd_run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

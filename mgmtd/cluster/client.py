@@ -1,0 +1,68 @@
+"""Connecting to etcd with python3-etcd3 (import ``etcd3``)."""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from collections.abc import Sequence
+
+import etcd3
+
+
+def parse_endpoint(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise ValueError(f"not an etcd client URL: {url!r}")
+    return parsed.hostname, parsed.port or 2379
+
+
+def connect(endpoints: Sequence[str], timeout: float = 5.0) -> etcd3.MultiEndpointEtcd3Client:
+    """A client that fails over between the given client URLs."""
+    if not endpoints:
+        raise ValueError("no etcd endpoints")
+    eps = []
+    for url in endpoints:
+        host, port = parse_endpoint(url)
+        eps.append(etcd3.Endpoint(host, port, secure=False, time_retry=1.0))
+    return etcd3.MultiEndpointEtcd3Client(endpoints=eps, timeout=timeout, failover=True)
+
+
+class Connection:
+    """The current client, replaced when the endpoints change (the supervisor
+    sends new ones whenever the membership does)."""
+
+    def __init__(self, endpoints: Sequence[str] = (), timeout: float = 5.0) -> None:
+        self.lock = threading.Lock()
+        self.timeout = timeout
+        self.endpoints: tuple[str, ...] = tuple(endpoints)
+        self.client: etcd3.MultiEndpointEtcd3Client | None = None
+        self.changed = threading.Condition(self.lock)
+
+    def set_endpoints(self, endpoints: Sequence[str]) -> bool:
+        with self.lock:
+            if tuple(endpoints) == self.endpoints:
+                return False
+            self.endpoints = tuple(endpoints)
+            old, self.client = self.client, None
+            self.changed.notify_all()
+        if old is not None:
+            old.close()
+        return True
+
+    def get(self) -> etcd3.MultiEndpointEtcd3Client:
+        with self.lock:
+            if self.client is None:
+                if not self.endpoints:
+                    raise ConnectionError("no etcd endpoints known yet")
+                self.client = connect(self.endpoints, self.timeout)
+            return self.client
+
+    def wait_for_endpoints(self, timeout: float) -> bool:
+        with self.lock:
+            return self.changed.wait_for(lambda: bool(self.endpoints), timeout)
+
+    def close(self) -> None:
+        with self.lock:
+            old, self.client = self.client, None
+        if old is not None:
+            old.close()

@@ -1,0 +1,133 @@
+"""What the cluster looks like from outside: members, their roles and health,
+and the registered hosts. Gathered over the network, rendered by ``mgmtctl``."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from mgmtd.cluster import gateway
+from mgmtd.cluster.client import connect
+from mgmtd.cluster.keys import Keys
+
+
+@dataclass
+class NodeRow:
+    name: str
+    id: str                      # hex member id, "" for clients
+    role: str                    # leader | voter | learner | client
+    peer_urls: list[str] = field(default_factory=list)
+    client_urls: list[str] = field(default_factory=list)
+    health: str = ""             # healthy | unhealthy | unstarted | "" (client)
+    engine: str = ""             # converged | converging | failed | starting | ""
+    raft_leader: bool = False
+
+
+@dataclass
+class ClusterView:
+    cluster_id: str
+    ideal_size: int | None
+    leader: str
+    nodes: list[NodeRow]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ClusterUnreachable(Exception):
+    pass
+
+
+def first_member_list(endpoints: list[str]) -> tuple[int, list[gateway.MemberInfo], str]:
+    errors = []
+    for endpoint in endpoints:
+        try:
+            cluster_id, members = gateway.member_list(endpoint)
+            return cluster_id, members, endpoint
+        except gateway.GatewayError as err:
+            errors.append(str(err))
+    raise ClusterUnreachable("no etcd endpoint answered: " + "; ".join(errors))
+
+
+def _probe(member: gateway.MemberInfo) -> tuple[str, int]:
+    if not member.name or not member.client_urls:
+        return "unstarted", 0
+    for url in member.client_urls:
+        try:
+            status = gateway.status(url, timeout=1.0)
+        except gateway.GatewayError:
+            continue
+        healthy = gateway.healthy(url, timeout=1.0) or member.is_learner
+        return ("healthy" if healthy else "unhealthy"), status.leader_id
+    return "unhealthy", 0
+
+
+def gather(endpoints: list[str], namespace: str) -> ClusterView:
+    cluster_id, members, endpoint = first_member_list(endpoints)
+    keys = Keys(namespace)
+    hosts: dict[str, dict] = {}
+    leader = ""
+    ideal: int | None = None
+    client = connect([m for m in endpoints], timeout=3.0)
+    try:
+        for value, meta in client.get_prefix(keys.hosts):
+            try:
+                hosts[meta.key.decode().removeprefix(keys.hosts)] = json.loads(value)
+            except ValueError:
+                continue
+        raw_leader = client.get(keys.leader)[0]
+        leader = raw_leader.decode() if raw_leader else ""
+        raw_ideal = client.get(keys.ideal_size)[0]
+        ideal = int(raw_ideal) if raw_ideal and raw_ideal.isdigit() else None
+    finally:
+        client.close()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        probes = list(pool.map(_probe, members))
+    raft_leader_ids = {lid for _, lid in probes if lid}
+    rows = []
+    for member, (health, _) in zip(members, probes, strict=True):
+        role = "learner" if member.is_learner else "voter"
+        if role == "voter" and member.name and member.name == leader:
+            role = "leader"
+        host = hosts.get(member.name, {})
+        rows.append(NodeRow(
+            name=member.name or "(not started)", id=f"{member.id:x}", role=role,
+            peer_urls=list(member.peer_urls), client_urls=list(member.client_urls),
+            health=health, engine=(host.get("engine") or {}).get("state", ""),
+            raft_leader=member.id in raft_leader_ids,
+        ))
+    names = {m.name for m in members}
+    for name, host in sorted(hosts.items()):
+        if name in names:
+            continue
+        rows.append(NodeRow(
+            name=name, id="", role="client", client_urls=[], peer_urls=[],
+            health="", engine=(host.get("engine") or {}).get("state", ""),
+        ))
+    rows.sort(key=lambda r: ({"leader": 0, "voter": 1, "learner": 2, "client": 3}[r.role], r.name))
+    return ClusterView(cluster_id=f"{cluster_id:x}", ideal_size=ideal, leader=leader, nodes=rows)
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: list[str]) -> str:
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
+
+    out = [rule, line(headers), rule, *(line(r) for r in rows), rule]
+    return "\n".join(out)
+
+
+def render_members(view: ClusterView) -> str:
+    ideal = view.ideal_size if view.ideal_size is not None else "unset"
+    voters = sum(1 for n in view.nodes if n.role in ("leader", "voter"))
+    head = (f"cluster {view.cluster_id}   ideal size {ideal}   voters {voters}   "
+            f"leader {view.leader or '(none)'}")
+    rows = [[n.name, n.id, n.role, ",".join(n.peer_urls), ",".join(n.client_urls),
+             n.health, n.engine] for n in view.nodes]
+    table = render_table(["NAME", "ID", "ROLE", "PEER URLS", "CLIENT URLS", "HEALTH", "ENGINE"],
+                         rows)
+    return head + "\n" + table

@@ -1,0 +1,114 @@
+"""The resource graph: vertices by (kind, name), explicit edges, autoedges,
+and a topological order (a cycle is an error that names it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mgmtd.resources.base import Resource
+
+Key = tuple[str, str]
+
+
+def key_str(key: Key) -> str:
+    return f"{key[0]}[{key[1]}]"
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: Key           # runs first
+    target: Key           # runs after source is in state
+    notify: bool = False  # a change of source refreshes target
+    name: str = ""
+
+
+class CycleError(ValueError):
+    def __init__(self, cycle: list[Key]) -> None:
+        self.cycle = cycle
+        path = " -> ".join(key_str(k) for k in [*cycle, cycle[0]])
+        super().__init__(f"dependency cycle: {path}")
+
+
+@dataclass
+class Graph:
+    resources: dict[Key, Resource] = field(default_factory=dict)
+    requires: dict[Key, set[Key]] = field(default_factory=dict)     # key -> what it waits for
+    dependants: dict[Key, set[Key]] = field(default_factory=dict)   # key -> who waits for it
+    notifies: set[tuple[Key, Key]] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    def add_edge(self, edge: Edge) -> None:
+        self.requires[edge.target].add(edge.source)
+        self.dependants[edge.source].add(edge.target)
+        if edge.notify:
+            self.notifies.add((edge.source, edge.target))
+
+    def order(self) -> list[Key]:
+        """A topological order; raises CycleError naming one cycle."""
+        pending = {k: len(v) for k, v in self.requires.items()}
+        ready = sorted(k for k, n in pending.items() if n == 0)
+        order: list[Key] = []
+        while ready:
+            key = ready.pop()
+            order.append(key)
+            for dependant in self.dependants[key]:
+                pending[dependant] -= 1
+                if pending[dependant] == 0:
+                    ready.append(dependant)
+        if len(order) != len(self.resources):
+            raise CycleError(self._find_cycle({k for k, n in pending.items() if n > 0}))
+        return order
+
+    def _find_cycle(self, stuck: set[Key]) -> list[Key]:
+        # every stuck vertex has a stuck predecessor: walk back until one repeats
+        start = min(stuck)
+        seen: dict[Key, int] = {}
+        walk: list[Key] = []
+        key = start
+        while key not in seen:
+            seen[key] = len(walk)
+            walk.append(key)
+            key = min(k for k in self.requires[key] if k in stuck)
+        cycle = walk[seen[key]:]
+        cycle.reverse()  # walked against the edges
+        return cycle
+
+
+def autoedges(resources: Iterable[Resource]) -> list[Edge]:
+    """A resource that needs a path runs after every resource that provides it
+    (a file after the resource managing its parent directory, at any depth)."""
+    providers: dict[str, list[Key]] = {}
+    listed = list(resources)
+    for res in listed:
+        if res.meta.autoedge:
+            for path in res.autoedge_provides():
+                providers.setdefault(path, []).append(res.key)
+    edges = []
+    for res in listed:
+        if not res.meta.autoedge:
+            continue
+        for path in res.autoedge_requires():
+            for provider in providers.get(path, ()):
+                if provider != res.key:
+                    edges.append(Edge(provider, res.key, name="autoedge"))
+    return edges
+
+
+def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
+    """Builds the graph with explicit and automatic edges. Raises CycleError.
+    Explicit edges must name existing vertices (the loader checks that)."""
+    graph = Graph()
+    for res in resources:
+        graph.resources[res.key] = res
+        graph.requires[res.key] = set()
+        graph.dependants[res.key] = set()
+    explicit = list(edges)
+    for edge in explicit:
+        graph.add_edge(edge)
+    for edge in autoedges(graph.resources.values()):
+        graph.add_edge(edge)
+    graph.order()
+    return graph

@@ -1,0 +1,136 @@
+"""``mgmtd engine``: the process that applies the graph. Started by the
+supervisor (membership on stdin, state on stdout) or alone for tests
+(``--endpoints``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+
+from mgmtd import log, protocol
+from mgmtd.cluster.client import Connection
+from mgmtd.engine.exports import ExportPublisher
+from mgmtd.engine.graph import Graph
+from mgmtd.engine.scheduler import Scheduler, Summary
+from mgmtd.resources.base import Context
+from mgmtd.yamlgraph.errors import GraphError
+from mgmtd.yamlgraph.loader import GraphSpec, load_file
+
+LOG = log.get("engine")
+
+
+@dataclass
+class EngineOptions:
+    hostname: str
+    namespace: str = "/mgmtd"
+    graph_file: str | None = None        # None: the empty frontend
+    converged_timeout: float | None = None
+    noop: bool = False
+    endpoints: tuple[str, ...] = ()
+    membership_from_stdin: bool = False
+    report_state: bool = False
+    workers: int = 8
+    converged_after: float = 3.0
+
+
+def load_spec(path: str | None) -> GraphSpec:
+    if path is None:
+        return GraphSpec(name="empty", source="<empty>")
+    return load_file(path)
+
+
+class Engine:
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self.connection = Connection(options.endpoints)
+        self.ctx = Context(host=options.hostname, namespace=options.namespace,
+                           noop=options.noop, etcd=self.connection.get, report=self._report)
+        self.scheduler = Scheduler(self.ctx, workers=options.workers,
+                                   converged_after=options.converged_after,
+                                   on_summary=self._on_summary)
+        self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
+        self.spec: GraphSpec | None = None
+        self.out_lock = threading.Lock()
+
+    def _report(self, level: str, message: str) -> None:
+        LOG.log(logging.getLevelName(level.upper()), "%s", message)
+
+    def _send(self, message: protocol.EngineState) -> None:
+        if not self.options.report_state:
+            return
+        with self.out_lock:
+            try:
+                sys.stdout.write(message.to_line())
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    def _on_summary(self, summary: Summary) -> None:
+        LOG.debug("state %s: %d/%d in state", summary.state, summary.ok, summary.resources)
+        self._send(protocol.EngineState(
+            state=summary.state, resources=summary.resources, ok=summary.ok, failed=summary.failed,
+            blocked=summary.blocked, pending=summary.pending, errors=summary.errors,
+            graph_loaded=True,
+        ))
+
+    def load(self, initial: bool) -> bool:
+        """Loads the graph file; on error keeps the last good graph."""
+        try:
+            spec = load_spec(self.options.graph_file)
+            graph: Graph = spec.build()
+        except GraphError as err:
+            LOG.error("%s", err)
+            if not initial:
+                LOG.error("graph not reloaded: the last good graph keeps running")
+            return False
+        self.spec = spec
+        self.scheduler.swap(graph)
+        self.exports.publish(spec.exports)
+        if not initial:
+            LOG.info("graph %s reloaded from %s", spec.name, spec.source)
+        return True
+
+    def _read_membership(self) -> None:
+        for line in sys.stdin:
+            message = protocol.parse_line(line)
+            if isinstance(message, protocol.Membership):
+                if self.connection.set_endpoints(message.endpoints):
+                    LOG.info("etcd endpoints: %s", ",".join(message.endpoints) or "none")
+                    self.exports.poke()
+        # stdin closed: the supervisor is gone; no one will stop us otherwise
+        LOG.info("supervisor closed the membership channel; stopping")
+        self.scheduler.stop()
+
+    def run(self) -> int:
+        if not self.load(initial=True):
+            return 2
+        LOG.info("graph %s loaded from %s: %d resources, %d exported", self.spec.name,
+                 self.spec.source, len(self.spec.resources), len(self.spec.exports))
+        if self.options.membership_from_stdin:
+            threading.Thread(target=self._read_membership, name="membership", daemon=True).start()
+        signal.signal(signal.SIGTERM, lambda *_: self.scheduler.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.scheduler.stop())
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=self.load, args=(False,), daemon=True).start())
+        self.exports.start()
+        try:
+            rc = self.scheduler.run(self.options.converged_timeout)
+        finally:
+            self.exports.stop()
+            self.connection.close()
+        if self.scheduler.timed_out:
+            if rc == 0:
+                LOG.info("converged for %ss: exiting", self.options.converged_timeout)
+            else:
+                LOG.error("settled with failed resources: exiting with status %d", rc)
+        return rc
+
+
+def run(options: EngineOptions) -> int:
+    if options.graph_file is not None:
+        options.graph_file = os.path.abspath(options.graph_file)
+    return Engine(options).run()

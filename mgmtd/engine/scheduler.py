@@ -1,0 +1,365 @@
+"""Applies a graph and keeps it applied.
+
+One control thread owns every piece of state; workers (a bounded pool) only
+run ``check_apply`` and report back through the same queue that carries
+watch events and graph swaps, so a swap can never race a worker: a worker of
+a replaced resource finishes, its result is dropped, and the new resource
+starts only then."""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mgmtd import log
+from mgmtd.engine.graph import Graph, Key, key_str
+from mgmtd.engine.watch import FileWatcher
+from mgmtd.resources.base import Context, Resource, ResourceError
+
+LOG = log.get("engine")
+
+PENDING, OK, FAILED, BLOCKED = "pending", "ok", "failed", "blocked"
+
+
+@dataclass
+class Status:
+    state: str = PENDING
+    dirty: bool = True
+    refresh: bool = False
+    running: Resource | None = None     # the instance a worker is running now
+    attempts: int = 0
+    retry_at: float | None = None
+    error: str = ""
+    checks: int = 0
+    changes: int = 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The node's engine state, as reported to the supervisor and mgmtctl."""
+
+    state: str                      # converging | converged | failed
+    resources: int
+    ok: int
+    failed: int
+    blocked: int
+    pending: int
+    errors: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "resources": self.resources, "ok": self.ok,
+                "failed": self.failed, "blocked": self.blocked, "pending": self.pending,
+                "errors": list(self.errors)}
+
+
+class Scheduler:
+    def __init__(self, ctx: Context, workers: int = 8, converged_after: float = 3.0,
+                 on_summary: Callable[[Summary], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.converged_after = converged_after
+        self.on_summary = on_summary or (lambda s: None)
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
+        self.graph = Graph()
+        self.status: dict[Key, Status] = {}
+        self.retired: dict[Key, Resource] = {}  # replaced/removed, still in a worker
+        self.candidates: set[Key] = set()
+        self.timers: list[tuple[float, int, str, Key]] = []   # (when, seq, what, key)
+        self.seq = 0
+        self.stops: dict[Key, Callable[[], None]] = {}
+        self.watcher = FileWatcher(self.poke)
+        self.quiet_since: float | None = None
+        self.last_summary: Summary | None = None
+        self.stopped = threading.Event()
+        self.timed_out = False
+
+    # --- thread-safe entry points -------------------------------------------
+    def poke(self, key: Key) -> None:
+        self.events.put(("poke", key, None))
+
+    def swap(self, graph: Graph) -> None:
+        self.events.put(("swap", None, graph))
+
+    def stop(self) -> None:
+        self.events.put(("stop", None, None))
+
+    # --- the control loop ------------------------------------------------------
+    def run(self, converged_timeout: float | None = None, stop: threading.Event | None = None) -> int:
+        """Runs until stopped (returns 0), or until settled for
+        ``converged_timeout`` seconds (0 when every resource is in state, 1 when
+        some failed)."""
+        if converged_timeout is not None:
+            self.converged_after = min(self.converged_after, converged_timeout)
+        try:
+            while not (stop and stop.is_set()):
+                event = self._next_event(converged_timeout)
+                if event is not None:
+                    what, key, payload = event
+                    if what == "stop":
+                        return 0
+                    self._handle(what, key, payload)
+                    # drain what is already queued before dispatching: one pass for a burst
+                    while True:
+                        try:
+                            what, key, payload = self.events.get_nowait()
+                        except queue.Empty:
+                            break
+                        if what == "stop":
+                            return 0
+                        self._handle(what, key, payload)
+                self._fire_timers()
+                self._dispatch()
+                summary = self._summarize()
+                if converged_timeout is not None and self._settled_for() >= converged_timeout:
+                    self.timed_out = True
+                    return 1 if summary.failed or summary.blocked else 0
+            return 0
+        finally:
+            self._shutdown()
+
+    def _next_event(self, converged_timeout: float | None):
+        now = self.clock()
+        waits = [1.0]
+        if self.timers:
+            waits.append(self.timers[0][0] - now)
+        if self.quiet_since is not None:
+            for limit in (self.converged_after, converged_timeout):
+                if limit is not None and now - self.quiet_since < limit:
+                    waits.append(self.quiet_since + limit - now)
+        try:
+            return self.events.get(timeout=max(0.0, min(waits)))
+        except queue.Empty:
+            return None
+
+    def _handle(self, what: str, key: Key, payload) -> None:
+        if what == "poke":
+            status = self.status.get(key)
+            if status is not None and not status.dirty:
+                status.dirty = True
+                self.candidates.add(key)
+        elif what == "done":
+            self._done(key, *payload)
+        elif what == "swap":
+            self._swap(payload)
+
+    def _dispatch(self) -> None:
+        candidates, self.candidates = self.candidates, set()
+        for key in candidates:
+            status = self.status.get(key)
+            if status is None or not status.dirty or status.running is not None:
+                continue
+            if key in self.retired:
+                continue  # the old instance is still running; we go when it is done
+            if status.retry_at is not None:
+                continue
+            waiting = False
+            for dep in self.graph.requires[key]:
+                dep_status = self.status[dep]
+                if dep_status.state in (FAILED, BLOCKED):
+                    if status.state != BLOCKED:
+                        LOG.warning("%s: blocked: %s has failed", key_str(key), key_str(dep))
+                    status.state = BLOCKED
+                    waiting = True
+                    break
+                if dep_status.state != OK or dep_status.dirty or dep_status.running is not None:
+                    waiting = True
+            if waiting:
+                continue
+            res = self.graph.resources[key]
+            refresh, status.refresh, status.dirty = status.refresh, False, False
+            status.running = res
+            self.pool.submit(self._work, key, res, refresh)
+
+    def _work(self, key: Key, res: Resource, refresh: bool) -> None:
+        res.refresh = refresh
+        error = ""
+        in_state = False
+        try:
+            in_state = res.check_apply(not (self.ctx.noop or res.meta.noop))
+        except ResourceError as err:
+            error = str(err)
+        except Exception as err:  # a bug in a resource must not stop the engine
+            LOG.exception("%s: internal error", res)
+            error = f"internal error: {err!r}"
+        self.events.put(("done", key, (res, in_state, error)))
+
+    def _done(self, key: Key, res: Resource, in_state: bool, error: str) -> None:
+        if self.retired.get(key) is res:
+            del self.retired[key]
+            res.close()
+            self.candidates.add(key)
+            return
+        status = self.status.get(key)
+        if status is None or status.running is not res:
+            return
+        status.running = None
+        status.checks += 1
+        if status.dirty:  # poked while it ran: check again
+            self.candidates.add(key)
+        noop = self.ctx.noop or res.meta.noop
+        if error:
+            status.attempts += 1
+            status.error = error
+            self.quiet_since = None
+            retry = res.meta.retry
+            if retry == -1 or status.attempts <= retry:
+                status.retry_at = self.clock() + max(res.meta.delay, 0.05)
+                self._timer(status.retry_at, "retry", key)
+                LOG.warning("%s: %s (attempt %d, retrying)", key_str(key), error, status.attempts)
+            else:
+                if status.state != FAILED:
+                    LOG.error("%s: %s", key_str(key), error)
+                status.state = FAILED
+                self._block_dependants(key)
+            return
+        if status.state == FAILED:
+            LOG.info("%s: recovered", key_str(key))
+        status.attempts, status.error = 0, ""
+        status.state = OK
+        self.watcher.rearm(key)
+        if not in_state:
+            self.quiet_since = None
+            if noop:
+                return
+            status.changes += 1
+            LOG.info("%s: applied", key_str(key))
+            for dependant in self.graph.dependants[key]:
+                dep_status = self.status[dependant]
+                dep_status.dirty = True
+                if (key, dependant) in self.graph.notifies:
+                    dep_status.refresh = True
+        # dependants may have been waiting for this one
+        for dependant in self.graph.dependants[key]:
+            dep_status = self.status[dependant]
+            if dep_status.state == BLOCKED:
+                dep_status.state = PENDING
+                dep_status.dirty = True
+            self.candidates.add(dependant)
+        if res.meta.poll > 0:
+            self._timer(self.clock() + res.meta.poll, "poll", key)
+
+    def _block_dependants(self, key: Key) -> None:
+        todo = list(self.graph.dependants[key])
+        while todo:
+            dep = todo.pop()
+            status = self.status[dep]
+            if status.state != BLOCKED and status.running is None:
+                status.state = BLOCKED
+                todo.extend(self.graph.dependants[dep])
+
+    def _timer(self, when: float, what: str, key: Key) -> None:
+        self.seq += 1
+        heapq.heappush(self.timers, (when, self.seq, what, key))
+
+    def _fire_timers(self) -> None:
+        now = self.clock()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, what, key = heapq.heappop(self.timers)
+            status = self.status.get(key)
+            if status is None:
+                continue
+            if what == "retry" and status.retry_at is not None and status.retry_at <= now:
+                status.retry_at = None
+                status.dirty = True
+                self.candidates.add(key)
+            elif what == "poll" and not status.dirty:
+                status.dirty = True
+                self.candidates.add(key)
+
+    # --- graph swaps -----------------------------------------------------------
+    def _swap(self, graph: Graph) -> None:
+        old = self.graph
+        kept = 0
+        for key, res in list(old.resources.items()):
+            new = graph.resources.get(key)
+            if new is not None and res.same_as(new):
+                graph.resources[key] = res  # keep the running instance and its watches
+                kept += 1
+                continue
+            self._retire(key, res)
+        self.graph = graph
+        for key, res in graph.resources.items():
+            if key in old.resources and old.resources[key] is res:
+                continue
+            res.ctx = self.ctx
+            self.status[key] = Status()
+            self._start_watch(key, res)
+            self.candidates.add(key)
+        # an edge may have appeared or gone: recheck whoever now depends on something
+        for key in graph.resources:
+            if graph.requires[key] != (old.requires.get(key) or set()):
+                self.status[key].dirty = True
+                self.candidates.add(key)
+        self.quiet_since = None
+        if old.resources:
+            LOG.info("graph swapped: %d kept, %d started, %d stopped", kept,
+                     len(graph) - kept, len(old) - kept)
+
+    def _retire(self, key: Key, res: Resource) -> None:
+        self.watcher.unwatch(key)
+        stop = self.stops.pop(key, None)
+        if stop is not None:
+            stop()
+        status = self.status.pop(key, None)
+        if status is not None and status.running is res:
+            self.retired[key] = res  # closed when its worker is done
+        else:
+            res.close()
+
+    def _start_watch(self, key: Key, res: Resource) -> None:
+        paths = res.watch_paths()
+        if paths and res.meta.poll <= 0:
+            self.watcher.watch(key, paths)
+        stop = res.start_watch(lambda: self.poke(key))
+        if stop is not None:
+            self.stops[key] = stop
+
+    # --- state -------------------------------------------------------------------
+    def _busy(self) -> bool:
+        return bool(self.retired) or any(
+            s.dirty or s.running is not None or s.retry_at is not None for s in self.status.values()
+        )
+
+    def _settled_for(self) -> float:
+        return 0.0 if self.quiet_since is None else self.clock() - self.quiet_since
+
+    def _summarize(self) -> Summary:
+        busy = self._busy()
+        if busy:
+            self.quiet_since = None
+        elif self.quiet_since is None:
+            self.quiet_since = self.clock()
+        counts = {PENDING: 0, OK: 0, FAILED: 0, BLOCKED: 0}
+        errors = []
+        for key, status in self.status.items():
+            counts[status.state] += 1
+            if status.state == FAILED:
+                errors.append(f"{key_str(key)}: {status.error}")
+        if counts[FAILED] or counts[BLOCKED]:
+            state = "failed" if not busy else "converging"
+        elif not busy and self._settled_for() >= self.converged_after:
+            state = "converged"
+        else:
+            state = "converging"
+        summary = Summary(state, len(self.status), counts[OK], counts[FAILED], counts[BLOCKED],
+                          counts[PENDING], tuple(sorted(errors)[:5]))
+        if summary != self.last_summary:
+            self.last_summary = summary
+            self.on_summary(summary)
+        return summary
+
+    def _shutdown(self) -> None:
+        for key in list(self.stops):
+            self.stops.pop(key)()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for res in self.graph.resources.values():
+            res.close()
+        self.watcher.close()
+        self.stopped.set()

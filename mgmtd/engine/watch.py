@@ -1,0 +1,134 @@
+"""File watching through inotify: one descriptor for the whole graph, one
+watch per parent directory, events mapped back to the resources they concern."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from mgmtd import log
+from mgmtd.engine.graph import Key
+
+LOG = log.get("engine.watch")
+
+MASK = (F.CREATE | F.DELETE | F.MODIFY | F.ATTRIB | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
+        | F.DELETE_SELF | F.MOVE_SELF | F.ONLYDIR)
+SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED
+
+
+class FileWatcher:
+    """Calls ``poke(key)`` for each resource whose path may have changed."""
+
+    def __init__(self, poke: Callable[[Key], None]) -> None:
+        self.poke = poke
+        self.inotify = INotify()
+        self.lock = threading.Lock()
+        self.wd_dir: dict[int, str] = {}
+        self.dir_wd: dict[str, int] = {}
+        self.by_path: dict[str, set[Key]] = {}     # watched path -> resources
+        self.by_dir: dict[str, set[Key]] = {}      # parent dir -> resources with paths in it
+        self.key_paths: dict[Key, list[str]] = {}
+        self.unwatched: set[str] = set()            # dirs that did not exist yet
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="inotify", daemon=True)
+        self.thread.start()
+
+    def watch(self, key: Key, paths: Iterable[str]) -> None:
+        normal = [os.path.normpath(p) for p in paths]
+        with self.lock:
+            self._forget(key)
+            self.key_paths[key] = normal
+            for path in normal:
+                parent = os.path.dirname(path)
+                self.by_path.setdefault(path, set()).add(key)
+                self.by_dir.setdefault(parent, set()).add(key)
+                self._add_dir(parent)
+
+    def rearm(self, key: Key) -> None:
+        """Tries again to watch directories that were missing (after the
+        resource or a dependency created them)."""
+        with self.lock:
+            for path in self.key_paths.get(key, ()):
+                parent = os.path.dirname(path)
+                if parent in self.unwatched:
+                    self._add_dir(parent)
+
+    def unwatch(self, key: Key) -> None:
+        with self.lock:
+            self._forget(key)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=2)
+        self.inotify.close()
+
+    # --- internals, under self.lock ----------------------------------------
+    def _add_dir(self, directory: str) -> None:
+        if directory in self.dir_wd:
+            return
+        try:
+            wd = self.inotify.add_watch(directory, MASK)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                LOG.warning("cannot watch %s: %s", directory, err.strerror)
+            self.unwatched.add(directory)
+            return
+        self.unwatched.discard(directory)
+        self.dir_wd[directory] = wd
+        self.wd_dir[wd] = directory
+
+    def _forget(self, key: Key) -> None:
+        for path in self.key_paths.pop(key, ()):
+            parent = os.path.dirname(path)
+            for index, table in ((path, self.by_path), (parent, self.by_dir)):
+                keys = table.get(index)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del table[index]
+            if parent not in self.by_dir:
+                self.unwatched.discard(parent)
+                wd = self.dir_wd.pop(parent, None)
+                if wd is not None:
+                    self.wd_dir.pop(wd, None)
+                    try:
+                        self.inotify.rm_watch(wd)
+                    except OSError:
+                        pass
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                events = self.inotify.read(timeout=200)
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                raise
+            touched: set[Key] = set()
+            with self.lock:
+                for event in events:
+                    directory = self.wd_dir.get(event.wd)
+                    if directory is None:
+                        continue
+                    if event.name:
+                        touched |= self.by_path.get(os.path.join(directory, event.name), set())
+                        continue
+                    touched |= self.by_path.get(directory, set())
+                    if event.mask & SELF_GONE:
+                        touched |= self.by_dir.get(directory, set())
+                        # the watch now follows a moved or deleted inode: drop it
+                        if event.mask & F.MOVE_SELF:
+                            try:
+                                self.inotify.rm_watch(event.wd)
+                            except OSError:
+                                pass
+                        self.dir_wd.pop(directory, None)
+                        self.wd_dir.pop(event.wd, None)
+                        self.unwatched.add(directory)
+            for key in touched:
+                self.poke(key)

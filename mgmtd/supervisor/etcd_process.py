@@ -1,0 +1,220 @@
+"""The stock ``etcd`` binary as a child process: started, watched, re-logged,
+stopped. Never embedded: a child can be killed and restarted on its own and
+frees its ports when it goes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from mgmtd import log
+from mgmtd.cluster import gateway
+
+LOG = log.get("etcd")
+
+# systemd's variables are for the supervisor only: etcd would notify systemd itself
+STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+_LEVELS = {
+    "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+    "warning": logging.WARNING, "error": logging.ERROR, "dpanic": logging.CRITICAL,
+    "panic": logging.CRITICAL, "fatal": logging.CRITICAL,
+}
+
+
+# etcd warnings that say nothing an operator can act on in mgmtd's set-up
+QUIET = frozenset({"simple token is not cryptographically signed"})
+
+
+class EtcdStartError(Exception):
+    """etcd did not come up; the message carries etcd's own last words."""
+
+
+@dataclass
+class EtcdConfig:
+    binary: str
+    name: str
+    data_dir: str
+    listen_client_urls: tuple[str, ...]
+    advertise_client_urls: tuple[str, ...]
+    listen_peer_urls: tuple[str, ...]
+    advertise_peer_urls: tuple[str, ...]
+    initial_cluster: str = ""               # "name=url,..."; empty = just this member
+    initial_cluster_state: str = "new"
+    cluster_token: str = "mgmtd"
+    log_level: str = "warn"
+    extra_args: tuple[str, ...] = field(default=())
+
+    def command(self) -> list[str]:
+        initial = self.initial_cluster or ",".join(
+            f"{self.name}={url}" for url in self.advertise_peer_urls)
+        return [
+            self.binary,
+            "--name", self.name,
+            "--data-dir", self.data_dir,
+            "--listen-client-urls", ",".join(self.listen_client_urls),
+            "--advertise-client-urls", ",".join(self.advertise_client_urls),
+            "--listen-peer-urls", ",".join(self.listen_peer_urls),
+            "--initial-advertise-peer-urls", ",".join(self.advertise_peer_urls),
+            "--initial-cluster", initial,
+            "--initial-cluster-state", self.initial_cluster_state,
+            "--initial-cluster-token", self.cluster_token,
+            "--logger", "zap", "--log-outputs", "stderr", "--log-level", self.log_level,
+            *self.extra_args,
+        ]
+
+
+def relog(line: str) -> None:
+    """Re-emits one etcd log line (zap JSON) at its own level."""
+    try:
+        entry = json.loads(line)
+        level = _LEVELS.get(str(entry.pop("level", "info")).lower(), logging.INFO)
+        message = entry.pop("msg", "")
+        if message in QUIET:
+            level = logging.DEBUG
+        for noise in ("ts", "caller", "stacktrace"):
+            entry.pop(noise, None)
+        details = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                           for k, v in entry.items())
+        LOG.log(level, "%s%s", message, f" ({details})" if details else "")
+    except (ValueError, AttributeError):
+        if line.strip():
+            LOG.info("%s", line.rstrip())
+
+
+class EtcdProcess:
+    def __init__(self, config: EtcdConfig, pid_file: str) -> None:
+        self.config = config
+        self.pid_file = pid_file
+        self.proc: subprocess.Popen | None = None
+        self.last_error = ""
+        self.reader: threading.Thread | None = None
+
+    @property
+    def client_url(self) -> str:
+        return self.config.advertise_client_urls[0]
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def _read_stderr(self, stream) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace")
+            try:
+                entry = json.loads(line)
+                if entry.get("level") in ("error", "fatal", "panic", "warn"):
+                    self.last_error = entry.get("error") or entry.get("msg", "")
+            except (ValueError, AttributeError):
+                pass
+            relog(line)
+        stream.close()
+
+    def stop_leftover(self) -> None:
+        """Stops an etcd a previous supervisor (killed without cleanup) left on
+        our data dir; it is recognised by pid file, executable and command line."""
+        try:
+            with open(self.pid_file) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            proc = psutil.Process(pid)
+            cmdline = proc.cmdline()
+            is_ours = (os.path.basename(proc.exe()) == os.path.basename(self.config.binary)
+                       and self.config.data_dir in cmdline)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            is_ours = False
+        if is_ours:
+            LOG.warning("stopping leftover etcd (pid %d) from a previous run", pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        try:
+            os.unlink(self.pid_file)
+        except FileNotFoundError:
+            pass
+
+    def start(self) -> None:
+        self.stop_leftover()
+        os.makedirs(os.path.dirname(self.config.data_dir), mode=0o700, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in STRIPPED_ENV}
+        self.last_error = ""
+        command = self.config.command()
+        LOG.debug("starting: %s", " ".join(command))
+        self.proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        with open(self.pid_file + ".tmp", "w") as handle:
+            handle.write(f"{self.proc.pid}\n")
+        os.replace(self.pid_file + ".tmp", self.pid_file)
+        self.reader = threading.Thread(target=self._read_stderr, args=(self.proc.stderr,),
+                                       name="etcd-log", daemon=True)
+        self.reader.start()
+        LOG.info("started etcd (pid %d) serving %s", self.proc.pid, ",".join(
+            self.config.advertise_client_urls))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until etcd answers /health; raises EtcdStartError when it exits
+        or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while time.monotonic() < deadline:
+            if not self.running():
+                self._join_reader()
+                detail = self.last_error or f"exit status {self.exit_code()}"
+                raise EtcdStartError(f"etcd exited during start-up: {detail}")
+            if gateway.healthy(self.client_url, timeout=1.0):
+                return
+            time.sleep(delay)  # bounded by the deadline above
+            delay = min(delay * 1.5, 0.25)
+        raise EtcdStartError(f"etcd did not become healthy within {timeout:.0f}s"
+                             + (f": {self.last_error}" if self.last_error else ""))
+
+    def _join_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.join(timeout=2)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                LOG.warning("etcd did not stop within %.0fs: killing it", timeout)
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            LOG.info("stopped etcd")
+        self._join_reader()
+        try:
+            os.unlink(self.pid_file)
+        except FileNotFoundError:
+            pass
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def find_binary(name: str) -> str | None:
+    if os.sep in name:
+        return name if os.access(name, os.X_OK) else None
+    return shutil.which(name)

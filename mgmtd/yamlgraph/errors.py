@@ -1,0 +1,31 @@
+"""Graph errors carry their place in the file, so the user can go straight there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int = 0     # 1-based; 0 = unknown
+    column: int = 0   # 1-based
+
+    def __str__(self) -> str:
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class GraphError(Exception):
+    """One problem in a graph, printed as one line: ``file:line:col: what: message``."""
+
+    def __init__(self, location: Location, message: str, subject: str = "") -> None:
+        self.location = location
+        self.message = message
+        self.subject = subject
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        subject = f"{self.subject}: " if self.subject else ""
+        return f"{self.location}: {subject}{self.message}"

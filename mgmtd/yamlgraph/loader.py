@@ -1,0 +1,319 @@
+"""Loads an mgmt-style YAML graph into resources, edges and collect rules.
+
+Everything is checked before anything is built, and every problem is one
+``GraphError`` with file, line and column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mgmtd.engine import graph as graphs
+from mgmtd.resources import KINDS, kind_names
+from mgmtd.resources.base import Field, FieldError, Meta, Resource
+from mgmtd.yamlgraph.errors import GraphError, Location
+
+EXPORT_MARK = "@@"
+MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CollectRule:
+    kind: str
+    pattern: str | None = None
+    hosts: tuple[str, ...] = ()
+    set: tuple[tuple[str, Any], ...] = ()
+    location: Location | None = None
+
+
+@dataclass
+class GraphSpec:
+    name: str
+    source: str
+    resources: list[Resource] = field(default_factory=list)   # applied here
+    exports: list[Resource] = field(default_factory=list)     # '@@': sent to the cluster
+    edges: list[graphs.Edge] = field(default_factory=list)
+    collect: list[CollectRule] = field(default_factory=list)
+    locations: dict[graphs.Key, Location] = field(default_factory=dict)
+
+    def build(self, extra: list[Resource] | None = None) -> graphs.Graph:
+        try:
+            return graphs.build([*self.resources, *(extra or [])], self.edges)
+        except graphs.CycleError as err:
+            raise GraphError(self.locations.get(err.cycle[0], Location(self.source)), str(err)) from None
+
+
+class _Node:
+    """A YAML node with its value converted and its place kept."""
+
+    __slots__ = ("value", "loc")
+
+    def __init__(self, value: Any, loc: Location) -> None:
+        self.value = value
+        self.loc = loc
+
+
+class Loader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.constructor = yaml.SafeLoader("")
+
+    def loc(self, node: yaml.Node) -> Location:
+        mark = node.start_mark
+        return Location(self.source, mark.line + 1, mark.column + 1)
+
+    def error(self, node: yaml.Node | Location, message: str, subject: str = "") -> GraphError:
+        loc = node if isinstance(node, Location) else self.loc(node)
+        return GraphError(loc, message, subject)
+
+    # --- YAML -> nodes ------------------------------------------------------
+    def compose(self, text: str) -> yaml.Node | None:
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            loc = Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
+            problem = err.problem or err.context or "invalid YAML"
+            raise GraphError(loc, f"YAML syntax error: {problem}") from None
+        except yaml.YAMLError as err:
+            raise GraphError(Location(self.source), f"YAML error: {err}") from None
+        except RecursionError:
+            raise GraphError(Location(self.source), "YAML nesting is too deep") from None
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as err:
+            raise self.error(node, f"bad value: {getattr(err, 'problem', err)}") from None
+        except RecursionError:
+            raise self.error(node, "value is nested too deeply") from None
+
+    def mapping(self, node: yaml.Node, what: str, subject: str = "") -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping", subject)
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise self.error(key_node, f"{what}: keys must be strings", subject)
+            if key in out:
+                raise self.error(key_node, f"{what}: key {key!r} appears twice", subject)
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: yaml.Node, what: str, subject: str = "") -> list[yaml.Node]:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, f"{what} must be a list", subject)
+        return list(node.value)
+
+    def string(self, node: yaml.Node, what: str, subject: str = "") -> str:
+        value = self.scalar(node)
+        if not isinstance(value, str) or not value:
+            raise self.error(node, f"{what} must be a non-empty string", subject)
+        return value
+
+    def typed(self, node: yaml.Node, name: str, spec: Field, subject: str) -> Any:
+        value = self.scalar(node)
+        if isinstance(value, int) and not isinstance(value, bool) and float in spec.types:
+            return value
+        if not spec.accepts(value):
+            shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+            raise self.error(node, f"field {name!r} must be {spec.type_name()}, not {shown}", subject)
+        return value
+
+    # --- the graph ----------------------------------------------------------
+    def load(self, text: str) -> GraphSpec:
+        root = self.compose(text)
+        if root is None:
+            raise GraphError(Location(self.source), "the graph is empty")
+        top = self.mapping(root, "the graph")
+        allowed = {"graph", "comment", "resources", "edges", "collect"}
+        for key, (key_node, _) in top.items():
+            if key not in allowed:
+                raise self.error(key_node, f"unknown top-level key {key!r} (expected one of: "
+                                 f"{', '.join(sorted(allowed))})")
+        name = self.string(top["graph"][1], "graph") if "graph" in top else "graph"
+        spec = GraphSpec(name=name, source=self.source)
+        if "resources" in top:
+            self.load_resources(top["resources"][1], spec)
+        if "edges" in top:
+            self.load_edges(top["edges"][1], spec)
+        if "collect" in top:
+            self.load_collect(top["collect"][1], spec)
+        spec.build()  # autoedges and cycles, before anything runs
+        return spec
+
+    def load_resources(self, node: yaml.Node, spec: GraphSpec) -> None:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return
+        seen: dict[graphs.Key, Location] = {}
+        identities: dict[tuple, tuple[str, Location]] = {}
+        for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
+            cls = KINDS.get(kind)
+            if cls is None:
+                raise self.error(kind_node, f"unknown resource kind {kind!r} (known: {kind_names()})")
+            for item in self.sequence(list_node, f"resources.{kind}"):
+                res, exported = self.load_resource(cls, item)
+                loc = self.loc(item)
+                label = f"{kind}[{EXPORT_MARK if exported else ''}{res.name}]"
+                if (res.key, exported) in seen:
+                    raise self.error(loc, f"duplicate name (first defined at line "
+                                     f"{seen[(res.key, exported)].line})", label)
+                seen[(res.key, exported)] = loc
+                if exported:
+                    spec.exports.append(res)
+                    continue
+                identity = res.identity()
+                if identity in identities and identity != res.key:
+                    other, where = identities[identity]
+                    raise self.error(loc, f"manages the same object as {other} (line {where.line})",
+                                     label)
+                identities[identity] = (label, loc)
+                spec.resources.append(res)
+                spec.locations[res.key] = loc
+
+    def load_resource(self, cls: type[Resource], node: yaml.Node) -> tuple[Resource, bool]:
+        fields = self.mapping(node, f"a {cls.kind} resource")
+        if "name" not in fields:
+            raise self.error(node, "resource has no name", cls.kind)
+        name = self.scalar(fields["name"][1])
+        if isinstance(name, int | float) and not isinstance(name, bool):
+            name = str(name)
+        if not isinstance(name, str) or not name.strip() or name == EXPORT_MARK:
+            raise self.error(fields["name"][1], "name must be a non-empty string", cls.kind)
+        exported = name.startswith(EXPORT_MARK)
+        if exported:
+            name = name[len(EXPORT_MARK):]
+        subject = f"{cls.kind}[{name}]"
+        params: dict[str, Any] = {}
+        meta = Meta()
+        for key, (key_node, value_node) in fields.items():
+            if key == "name":
+                continue
+            if key == "meta":
+                meta = self.load_meta(value_node, subject)
+                continue
+            field_spec = cls.FIELDS.get(key)
+            if field_spec is None:
+                known = ", ".join(sorted(cls.FIELDS))
+                raise self.error(key_node, f"unknown field {key!r} for kind {cls.kind} "
+                                 f"(known: name, meta, {known})", subject)
+            params[key] = self.typed(value_node, key, field_spec, subject)
+        for key, field_spec in cls.FIELDS.items():
+            if field_spec.required and params.get(key) is None:
+                raise self.error(node, f"field {key!r} is required", subject)
+        res = cls(name, params, meta)
+        try:
+            res.validate()
+        except FieldError as err:
+            where = fields[err.field][1] if err.field in fields else node
+            raise self.error(where, str(err), subject) from None
+        except ValueError as err:
+            raise self.error(node, str(err), subject) from None
+        return res, exported
+
+    def load_meta(self, node: yaml.Node, subject: str) -> Meta:
+        values: dict[str, Any] = {}
+        for key, (key_node, value_node) in self.mapping(node, "meta", subject).items():
+            spec = Meta.FIELDS.get(key)
+            if spec is None:
+                raise self.error(key_node, f"unknown meta parameter {key!r} (known: "
+                                 f"{', '.join(sorted(Meta.FIELDS))})", subject)
+            value = self.typed(value_node, f"meta.{key}", spec, subject)
+            if key in ("noop", "retry", "delay", "poll", "autoedge") and value is not None:
+                values[key] = value
+        if values.get("retry", 0) < -1:
+            raise self.error(node, "meta.retry must be -1 (forever) or >= 0", subject)
+        for key in ("delay", "poll"):
+            if values.get(key, 0) < 0:
+                raise self.error(node, f"meta.{key} must not be negative", subject)
+        return Meta(**values)
+
+    def endpoint(self, node: yaml.Node, spec: GraphSpec, what: str) -> graphs.Key:
+        fields = self.mapping(node, f"edge {what}")
+        for key, (key_node, _) in fields.items():
+            if key not in ("kind", "name"):
+                raise self.error(key_node, f"unknown field {key!r} in edge {what} (expected kind, name)")
+        if "kind" not in fields or "name" not in fields:
+            raise self.error(node, f"edge {what} needs kind and name")
+        kind = self.string(fields["kind"][1], "kind")
+        name = self.scalar(fields["name"][1])
+        name = str(name) if name is not None else ""
+        key = (kind, name.removeprefix(EXPORT_MARK))
+        if key not in spec.locations:
+            raise self.error(fields["name"][1], f"edge {what} names a resource that does not exist "
+                             f"in this graph: {kind}[{name}]")
+        return key
+
+    def load_edges(self, node: yaml.Node, spec: GraphSpec) -> None:
+        for item in self.sequence(node, "edges"):
+            fields = self.mapping(item, "an edge")
+            for key, (key_node, _) in fields.items():
+                if key not in ("name", "from", "to", "notify"):
+                    raise self.error(key_node, f"unknown field {key!r} in edge "
+                                     "(expected name, from, to, notify)")
+            if "from" not in fields or "to" not in fields:
+                raise self.error(item, "edge needs from and to")
+            source = self.endpoint(fields["from"][1], spec, "from")
+            target = self.endpoint(fields["to"][1], spec, "to")
+            notify = self.scalar(fields["notify"][1]) if "notify" in fields else False
+            if not isinstance(notify, bool):
+                raise self.error(fields["notify"][1], "notify must be true or false")
+            name = str(self.scalar(fields["name"][1])) if "name" in fields else ""
+            if source == target:
+                raise self.error(item, f"edge from {graphs.key_str(source)} to itself")
+            spec.edges.append(graphs.Edge(source, target, notify, name))
+
+    def load_collect(self, node: yaml.Node, spec: GraphSpec) -> None:
+        for item in self.sequence(node, "collect"):
+            fields = self.mapping(item, "a collect rule")
+            for key, (key_node, _) in fields.items():
+                if key not in ("kind", "pattern", "hosts", "set"):
+                    raise self.error(key_node, f"unknown field {key!r} in collect rule "
+                                     "(expected kind, pattern, hosts, set)")
+            if "kind" not in fields:
+                raise self.error(item, "collect rule needs a kind")
+            kind = self.string(fields["kind"][1], "kind")
+            cls = KINDS.get(kind)
+            if cls is None:
+                raise self.error(fields["kind"][1], f"unknown resource kind {kind!r} (known: {kind_names()})")
+            pattern = None
+            if "pattern" in fields:
+                value = self.scalar(fields["pattern"][1])
+                if value not in (None, "") and not isinstance(value, str):
+                    raise self.error(fields["pattern"][1], "pattern must be a string")
+                pattern = value or None
+            hosts: tuple[str, ...] = ()
+            if "hosts" in fields:
+                hosts = tuple(self.string(h, "hosts entry") for h in self.sequence(fields["hosts"][1], "hosts"))
+            overrides: list[tuple[str, Any]] = []
+            if "set" in fields:
+                for key, (key_node, value_node) in self.mapping(fields["set"][1], "set").items():
+                    field_spec = cls.FIELDS.get(key)
+                    if field_spec is None or key == "name":
+                        raise self.error(key_node, f"set: unknown field {key!r} for kind {kind}")
+                    overrides.append((key, self.typed(value_node, key, field_spec, f"collect {kind}")))
+            spec.collect.append(CollectRule(kind, pattern, hosts, tuple(overrides), self.loc(item)))
+
+
+def load_text(text: str, source: str = "<graph>") -> GraphSpec:
+    return Loader(source).load(text)
+
+
+def load_file(path: str) -> GraphSpec:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as err:
+        raise GraphError(Location(path), f"cannot read graph: {err.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise GraphError(Location(path), f"graph is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise GraphError(Location(path), f"graph is not UTF-8 (byte {err.start})") from None
+    return load_text(text, path)
