@@ -162,6 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as err:
         log.get("supervisor").error("%s", err)
         return 1
+    except Exception as err:  # a bug: one line for the operator, the trace at debug level
+        log.get("supervisor").debug("internal error", exc_info=True)
+        log.get("supervisor").error("internal error: %r (run with --log-level debug for details)", err)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,5 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> int:
+    try:
+        return main()
+    except BrokenPipeError:  # `mgmtctl ... | head`
+        sys.stderr.close()
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -100,6 +100,8 @@ class Supervisor:
         self.state_changed = threading.Event()
         self.registered_value = ""
         self.membership: protocol.Membership | None = None
+        self.cluster_initialised = False
+        self.etcd_unreachable = False
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
@@ -197,6 +199,9 @@ class Supervisor:
         )
 
     def _sync_cluster(self) -> None:
+        if not self.cluster_initialised:
+            self._init_cluster()
+            self.cluster_initialised = True
         self._ensure_lease()
         self._register()
         self._campaign()
@@ -234,13 +239,9 @@ class Supervisor:
         try:
             self._start_etcd()
             self._connect()
-            self._init_cluster()
-            self._ensure_lease()
-            self._register()
-            self._campaign()
             self.engine = EngineProcess(self._engine_args(), self._on_engine_state)
             self.engine.start()
-            self._sync_cluster()
+            self._try_sync_cluster()
             return self._loop()
         except EtcdStartError as err:
             raise StartupError(str(err)) from None
@@ -283,15 +284,24 @@ class Supervisor:
                 if self.stopping.wait(delay):
                     break
                 self.engine.start()
-            try:
-                self._sync_cluster()
-                if self.engine_state.state in ("converged", "converging"):
-                    engine_restarts.reset()
-            except Exception as err:  # etcd briefly unavailable: keep going, say so once
-                LOG.warning("cannot reach etcd: %s", err)
-                self.lease = None
-                self._safe_connect()
+            if self._try_sync_cluster() and self.engine_state.state in ("converged", "converging"):
+                engine_restarts.reset()
         return 0
+
+    def _try_sync_cluster(self) -> bool:
+        try:
+            self._sync_cluster()
+            if self.etcd_unreachable:
+                LOG.info("etcd is reachable again")
+            self.etcd_unreachable = False
+            return True
+        except Exception as err:  # etcd briefly unavailable: keep going, say so once
+            if not self.etcd_unreachable:
+                LOG.warning("cannot reach etcd: %s", err)
+            self.etcd_unreachable = True
+            self.lease = None
+            self._safe_connect()
+            return False
 
     def _safe_connect(self) -> None:
         try:

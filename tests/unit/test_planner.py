@@ -49,13 +49,9 @@ def dead(mid: int, host: str) -> Member:
     return voter(mid, host, healthy=False, down_since=NOW - GRACE - 1)
 
 
-def learner(
-    mid: int, host: str, started: bool = True, healthy: bool = True, caught_up: bool = False
-) -> Member:
+def learner(mid: int, host: str, started: bool = True, healthy: bool = True, caught_up: bool = False) -> Member:
     down_since = None if healthy and started else NOW - 1
-    return Member(
-        mid, host if started else "", peer(host), client(host), True, healthy, down_since, caught_up
-    )
+    return Member(mid, host if started else "", peer(host), client(host), True, healthy, down_since, caught_up)
 
 
 def vol(host: str) -> Volunteer:
@@ -295,27 +291,19 @@ def test_unhealthy_without_timestamp_is_not_dead() -> None:
 
 def test_remove_dead_before_growing() -> None:
     members = (voter(1, "a"), voter(2, "b"), dead(3, "c"))
-    assert plan(obs(members, "abdef", ideal=5)) == [
-        RemoveMember(3, "c", "unhealthy past grace period")
-    ]
+    assert plan(obs(members, "abdef", ideal=5)) == [RemoveMember(3, "c", "unhealthy past grace period")]
 
 
 def test_dead_leader_is_removed_after_other_dead_voters() -> None:
     members = (dead(1, "a"), dead(2, "b"), voter(3, "c"), voter(4, "d"), voter(5, "e"))
-    assert changes(plan(obs(members, ideal=5))) == [
-        RemoveMember(2, "b", "unhealthy past grace period")
-    ]
+    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(2, "b", "unhealthy past grace period")]
     members = (dead(1, "a"), voter(3, "c"), voter(4, "d"), voter(5, "e"))
-    assert changes(plan(obs(members, ideal=5))) == [
-        RemoveMember(1, "a", "unhealthy past grace period")
-    ]
+    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(1, "a", "unhealthy past grace period")]
 
 
 def test_dead_voter_waits_while_a_learner_is_in_flight() -> None:
     members = (voter(1, "a"), voter(2, "b"), dead(3, "c"), learner(4, "d"))
-    assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [
-        Wait("learner d is starting or catching up")
-    ]
+    assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [Wait("learner d is starting or catching up")]
     members = (*members[:3], learner(4, "d", caught_up=True))
     assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [Promote(4, "d")]
 
@@ -366,9 +354,7 @@ def test_learner_without_nomination_is_removed() -> None:
 
 def test_learner_whose_volunteer_is_gone_is_removed() -> None:
     members = (voter(1, "a"), learner(2, "b", started=False, healthy=False))
-    assert plan(obs(members, "a", (nom("b"),))) == [
-        RemoveMember(2, "b", "learner's volunteer is gone")
-    ]
+    assert plan(obs(members, "a", (nom("b"),))) == [RemoveMember(2, "b", "learner's volunteer is gone")]
 
 
 def test_learner_no_longer_needed_is_removed() -> None:
@@ -381,9 +367,7 @@ def test_learner_no_longer_needed_is_removed() -> None:
 def test_learner_blocks_every_other_change() -> None:
     members = (*(voter(i + 1, h) for i, h in enumerate("abcde")), learner(9, "f"))
     vols = "abcdef"
-    assert plan(obs(members, vols, (nom("f"),), ideal=7)) == [
-        Wait("learner f is starting or catching up")
-    ]
+    assert plan(obs(members, vols, (nom("f"),), ideal=7)) == [Wait("learner f is starting or catching up")]
 
 
 def test_two_learners_keep_the_ready_one() -> None:
@@ -434,11 +418,7 @@ def _healthy(m: Member) -> bool:
 
 
 def _is_dead(o: Observed, m: Member) -> bool:
-    return (
-        not _healthy(m)
-        and m.unhealthy_since is not None
-        and o.now - m.unhealthy_since > o.grace_period
-    )
+    return not _healthy(m) and m.unhealthy_since is not None and o.now - m.unhealthy_since > o.grace_period
 
 
 def _majority(healthy: int, total: int) -> bool:
@@ -483,6 +463,8 @@ def check_invariants(o: Observed, actions: list) -> None:
 
     dead_vs = [m for m in vs if _is_dead(o, m)]
     ideal = max(1, o.ideal_size)
+    if len(ls) == 1:
+        _check_single_learner(o, ls[0], len(vs), found)
     if not found:
         # Doing nothing is only right when nothing can be done safely.
         if not ls:
@@ -522,6 +504,27 @@ def check_invariants(o: Observed, actions: list) -> None:
                 assert removal_safe(m), "removal must keep quorum"
                 assert not (m.name == o.self_host and _healthy(m)), "healthy leader removed"
                 assert dead_vs or len(vs) > ideal
+                if not dead_vs and any(not _healthy(v) for v in vs if v.name != o.self_host):
+                    assert not _healthy(m), "shrinking removes unhealthy voters first"
+
+
+def _check_single_learner(o: Observed, learner: Member, voter_count: int, found: list) -> None:
+    (n,) = [n for n in o.nominations if learner.name == n.host or set(n.peer_urls) & set(learner.peer_urls)] or [
+        None
+    ]
+    ready = _healthy(learner) and learner.caught_up
+    must_go = (
+        n is None
+        or n.host not in {v.host for v in o.volunteers}
+        or voter_count >= max(1, o.ideal_size)
+        or (not ready and o.now - n.since > o.learner_deadline)
+    )
+    if must_go:
+        assert found and isinstance(found[0], RemoveMember) and found[0].member_id == learner.id
+    elif ready:
+        assert found == [Promote(learner.id, learner.name)]
+    else:
+        assert not found, "a learner within its deadline is left alone"
 
 
 def _subset(draw: st.DrawFn, items: list[str]) -> set[str]:
@@ -537,9 +540,7 @@ def _often(draw: st.DrawFn, one_in: int) -> bool:
 def observed_states(draw: st.DrawFn) -> Observed:
     """Random snapshots, mostly plausible (healthy quorum, few learners), sometimes odd."""
     hosts = draw(st.permutations(HOSTS))[: draw(st.integers(0, 7))]
-    ids = draw(
-        st.lists(st.integers(1, 10**6), min_size=len(hosts), max_size=len(hosts), unique=True)
-    )
+    ids = draw(st.lists(st.integers(1, 10**6), min_size=len(hosts), max_size=len(hosts), unique=True))
     times = st.sampled_from([None, NOW - 100, NOW - GRACE - 1, NOW - GRACE, NOW - 1, NOW])
     members = []
     for mid, host in zip(ids, hosts, strict=True):
