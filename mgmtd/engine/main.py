@@ -15,6 +15,7 @@ from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graph import Graph
+from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.resources.base import Context
 from mgmtd.yamlgraph.errors import GraphError
@@ -54,6 +55,8 @@ class Engine:
                                    on_summary=self._on_summary)
         self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
         self.spec: GraphSpec | None = None
+        self.loaded_bytes: bytes | None = None
+        self.reloader = GraphReloader(options.graph_file, lambda: self.load(initial=False))
         self.out_lock = threading.Lock()
 
     def _report(self, level: str, message: str) -> None:
@@ -79,6 +82,13 @@ class Engine:
 
     def load(self, initial: bool) -> bool:
         """Loads the graph file; on error keeps the last good graph."""
+        if not initial and self.options.graph_file is not None:
+            try:
+                with open(self.options.graph_file, "rb") as handle:
+                    if handle.read() == self.loaded_bytes:
+                        return True  # touched, not changed
+            except OSError:
+                pass
         try:
             spec = load_spec(self.options.graph_file)
             graph: Graph = spec.build()
@@ -88,6 +98,7 @@ class Engine:
                 LOG.error("graph not reloaded: the last good graph keeps running")
             return False
         self.spec = spec
+        self.loaded_bytes = spec.raw
         self.scheduler.swap(graph)
         self.exports.publish(spec.exports)
         if not initial:
@@ -114,12 +125,13 @@ class Engine:
             threading.Thread(target=self._read_membership, name="membership", daemon=True).start()
         signal.signal(signal.SIGTERM, lambda *_: self.scheduler.stop())
         signal.signal(signal.SIGINT, lambda *_: self.scheduler.stop())
-        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
-            target=self.load, args=(False,), daemon=True).start())
+        signal.signal(signal.SIGHUP, lambda *_: self.reloader.request())
         self.exports.start()
+        self.reloader.start()
         try:
             rc = self.scheduler.run(self.options.converged_timeout)
         finally:
+            self.reloader.stop()
             self.exports.stop()
             self.connection.close()
         if self.scheduler.timed_out:

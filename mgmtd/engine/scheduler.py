@@ -79,6 +79,8 @@ class Scheduler:
         self.last_summary: Summary | None = None
         self.stopped = threading.Event()
         self.timed_out = False
+        self.summarized_at = 0.0
+        self.in_flight = 0
 
     # --- thread-safe entry points -------------------------------------------
     def poke(self, key: Key) -> None:
@@ -116,9 +118,15 @@ class Scheduler:
                         self._handle(what, key, payload)
                 self._fire_timers()
                 self._dispatch()
-                summary = self._summarize()
+                self._track_quiet()
+                now = self.clock()
+                # the summary walks every resource: while busy, 10 times a second is enough
+                if self.quiet_since is not None or now - self.summarized_at >= 0.1:
+                    self.summarized_at = now
+                    self._summarize()
                 if converged_timeout is not None and self._settled_for() >= converged_timeout:
                     self.timed_out = True
+                    summary = self._summarize()
                     return 1 if summary.failed or summary.blocked else 0
             return 0
         finally:
@@ -175,6 +183,7 @@ class Scheduler:
             res = self.graph.resources[key]
             refresh, status.refresh, status.dirty = status.refresh, False, False
             status.running = res
+            self.in_flight += 1
             self.pool.submit(self._work, key, res, refresh)
 
     def _work(self, key: Key, res: Resource, refresh: bool) -> None:
@@ -191,6 +200,7 @@ class Scheduler:
         self.events.put(("done", key, (res, in_state, error)))
 
     def _done(self, key: Key, res: Resource, in_state: bool, error: str) -> None:
+        self.in_flight -= 1
         if self.retired.get(key) is res:
             del self.retired[key]
             res.close()
@@ -323,19 +333,22 @@ class Scheduler:
 
     # --- state -------------------------------------------------------------------
     def _busy(self) -> bool:
-        return bool(self.retired) or any(
-            s.dirty or s.running is not None or s.retry_at is not None for s in self.status.values()
-        )
+        """Work is under way or can start. A dirty resource that waits on a
+        failed one is not work: it cannot start until something changes."""
+        return bool(self.in_flight or self.candidates or self.retired
+                    or any(what == "retry" for _, _, what, _ in self.timers))
+
+    def _track_quiet(self) -> None:
+        if self._busy():
+            self.quiet_since = None
+        elif self.quiet_since is None:
+            self.quiet_since = self.clock()
 
     def _settled_for(self) -> float:
         return 0.0 if self.quiet_since is None else self.clock() - self.quiet_since
 
     def _summarize(self) -> Summary:
-        busy = self._busy()
-        if busy:
-            self.quiet_since = None
-        elif self.quiet_since is None:
-            self.quiet_since = self.clock()
+        busy = self.quiet_since is None
         counts = {PENDING: 0, OK: 0, FAILED: 0, BLOCKED: 0}
         errors = []
         for key, status in self.status.items():

@@ -37,6 +37,7 @@ class GraphSpec:
     edges: list[graphs.Edge] = field(default_factory=list)
     collect: list[CollectRule] = field(default_factory=list)
     locations: dict[graphs.Key, Location] = field(default_factory=dict)
+    raw: bytes | None = None     # the file's bytes, to tell a real edit from a touch
 
     def build(self, extra: list[Resource] | None = None) -> graphs.Graph:
         try:
@@ -71,7 +72,7 @@ class Loader:
     # --- YAML -> nodes ------------------------------------------------------
     def compose(self, text: str) -> yaml.Node | None:
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            return yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             loc = Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
@@ -316,4 +317,6 @@ def load_file(path: str) -> GraphSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise GraphError(Location(path), f"graph is not UTF-8 (byte {err.start})") from None
-    return load_text(text, path)
+    spec = load_text(text, path)
+    spec.raw = data
+    return spec

@@ -1,0 +1,72 @@
+"""Reloads the graph when its file changes (or on request, e.g. SIGHUP).
+
+Editors save by writing in place or by renaming a new file over the old one,
+so the file's directory is watched, not the file. Bursts of events are
+coalesced: one reload per quiet moment, always of the newest content."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from mgmtd import log
+
+LOG = log.get("engine.reload")
+
+MASK = F.CLOSE_WRITE | F.MOVED_TO | F.CREATE | F.DELETE | F.MODIFY | F.ATTRIB
+SETTLE_MS = 30
+
+
+class GraphReloader:
+    def __init__(self, path: str | None, reload: Callable[[], object]) -> None:
+        self.path = path
+        self.reload = reload
+        self.requested = threading.Event()
+        self.stopping = threading.Event()
+        self.inotify: INotify | None = None
+        self.threads: list[threading.Thread] = []
+
+    def request(self) -> None:
+        self.requested.set()
+
+    def start(self) -> None:
+        if self.path is not None:
+            self.inotify = INotify()
+            try:
+                self.inotify.add_watch(os.path.dirname(self.path), MASK)
+            except OSError as err:
+                LOG.warning("cannot watch %s for changes: %s", self.path, err.strerror)
+            else:
+                self.threads.append(threading.Thread(target=self._watch, name="graph-watch",
+                                                     daemon=True))
+        self.threads.append(threading.Thread(target=self._reloads, name="graph-reload",
+                                             daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.requested.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        if self.inotify is not None:
+            self.inotify.close()
+
+    def _watch(self) -> None:
+        name = os.path.basename(self.path)
+        while not self.stopping.is_set():
+            events = self.inotify.read(timeout=200, read_delay=SETTLE_MS)
+            if any(event.name == name for event in events):
+                self.requested.set()
+
+    def _reloads(self) -> None:
+        while True:
+            self.requested.wait()
+            if self.stopping.is_set():
+                return
+            self.requested.clear()
+            self.reload()
