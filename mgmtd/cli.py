@@ -89,9 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="client URLs other nodes should use (default: --client-urls)")
     run.add_argument("--advertise-server-urls", type=urls, default=(), metavar="URLS",
                      help="peer URLs other nodes should use (default: --server-urls)")
-    run.add_argument("--ideal-cluster-size", type=int, default=5, metavar="N",
-                     help="how many etcd voters the cluster aims for (default: %(default)s; "
-                          "stored in etcd by the first node)")
+    run.add_argument("--seeds", type=urls, default=(), metavar="URLS",
+                     help="client URLs of a running cluster to join (default: none, i.e. bootstrap "
+                          "a new cluster unless this node was in one before)")
+    run.add_argument("--no-server", action="store_true",
+                     help="never run etcd here: a client only (needs --seeds; works against any etcd)")
+    run.add_argument("--ideal-cluster-size", type=int, default=None, metavar="N",
+                     help="how many etcd voters the cluster aims for; stored in etcd by the node "
+                          "that bootstraps it (default: 5); change it later with mgmtctl")
+    run.add_argument("--grace-period", type=seconds, default=10.0, metavar="SECONDS",
+                     help="how long a voter may be unhealthy before it is replaced (default: 10)")
+    run.add_argument("--learner-deadline", type=seconds, default=30.0, metavar="SECONDS",
+                     help="how long a nominated node has to start etcd and catch up (default: 30)")
     run.add_argument("--etcd-binary", default="etcd", metavar="PATH",
                      help="the etcd server to run (default: etcd on PATH)")
     add_frontend(run)
@@ -155,7 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         advertise_server_urls=args.advertise_server_urls, namespace=args.namespace,
         graph_file=os.path.abspath(graph) if graph else None,
         converged_timeout=args.converged_timeout, noop=args.noop, etcd_binary=args.etcd_binary,
-        log_level=args.log_level, ideal_cluster_size=args.ideal_cluster_size,
+        log_level=args.log_level, ideal_cluster_size=args.ideal_cluster_size or 5,
+        seeds=args.seeds, no_server=args.no_server, grace_period=args.grace_period,
+        learner_deadline=args.learner_deadline,
     )
     try:
         return Supervisor(config).run()
@@ -170,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "ideal_cluster_size", 1) < 1:
+    if getattr(args, "ideal_cluster_size", None) is not None and args.ideal_cluster_size < 1:
         print("mgmtd: --ideal-cluster-size must be at least 1", file=sys.stderr)
         return 2
     try:

@@ -25,6 +25,7 @@ Decisions worth knowing (the tests pin each one down):
   another voter). When it is dead past the grace period it is removed like any
   other dead voter, but only after the other dead ones: it is not serving anyway,
   and the node rejoins afresh once it sees its nomination gone.
+* An ``ideal_size`` below 1 is read as 1: the cluster never shrinks to nothing.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ Action = AddLearner | Promote | RemoveMember | Unnominate | Wait | LostQuorum
 
 
 def is_membership_change(action: Action) -> bool:
-    return isinstance(action, AddLearner | Promote | RemoveMember)
+    return isinstance(action, MembershipChange)
 
 
 def is_started(member: Member) -> bool:
@@ -161,8 +162,7 @@ def plan(observed: Observed) -> list[Action]:
         return [LostQuorum(healthy=healthy, voters=len(current))]
 
     actions: list[Action] = [
-        Unnominate(n.host, "no member matches this nomination")
-        for n in _stale_nominations(observed, members)
+        Unnominate(n.host, "no member matches this nomination") for n in _stale_nominations(observed, members)
     ]
     learners = [m for m in members if m.is_learner]
     if learners:
@@ -192,8 +192,7 @@ def _nomination_of(observed: Observed, member: Member) -> Nomination | None:
     matches = [
         n
         for n in observed.nominations
-        if (is_started(member) and n.host == member.name)
-        or _overlaps(n.peer_urls, member.peer_urls)
+        if (is_started(member) and n.host == member.name) or _overlaps(n.peer_urls, member.peer_urls)
     ]
     return min(matches, key=lambda n: n.host, default=None)
 
@@ -222,9 +221,7 @@ def _learner_removal_reason(observed: Observed, learner: Member, voter_count: in
     return None
 
 
-def _plan_learners(
-    observed: Observed, learners: list[Member], voter_count: int, healthy: int
-) -> Action | None:
+def _plan_learners(observed: Observed, learners: list[Member], voter_count: int, healthy: int) -> Action | None:
     for learner in learners:
         reason = _learner_removal_reason(observed, learner, voter_count)
         if reason is not None:
@@ -254,18 +251,17 @@ def _removal_keeps_quorum(member: Member, current: list[Member], healthy: int) -
     return has_majority(healthy - is_healthy(member), len(current) - 1)
 
 
-def _plan_voters(
-    observed: Observed, members: list[Member], current: list[Member], healthy: int
-) -> Action | None:
+def _plan_voters(observed: Observed, members: list[Member], current: list[Member], healthy: int) -> Action | None:
     ideal = max(1, observed.ideal_size)
     dead = [m for m in current if _is_dead(observed, m)]
-    # Remove before add: the dead voter still counts in the quorum arithmetic.
+    # Remove before add (as etcd advises): a dead voter still counts towards the quorum
+    # size, so replacing it first would briefly need more healthy voters, not fewer.
+    # The leader's own member goes last, so a leader with a broken local etcd repairs
+    # the others first.
     dead.sort(key=lambda m: (m.name == observed.self_host, m.name, m.id))
     for member in dead:
         if _removal_keeps_quorum(member, current, healthy):
-            return RemoveMember(
-                member.id, _host_of(observed, member), "unhealthy past grace period"
-            )
+            return RemoveMember(member.id, _host_of(observed, member), "unhealthy past grace period")
     if dead:
         return Wait("a dead voter cannot be removed without losing quorum")
 

@@ -69,7 +69,7 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
     hosts: dict[str, dict] = {}
     leader = ""
     ideal: int | None = None
-    client = connect([m for m in endpoints], timeout=3.0)
+    client = connect([endpoint], timeout=3.0)
     try:
         for value, meta in client.get_prefix(keys.hosts):
             try:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from mgmtd.resources.base import Resource
+from mgmtd.resources.exec import ExecResource
 from mgmtd.resources.file import FileResource
+from mgmtd.resources.kv import KVResource
+from mgmtd.resources.msg import MsgResource
+from mgmtd.resources.noop import NoopResource
+from mgmtd.resources.timer import TimerResource
 
-KINDS: dict[str, type[Resource]] = {cls.kind: cls for cls in (FileResource,)}
+KINDS: dict[str, type[Resource]] = {
+    cls.kind: cls
+    for cls in (FileResource, ExecResource, NoopResource, MsgResource, TimerResource, KVResource)
+}
 
 
 def kind_names() -> str:

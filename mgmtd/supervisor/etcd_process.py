@@ -31,8 +31,17 @@ _LEVELS = {
 }
 
 
-# etcd warnings that say nothing an operator can act on in mgmtd's set-up
-QUIET = frozenset({"simple token is not cryptographically signed"})
+# etcd warnings that say nothing an operator can act on in mgmtd's set-up: the
+# planner retries refused member changes by design, and connections are news
+LEVEL_OVERRIDES = {
+    "simple token is not cryptographically signed": logging.DEBUG,
+    "rejecting member add request; local member has not been connected to all peers, "
+    "reconfigure breaks active quorum": logging.DEBUG,
+    "rejecting member promote request; local member has not been connected to all peers, "
+    "reconfigure breaks active quorum": logging.DEBUG,
+    "established TCP streaming connection with remote peer": logging.INFO,
+    "closed TCP streaming connection with remote peer": logging.INFO,
+}
 
 
 class EtcdStartError(Exception):
@@ -79,8 +88,7 @@ def relog(line: str) -> None:
         entry = json.loads(line)
         level = _LEVELS.get(str(entry.pop("level", "info")).lower(), logging.INFO)
         message = entry.pop("msg", "")
-        if message in QUIET:
-            level = logging.DEBUG
+        level = LEVEL_OVERRIDES.get(message, level)
         for noise in ("ts", "caller", "stacktrace"):
             entry.pop(noise, None)
         details = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
@@ -169,9 +177,9 @@ class EtcdProcess:
         LOG.info("started etcd (pid %d) serving %s", self.proc.pid, ",".join(
             self.config.advertise_client_urls))
 
-    def wait_ready(self, timeout: float) -> None:
-        """Waits until etcd answers /health; raises EtcdStartError when it exits
-        or the deadline passes."""
+    def wait_ready(self, timeout: float, status_only: bool = False) -> None:
+        """Waits until etcd answers /health (or, for a joining member, its status
+        endpoint); raises EtcdStartError when it exits or the deadline passes."""
         deadline = time.monotonic() + timeout
         delay = 0.02
         while time.monotonic() < deadline:
@@ -179,7 +187,13 @@ class EtcdProcess:
                 self._join_reader()
                 detail = self.last_error or f"exit status {self.exit_code()}"
                 raise EtcdStartError(f"etcd exited during start-up: {detail}")
-            if gateway.healthy(self.client_url, timeout=1.0):
+            if status_only:
+                try:
+                    gateway.status(self.client_url, timeout=1.0)
+                    return
+                except gateway.GatewayError:
+                    pass
+            elif gateway.healthy(self.client_url, timeout=1.0):
                 return
             time.sleep(delay)  # bounded by the deadline above
             delay = min(delay * 1.5, 0.25)

@@ -1,32 +1,36 @@
 """``mgmtd run``: the supervisor. Owns this node's place in the cluster: its
-etcd child, its registration, the engine child, and an orderly stop."""
+etcd child (only while this node is a server member), its registration, the
+engine child, and an orderly stop."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
 import threading
+import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 
-from mgmtd import __version__, log, protocol
-from mgmtd.cluster import gateway
+from mgmtd import log, protocol
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
 from mgmtd.engine.main import load_spec
 from mgmtd.supervisor.backoff import Backoff
 from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
+from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
 from mgmtd.yamlgraph.errors import GraphError
 
 LOG = log.get("supervisor")
 
-LEASE_TTL = 10
-TICK = 0.5
+TICK = 0.5          # seconds between rounds when nothing is moving
+FAST_TICK = 0.1     # while a membership change is under way
 
 
 class StartupError(Exception):
@@ -41,13 +45,17 @@ class NodeConfig:
     server_urls: tuple[str, ...] = ("http://127.0.0.1:2380",)
     advertise_client_urls: tuple[str, ...] = ()
     advertise_server_urls: tuple[str, ...] = ()
+    seeds: tuple[str, ...] = ()
+    no_server: bool = False
     namespace: str = "/mgmtd"
     graph_file: str | None = None
     converged_timeout: float | None = None
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"
-    ideal_cluster_size: int = 5
+    ideal_cluster_size: int | None = None     # None: keep what the cluster has (5 when new)
+    grace_period: float = 10.0
+    learner_deadline: float = 30.0
     etcd_start_timeout: float = 30.0
     engine_args: list[str] = field(default_factory=list)
 
@@ -86,54 +94,106 @@ def check_prefix(prefix: str) -> None:
         raise StartupError(f"cannot use prefix {prefix}: {err.strerror}") from None
 
 
+class NodeState:
+    """What this node remembers across restarts, in ``{prefix}/node.json``: its
+    instance id (a restart may take over its own registration, a stranger may
+    not) and the cluster's client URLs (a node that was ever in a cluster never
+    bootstraps a new one by itself)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = os.path.join(prefix, "node.json")
+        try:
+            with open(self.path) as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError):
+            raw = {}
+        self.instance: str = raw.get("instance") or uuid.uuid4().hex
+        self.endpoints: list[str] = list(raw.get("endpoints", []))
+        self.save()
+
+    def save(self) -> None:
+        temp = self.path + ".tmp"
+        with open(temp, "w") as handle:
+            json.dump({"instance": self.instance, "endpoints": self.endpoints}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+
+    def remember(self, endpoints: list[str]) -> None:
+        if endpoints and sorted(endpoints) != sorted(self.endpoints):
+            self.endpoints = sorted(endpoints)
+            self.save()
+
+
 class Supervisor:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.keys = Keys(config.namespace)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
+        self.wake = threading.Event()
         self.etcd: EtcdProcess | None = None
         self.engine: EngineProcess | None = None
         self.client = None
-        self.lease = None
+        self.client_endpoints: tuple[str, ...] = ()
         self.engine_state = protocol.EngineState(state="starting")
-        self.state_changed = threading.Event()
-        self.registered_value = ""
-        self.membership: protocol.Membership | None = None
-        self.cluster_initialised = False
-        self.etcd_unreachable = False
+        self.state: NodeState | None = None
+        self.membership: ClusterMembership | None = None
+        self.serving = False                # this node's etcd should run
+        self.bootstrapped = False
+        self.sent_membership: protocol.Membership | None = None
+        self.cluster_endpoints: list[str] = []
+        self.unreachable_since: float | None = None
+        self.last_round = Round()
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
         cfg = self.config
+        if cfg.no_server and not cfg.seeds:
+            raise StartupError("--no-server needs --seeds: a client-only node must know the cluster")
         check_prefix(cfg.prefix)
         binary = find_binary(cfg.etcd_binary)
-        if binary is None:
+        if binary is None and not cfg.no_server:
             raise StartupError(f"etcd binary {cfg.etcd_binary!r} not found: install etcd >= 3.4 "
                                "(Debian: apt-get install etcd-server) or pass --etcd-binary PATH")
-        cfg.etcd_binary = binary
+        cfg.etcd_binary = binary or cfg.etcd_binary
         try:
             load_spec(cfg.graph_file)
         except GraphError as err:
             raise StartupError(str(err)) from None
+        self.state = NodeState(cfg.prefix)
         self.etcd = EtcdProcess(self._etcd_config(), os.path.join(cfg.prefix, "etcd.pid"))
         self.etcd.stop_leftover()
-        for url in (*cfg.client_urls, *cfg.server_urls):
-            check_port_free(url)
+        if not cfg.no_server:
+            for url in (*cfg.client_urls, *cfg.server_urls):
+                check_port_free(url)
+        self.membership = ClusterMembership(
+            Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
+                     may_serve=not cfg.no_server),
+            self.keys, cfg.grace_period, cfg.learner_deadline)
 
-    def _etcd_config(self) -> EtcdConfig:
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.config.prefix, "etcd")
+
+    def has_member_data(self) -> bool:
+        return os.path.isdir(os.path.join(self.data_dir, "member"))
+
+    def _etcd_config(self, initial_cluster: str = "", state: str = "new") -> EtcdConfig:
         cfg = self.config
         debug = cfg.log_level == "debug"
         return EtcdConfig(
-            binary=cfg.etcd_binary, name=cfg.hostname, data_dir=os.path.join(cfg.prefix, "etcd"),
+            binary=cfg.etcd_binary, name=cfg.hostname, data_dir=self.data_dir,
             listen_client_urls=cfg.client_urls, advertise_client_urls=cfg.advertised_clients,
             listen_peer_urls=cfg.server_urls, advertise_peer_urls=cfg.advertised_peers,
+            initial_cluster=initial_cluster, initial_cluster_state=state,
             cluster_token=f"mgmtd-{cfg.hostname}", log_level="info" if debug else "warn",
         )
 
-    def _start_etcd(self) -> None:
+    def _start_etcd(self, joining: bool) -> None:
         self.etcd.start()
-        self.etcd.wait_ready(self.config.etcd_start_timeout)
+        # a learner answers status but not /health (it serves no linearizable reads)
+        self.etcd.wait_ready(self.config.etcd_start_timeout, status_only=joining)
         LOG.info("etcd is ready at %s", self.etcd.client_url)
 
     def _engine_args(self) -> list[str]:
@@ -148,67 +208,25 @@ class Supervisor:
         args += ["yaml", cfg.graph_file] if cfg.graph_file else ["empty"]
         return args
 
-    # --- etcd bookkeeping ---------------------------------------------------------
-    def _connect(self) -> None:
-        self.client = connect(list(self.config.advertised_clients))
-
-    def _ensure_lease(self) -> None:
-        try:
-            if self.lease is not None:
-                refreshed = list(self.lease.refresh())
-                if refreshed and refreshed[0].TTL > 0:
-                    return
-        except Exception as err:  # the lease is gone (etcd restarted, expired)
-            LOG.debug("lease refresh failed: %s", err)
-        self.lease = self.client.lease(LEASE_TTL)
-        self.registered_value = ""
-
-    def _register(self) -> None:
+    def _first_role(self) -> None:
         cfg = self.config
-        value = json.dumps({
-            "host": cfg.hostname, "role": "server", "pid": os.getpid(), "version": __version__,
-            "client_urls": list(cfg.advertised_clients), "peer_urls": list(cfg.advertised_peers),
-            "engine": {k: v for k, v in vars(self.engine_state).items()},
-        }, sort_keys=True, default=list)
-        if value != self.registered_value:
-            self.client.put(self.keys.host(cfg.hostname), value, lease=self.lease)
-            self.registered_value = value
-
-    def _campaign(self) -> None:
-        client = self.client
-        key = self.keys.leader
-        client.transaction(
-            compare=[client.transactions.create(key) == 0],
-            success=[client.transactions.put(key, self.config.hostname, lease=self.lease)],
-            failure=[],
-        )
-
-    def _init_cluster(self) -> None:
-        self.client.put_if_not_exists(self.keys.ideal_size, str(self.config.ideal_cluster_size))
-
-    def _membership(self) -> protocol.Membership:
-        _, members = gateway.member_list(self.etcd.client_url)
-        voters = [m for m in members if not m.is_learner]
-        leader = self.client.get(self.keys.leader)[0]
-        ideal = self.client.get(self.keys.ideal_size)[0]
-        return protocol.Membership(
-            endpoints=tuple(url for m in voters for url in m.client_urls),
-            members=tuple(m.name for m in voters),
-            leader=leader.decode() if leader else "",
-            ideal_size=int(ideal) if ideal else 0,
-        )
-
-    def _sync_cluster(self) -> None:
-        if not self.cluster_initialised:
-            self._init_cluster()
-            self.cluster_initialised = True
-        self._ensure_lease()
-        self._register()
-        self._campaign()
-        membership = self._membership()
-        if membership != self.membership:
-            self.membership = membership
-            self.engine.send(membership)
+        if not cfg.no_server and self.has_member_data():
+            LOG.info("found etcd member data: rejoining as a server")
+            self.serving = True
+            self._start_etcd(joining=True)
+        elif not cfg.seeds and not self.state.endpoints:
+            if cfg.no_server:
+                raise StartupError("--no-server needs --seeds")
+            LOG.info("no seeds and no data: bootstrapping a new cluster")
+            self.serving = True
+            self.bootstrapped = True
+            self._start_etcd(joining=False)
+        else:
+            LOG.info("joining the cluster at %s as a client",
+                     ",".join(cfg.seeds or self.state.endpoints))
+        self.cluster_endpoints = list(self.state.endpoints or cfg.seeds)
+        if self.serving:
+            self.cluster_endpoints = _merge(self.config.advertised_clients, self.cluster_endpoints)
 
     # --- signals / engine reports ------------------------------------------------------
     def _on_engine_state(self, state: protocol.EngineState) -> None:
@@ -216,17 +234,17 @@ class Supervisor:
             LOG.info("engine is %s (%d/%d resources in state)", state.state, state.ok,
                      state.resources)
         self.engine_state = state
-        self.state_changed.set()
+        self.wake.set()
 
     def _install_signals(self) -> None:
         def stop(signum, _frame):
             LOG.info("received %s: stopping", signal.Signals(signum).name)
             self.stopping.set()
-            self.state_changed.set()
+            self.wake.set()
 
         def reload(_signum, _frame):
             self.reload_requested.set()
-            self.state_changed.set()
+            self.wake.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -237,13 +255,14 @@ class Supervisor:
         self.preflight()
         self._install_signals()
         try:
-            self._start_etcd()
-            self._connect()
+            self._first_role()
             self.engine = EngineProcess(self._engine_args(), self._on_engine_state)
             self.engine.start()
-            self._try_sync_cluster()
+            self._cluster_round()
             return self._loop()
         except EtcdStartError as err:
+            raise StartupError(str(err)) from None
+        except DuplicateHost as err:
             raise StartupError(str(err)) from None
         finally:
             self.shutdown()
@@ -251,26 +270,17 @@ class Supervisor:
     def _loop(self) -> int:
         etcd_restarts, engine_restarts = Backoff(), Backoff()
         while not self.stopping.is_set():
-            self.state_changed.wait(TICK)
-            self.state_changed.clear()
+            busy = self.last_round.changed_membership or self.etcd_pending()
+            self.wake.wait(FAST_TICK if busy else TICK)
+            self.wake.clear()
             if self.stopping.is_set():
                 break
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 LOG.info("reloading the graph")
                 self.engine.reload()
-            if not self.etcd.running():
-                delay = etcd_restarts.next_delay()
-                LOG.error("etcd exited (%s); restarting in %.1fs",
-                          self.etcd.last_error or f"status {self.etcd.exit_code()}", delay)
-                if self.stopping.wait(delay):
-                    break
-                try:
-                    self._start_etcd()
-                    etcd_restarts.reset()
-                except EtcdStartError as err:
-                    LOG.error("%s", err)
-                    self.etcd.kill()
+            if self.serving and not self.etcd.running():
+                if not self._restart_etcd(etcd_restarts):
                     continue
             if not self.engine.running():
                 code = self.engine.exit_code()
@@ -284,43 +294,158 @@ class Supervisor:
                 if self.stopping.wait(delay):
                     break
                 self.engine.start()
-            if self._try_sync_cluster() and self.engine_state.state in ("converged", "converging"):
+            if self._cluster_round() and self.engine_state.state in ("converged", "converging"):
                 engine_restarts.reset()
         return 0
 
-    def _try_sync_cluster(self) -> bool:
-        try:
-            self._sync_cluster()
-            if self.etcd_unreachable:
-                LOG.info("etcd is reachable again")
-            self.etcd_unreachable = False
-            return True
-        except Exception as err:  # etcd briefly unavailable: keep going, say so once
-            if not self.etcd_unreachable:
-                LOG.warning("cannot reach etcd: %s", err)
-            self.etcd_unreachable = True
-            self.lease = None
-            self._safe_connect()
-            return False
+    def etcd_pending(self) -> bool:
+        return self.last_round.nomination is not None and not self.serving
 
-    def _safe_connect(self) -> None:
+    def _restart_etcd(self, backoff: Backoff) -> bool:
+        detail = self.etcd.last_error or f"status {self.etcd.exit_code()}"
+        if "removed" in detail:
+            LOG.warning("etcd says this member was removed from the cluster (%s)", detail)
+            self._stop_serving()
+            return True
+        delay = backoff.next_delay()
+        LOG.error("etcd exited (%s); restarting in %.1fs", detail, delay)
+        if self.stopping.wait(delay):
+            return False
+        # the cluster may have removed us meanwhile: ask before restarting
+        self._cluster_round()
+        if not self.serving:
+            return True
         try:
+            self._start_etcd(joining=True)
+            backoff.reset()
+        except EtcdStartError as err:
+            LOG.error("%s", err)
+            self.etcd.kill()
+            return False
+        return True
+
+    # --- cluster rounds ------------------------------------------------------------------
+    def _client(self):
+        endpoints = tuple(self.cluster_endpoints)
+        if self.client is None or endpoints != self.client_endpoints:
             if self.client is not None:
                 self.client.close()
-            self._connect()
-        except Exception as err:
-            LOG.debug("reconnect failed: %s", err)
+            self.client = connect(list(endpoints), timeout=3.0)
+            self.client_endpoints = endpoints
+            self.membership.rebind(self.client)
+        return self.client
+
+    def _cluster_round(self) -> bool:
+        role = "server" if self.serving else "client"
+        try:
+            client = self._client()
+            round_ = self.membership.round(client, self.cluster_endpoints, role,
+                                           self.engine_state_dict(),
+                                           self.config.ideal_cluster_size if self.bootstrapped else None)
+        except DuplicateHost:
+            raise
+        except Exception as err:  # etcd unreachable or moving: keep going, say so once
+            self._unreachable(err)
+            return False
+        if self.unreachable_since is not None:
+            LOG.info("the cluster is reachable again")
+        self.unreachable_since = None
+        self.last_round = round_
+        if round_.lost_quorum:
+            LOG.debug("quorum lost: %s", round_.lost_quorum)
+        self._follow(round_)
+        self._push_membership(round_)
+        return True
+
+    def _unreachable(self, err: Exception) -> None:
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+            LOG.warning("cannot reach the cluster at %s: %s", ",".join(self.cluster_endpoints),
+                        _short(err))
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        # fall back on everything we ever knew, and the seeds
+        self.cluster_endpoints = _merge(self.cluster_endpoints, self.state.endpoints, self.config.seeds)
+
+    def engine_state_dict(self) -> dict:
+        return {"state": self.engine_state.state, "resources": self.engine_state.resources,
+                "ok": self.engine_state.ok, "failed": self.engine_state.failed}
+
+    def _follow(self, round_: Round) -> None:
+        """Starts or stops the local etcd as the cluster decided."""
+        names = {m.name for m in round_.members if m.name}
+        voters = [m for m in round_.members if not m.is_learner and m.name]
+        endpoints = [u for m in voters for u in m.client_urls]
+        self.state.remember(endpoints)
+        if endpoints:
+            self.cluster_endpoints = endpoints
+        if self.serving and self.bootstrapped and round_.nomination is None:
+            self.membership.nominate_self(self._client(), round_.members)
+            self.bootstrapped = False
+            return
+        if not self.serving and round_.nomination is not None and not self.config.no_server:
+            nomination = round_.nomination
+            LOG.info("nominated: starting etcd to join %s", nomination.get("initial_cluster", ""))
+            self._wipe_member_data()
+            self.etcd.config = self._etcd_config(nomination.get("initial_cluster", ""), "existing")
+            self.serving = True
+            try:
+                self._start_etcd(joining=True)
+            except EtcdStartError as err:
+                LOG.error("cannot start etcd as nominated: %s", err)
+                self.etcd.kill()
+            return
+        if self.serving and round_.nomination is None and self.config.hostname not in names:
+            self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        LOG.warning("no longer a member of the cluster: stopping etcd and going on as a client")
+        self.etcd.stop()
+        self._wipe_member_data()
+        self.serving = False
+        self.cluster_endpoints = [u for u in self.cluster_endpoints
+                                  if u not in self.config.advertised_clients] or list(self.config.seeds)
+
+    def _wipe_member_data(self) -> None:
+        if os.path.exists(self.data_dir):
+            shutil.rmtree(self.data_dir)
+            LOG.info("wiped old etcd member data in %s", self.data_dir)
+
+    def _push_membership(self, round_: Round) -> None:
+        voters = [m for m in round_.members if not m.is_learner and m.name]
+        membership = protocol.Membership(
+            endpoints=tuple(u for m in voters for u in m.client_urls),
+            members=tuple(m.name for m in voters), leader=round_.leader,
+            ideal_size=round_.ideal_size)
+        if membership != self.sent_membership:
+            self.sent_membership = membership
+            self.engine.send(membership)
 
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.stop()
-        if self.lease is not None:
-            try:
-                self.lease.revoke()
-            except Exception as err:
-                LOG.debug("lease revoke failed: %s", err)
+        if self.membership is not None and self.client is not None:
+            self.membership.withdraw(self.client)
         if self.client is not None:
             self.client.close()
         if self.etcd is not None:
             self.etcd.stop()
+
+
+def _merge(*lists) -> list[str]:
+    out: list[str] = []
+    for items in lists:
+        for item in items:
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _short(err: Exception) -> str:
+    text = str(err) or type(err).__name__
+    return text.splitlines()[0][:200]
+
+
 

@@ -1,0 +1,98 @@
+"""Carries out the planner's actions against etcd (member API through the
+gateway, nominations through the KV store)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mgmtd import log
+from mgmtd.cluster import gateway, planner
+from mgmtd.cluster.keys import Keys
+
+LOG = log.get("cluster")
+
+# etcd's answers that only mean "not yet": the loop tries again on its next round
+TRANSIENT = ("unhealthy cluster", "not in sync", "too many learner", "learner member which is in sync",
+             "member not found", "context deadline exceeded", "leader changed")
+
+
+def nomination_value(host: str, peer_urls: tuple[str, ...], initial_cluster: str, since: float) -> str:
+    return json.dumps({"host": host, "peer_urls": list(peer_urls), "initial_cluster": initial_cluster,
+                       "since": since}, sort_keys=True)
+
+
+def initial_cluster(members: list[gateway.MemberInfo], host: str, peer_urls: tuple[str, ...]) -> str:
+    """etcd's --initial-cluster for a node joining ``members``."""
+    parts = [f"{m.name}={url}" for m in members if m.name for url in m.peer_urls]
+    parts += [f"{host}={url}" for url in peer_urls]
+    return ",".join(parts)
+
+
+class ActionRunner:
+    def __init__(self, client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.failed_hosts: dict[str, float] = {}
+        self.lost_quorum_logged = False
+
+    def recent_failures(self, now: float, memory: float = 120.0) -> frozenset[str]:
+        for host, when in list(self.failed_hosts.items()):
+            if now - when > memory:
+                del self.failed_hosts[host]
+        return frozenset(self.failed_hosts)
+
+    def run(self, actions: list[planner.Action], endpoint: str, members: list[gateway.MemberInfo],
+            now: float) -> bool:
+        """Returns True when a membership change was made."""
+        changed = False
+        for action in actions:
+            try:
+                changed |= self._one(action, endpoint, members, now)
+            except gateway.GatewayError as err:
+                level = logging.DEBUG if any(t in str(err) for t in TRANSIENT) else logging.WARNING
+                LOG.log(level, "%s: not done yet: %s", type(action).__name__, err)
+        if not any(isinstance(a, planner.LostQuorum) for a in actions):
+            self.lost_quorum_logged = False
+        return changed
+
+    def _one(self, action: planner.Action, endpoint: str, members: list[gateway.MemberInfo],
+             now: float) -> bool:
+        if isinstance(action, planner.AddLearner):
+            added = gateway.member_add(endpoint, list(action.peer_urls), learner=True)
+            value = nomination_value(action.host, action.peer_urls,
+                                     initial_cluster(members, action.host, action.peer_urls), now)
+            self.client.put(self.keys.nomination(action.host), value)
+            LOG.info("added %s as a learner (id %x) and nominated it", action.host, added.id)
+            return True
+        if isinstance(action, planner.Promote):
+            gateway.member_promote(endpoint, action.member_id)
+            LOG.info("promoted %s (id %x) to voter", action.host, action.member_id)
+            return True
+        if isinstance(action, planner.RemoveMember):
+            gateway.member_remove(endpoint, action.member_id)
+            if action.host:
+                self.client.delete(self.keys.nomination(action.host))
+                if "deadline" in action.reason:
+                    self.failed_hosts[action.host] = now
+            LOG.warning("removed member %s (id %x): %s", action.host or "(never started)",
+                        action.member_id, action.reason)
+            return True
+        if isinstance(action, planner.Unnominate):
+            self.client.delete(self.keys.nomination(action.host))
+            LOG.info("withdrew the nomination of %s: %s", action.host, action.reason)
+            return False
+        if isinstance(action, planner.LostQuorum):
+            if not self.lost_quorum_logged:
+                LOG.error("quorum lost: %d of %d voters healthy; no membership change will be made. %s",
+                          action.healthy, action.voters, RECOVERY)
+                self.lost_quorum_logged = True
+            return False
+        if isinstance(action, planner.Wait):
+            LOG.debug("waiting: %s", action.reason)
+        return False
+
+
+RECOVERY = ("To recover: bring the stopped voters back (start mgmtd on their nodes with the same "
+            "--prefix); if they are gone for good, restore from a snapshot on one node with "
+            "'etcdctl snapshot restore' and start the others afresh (see docs/operations.md).")

@@ -1,0 +1,183 @@
+"""This node's side of the cluster, one round at a time: its lease, host
+registration and volunteering, the leader election, its nomination, and (on
+the leader) one planner round. Process control stays with the supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from etcd3.leases import Lease
+
+from mgmtd import __version__, log
+from mgmtd.cluster import gateway, planner
+from mgmtd.cluster.actions import ActionRunner
+from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.observe import HealthTracker, member_list_from, observe
+
+LOG = log.get("cluster")
+
+LEASE_TTL = 5
+
+
+class DuplicateHost(Exception):
+    """Another running node already registered under this hostname."""
+
+
+@dataclass
+class Round:
+    """What one round saw: the supervisor acts on it."""
+
+    members: list[gateway.MemberInfo] = field(default_factory=list)
+    nomination: dict | None = None
+    is_leader: bool = False
+    leader: str = ""
+    ideal_size: int = 0
+    changed_membership: bool = False
+    lost_quorum: str = ""
+
+
+@dataclass
+class Identity:
+    host: str
+    instance: str                   # unique per --prefix: who may take over a stale registration
+    client_urls: tuple[str, ...]
+    peer_urls: tuple[str, ...]
+    may_serve: bool
+
+
+class ClusterMembership:
+    def __init__(self, identity: Identity, keys: Keys, grace_period: float,
+                 learner_deadline: float) -> None:
+        self.me = identity
+        self.keys = keys
+        self.grace_period = grace_period
+        self.learner_deadline = learner_deadline
+        self.lease = None
+        self.lease_client = None
+        self.registered = ""
+        self.tracker = HealthTracker()
+        self.runner: ActionRunner | None = None
+
+    def rebind(self, client) -> None:
+        """Keeps the lease across a new client (new endpoints), so that the keys on
+        it, leadership above all, do not change hands because of a reconnect."""
+        if self.lease is not None:
+            self.lease = Lease(self.lease.id, LEASE_TTL, etcd_client=client)
+            self.lease_client = client
+        self.registered = ""
+
+    # --- lease-bound keys -------------------------------------------------------
+    def _ensure_lease(self, client) -> None:
+        if self.lease is not None and self.lease_client is client:
+            # a connection error propagates: the lease may well be alive, and a new
+            # one would hand leadership to someone else when the old one expires
+            refreshed = list(self.lease.refresh())
+            if refreshed and refreshed[0].TTL > 0:
+                return
+            LOG.info("lease %x expired: registering again", self.lease.id)
+        self.lease = client.lease(LEASE_TTL)
+        self.lease_client = client
+        self.registered = ""
+
+    def register(self, client, role: str, engine: dict) -> None:
+        self._ensure_lease(client)
+        value = json.dumps({
+            "host": self.me.host, "instance": self.me.instance, "role": role, "pid": os.getpid(),
+            "version": __version__, "client_urls": list(self.me.client_urls),
+            "peer_urls": list(self.me.peer_urls), "engine": engine,
+        }, sort_keys=True)
+        if value == self.registered:
+            return
+        key = self.keys.host(self.me.host)
+        txn = client.transactions
+        # take the key only when it is free or already ours (same instance: a restart)
+        ok, responses = client.transaction(
+            compare=[txn.create(key) == 0],
+            success=[txn.put(key, value, lease=self.lease)],
+            failure=[txn.get(key)],
+        )
+        if not ok:
+            current = responses[0][0][0] if responses and responses[0] else None
+            try:
+                holder = json.loads(current) if current else {}
+            except ValueError:
+                holder = {}
+            if holder.get("instance") not in (None, self.me.instance):
+                raise DuplicateHost(
+                    f"hostname {self.me.host!r} is already registered by a running node "
+                    f"(pid {holder.get('pid')}, client URLs {','.join(holder.get('client_urls', []))}); "
+                    "every node needs its own --hostname")
+            client.put(key, value, lease=self.lease)
+        self.registered = value
+        if self.me.may_serve:
+            client.put(self.keys.volunteer(self.me.host), json.dumps({
+                "peer_urls": list(self.me.peer_urls), "client_urls": list(self.me.client_urls)},
+                sort_keys=True), lease=self.lease)
+
+    def campaign(self, client) -> str:
+        txn = client.transactions
+        key = self.keys.leader
+        client.transaction(compare=[txn.create(key) == 0],
+                           success=[txn.put(key, self.me.host, lease=self.lease)], failure=[])
+        value = client.get(key)[0]
+        return value.decode() if value else ""
+
+    def nominate_self(self, client, members: list[gateway.MemberInfo]) -> None:
+        """The bootstrapping node nominates itself, so that every server holds a
+        nomination and losing it always means "stop serving"."""
+        from mgmtd.cluster.actions import nomination_value
+        initial = ",".join(f"{m.name}={u}" for m in members if m.name for u in m.peer_urls)
+        client.put_if_not_exists(self.keys.nomination(self.me.host),
+                                 nomination_value(self.me.host, self.me.peer_urls, initial, time.time()))
+
+    def ideal_size(self, client, default: int | None) -> int:
+        raw = client.get(self.keys.ideal_size)[0]
+        if raw is None and default is not None:
+            client.put_if_not_exists(self.keys.ideal_size, str(default))
+            return default
+        try:
+            return max(1, int(raw)) if raw else 1
+        except ValueError:
+            return 1
+
+    # --- one round ----------------------------------------------------------------
+    def round(self, client, endpoints: list[str], role: str, engine: dict,
+              bootstrap_ideal: int | None) -> Round:
+        self.register(client, role, engine)
+        leader = self.campaign(client)
+        endpoint, members = member_list_from(endpoints)
+        out = Round(members=members, leader=leader, is_leader=leader == self.me.host)
+        raw = client.get(self.keys.nomination(self.me.host))[0]
+        out.nomination = json.loads(raw) if raw else None
+        out.ideal_size = self.ideal_size(client, bootstrap_ideal)
+        if out.is_leader:
+            if self.runner is None or self.runner.client is not client:
+                failed = self.runner.failed_hosts if self.runner else {}
+                self.runner = ActionRunner(client, self.keys)
+                self.runner.failed_hosts = failed
+            now = time.time()
+            observed = observe(
+                client=client, keys=self.keys, members=members, tracker=self.tracker, now=now,
+                self_host=self.me.host, ideal_size=out.ideal_size,
+                failed_hosts=self.runner.recent_failures(now), grace_period=self.grace_period,
+                learner_deadline=self.learner_deadline)
+            actions = planner.plan(observed)
+            lost = [a for a in actions if isinstance(a, planner.LostQuorum)]
+            if lost:
+                out.lost_quorum = f"{lost[0].healthy}/{lost[0].voters} voters healthy"
+            out.changed_membership = self.runner.run(actions, endpoint, members, now)
+        else:
+            self.tracker = HealthTracker()  # a future leader starts its own grace periods
+        return out
+
+    def withdraw(self, client) -> None:
+        if self.lease is not None:
+            try:
+                self.lease.revoke()
+            except Exception as err:
+                LOG.debug("lease revoke failed: %s", err)
+        self.lease = None
+        _ = client
