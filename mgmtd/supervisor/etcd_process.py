@@ -41,6 +41,7 @@ LEVEL_OVERRIDES = {
     "reconfigure breaks active quorum": logging.DEBUG,
     "established TCP streaming connection with remote peer": logging.INFO,
     "closed TCP streaming connection with remote peer": logging.INFO,
+    "stopped TCP streaming connection with remote peer": logging.INFO,
 }
 
 

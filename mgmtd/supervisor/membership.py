@@ -176,8 +176,8 @@ class ClusterMembership:
     def withdraw(self, client) -> None:
         if self.lease is not None:
             try:
+                client.timeout = 1.0  # without quorum a revoke cannot succeed: do not hang the stop
                 self.lease.revoke()
             except Exception as err:
                 LOG.debug("lease revoke failed: %s", err)
         self.lease = None
-        _ = client
