@@ -6,7 +6,15 @@ import threading
 import urllib.parse
 from collections.abc import Sequence
 
+import types
+
 import etcd3
+import etcd3.watch
+
+# python3-etcd3 0.13.0's watcher calls six.itervalues without importing six: when a
+# watch stream breaks its thread dies and no callback hears of it
+if not hasattr(etcd3.watch, "six"):
+    etcd3.watch.six = types.SimpleNamespace(itervalues=lambda d: iter(d.values()))
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:

@@ -371,6 +371,9 @@ class Scheduler:
     def _shutdown(self) -> None:
         for key in list(self.stops):
             self.stops.pop(key)()
+        running = [s.running for s in self.status.values() if s.running is not None]
+        for res in [*running, *self.retired.values()]:
+            threading.Thread(target=res.interrupt, daemon=True).start()
         self.pool.shutdown(wait=True, cancel_futures=True)
         for res in self.graph.resources.values():
             res.close()

@@ -138,6 +138,10 @@ class Resource:
     def close(self) -> None:
         """Releases whatever the resource holds when it leaves the graph."""
 
+    def interrupt(self) -> None:
+        """Cuts a running ``check_apply`` short when the engine stops (e.g. kills
+        a running command); the default has nothing to cut."""
+
 
 class FieldError(ValueError):
     """A validation error tied to one field."""

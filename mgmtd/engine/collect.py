@@ -1,0 +1,231 @@
+"""Collecting other hosts' exports: select them with the graph's ``collect``
+rules (filters that filter, overrides that are explicit) and keep the selection
+current through an etcd watch.
+
+Selection is a pure function of (rules, exports, local graph); the Collector
+around it only reads etcd and hands each new selection to the engine."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mgmtd import log
+from mgmtd.cluster.client import Connection
+from mgmtd.cluster.keys import Keys
+from mgmtd.resources import KINDS
+from mgmtd.resources.base import Meta, Resource
+from mgmtd.yamlgraph.loader import CollectRule
+
+LOG = log.get("engine.collect")
+
+ExportKey = tuple[str, str, str]   # (exporting host, kind, name)
+
+
+@dataclass(frozen=True)
+class Export:
+    host: str
+    kind: str
+    name: str
+    params: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def key(self) -> ExportKey:
+        return (self.host, self.kind, self.name)
+
+
+def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
+    """An export from its etcd key and JSON value; None when malformed."""
+    rest = key.removeprefix(keys.exported)
+    parts = rest.split("/", 2)
+    if len(parts) != 3:
+        return None
+    host, kind, name = parts
+    try:
+        raw = json.loads(value)
+        params = raw["params"]
+        meta = raw.get("meta", {})
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(params, dict) or not isinstance(meta, dict):
+        return None
+    return Export(host, kind, name, params, meta)
+
+
+def subject_of(export: Export) -> str:
+    """What a pattern is matched against: a file's path, any other kind's name."""
+    if export.kind == "file":
+        path = export.params.get("path") or ""
+        return path
+    return export.name
+
+
+def pattern_matches(pattern: str | None, subject: str) -> bool:
+    if not pattern:
+        return True
+    if pattern.endswith("/"):
+        # that directory and everything under it (the directory itself too)
+        return subject == pattern or subject == pattern.rstrip("/") or subject.startswith(pattern)
+    return fnmatch.fnmatchcase(subject, pattern)
+
+
+def rule_matches(rule: CollectRule, export: Export) -> bool:
+    if rule.kind != export.kind:
+        return False
+    if rule.hosts and export.host not in rule.hosts:
+        return False
+    return pattern_matches(rule.pattern, subject_of(export))
+
+
+@dataclass
+class Selection:
+    resources: list[Resource] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    sources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # graph key -> hosts
+
+
+def build_resource(export: Export, overrides: tuple[tuple[str, Any], ...]) -> Resource:
+    cls = KINDS[export.kind]
+    params = {k: v for k, v in export.params.items() if k in cls.FIELDS}
+    params.update(dict(overrides))
+    meta_fields = {k: v for k, v in export.meta.items() if k in ("noop", "retry", "delay", "poll", "autoedge")}
+    res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))
+    res.validate()
+    return res
+
+
+def select(rules: list[CollectRule], exports: list[Export], self_host: str,
+           local: list[Resource]) -> Selection:
+    """Which exports this host applies. Two exports managing the same object
+    identically are applied once; differently, they are a conflict and neither
+    is applied. A local resource always wins over a collected one."""
+    out = Selection()
+    candidates: dict[tuple, list[tuple[Export, Resource]]] = {}
+    for export in sorted(exports, key=lambda e: e.key):
+        if export.kind not in KINDS:
+            continue
+        rule = next((r for r in rules if rule_matches(r, export)), None)
+        if rule is None:
+            continue
+        try:
+            res = build_resource(export, rule.set)
+        except (ValueError, TypeError) as err:
+            out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {err}")
+            continue
+        candidates.setdefault(res.identity(), []).append((export, res))
+    local_identities = {r.identity(): r for r in local}
+    for identity, found in sorted(candidates.items(), key=lambda item: str(item[0])):
+        hosts = [e.host for e, _ in found]
+        first = found[0][1]
+        if any(not first.same_params(other) for _, other in found[1:]):
+            out.conflicts.append(
+                f"{found[0][0].kind} {identity[1]!s} is exported differently by "
+                f"{', '.join(sorted(set(hosts)))}: none of them is applied")
+            continue
+        if identity in local_identities:
+            if not any(e.host == self_host for e, _ in found):
+                out.rejected.append(f"{first} collides with local {local_identities[identity]}: "
+                                    "the local resource wins")
+            continue
+        out.resources.append(first)
+        out.sources[first.key] = hosts
+    return out
+
+
+class Collector:
+    """Keeps a snapshot of every export through an etcd watch and calls
+    ``on_change(exports)`` whenever it changes."""
+
+    def __init__(self, connection: Connection, namespace: str,
+                 on_change: Callable[[list[Export]], None]) -> None:
+        self.connection = connection
+        self.keys = Keys(namespace)
+        self.on_change = on_change
+        self.stopping = threading.Event()
+        self.restart = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="collect", daemon=True)
+        self.snapshot: dict[str, Export] = {}
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.restart.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+
+    def endpoints_changed(self) -> None:
+        self.restart.set()
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            self.restart.clear()
+            try:
+                self._watch()
+                backoff = 0.1
+            except Exception as err:  # etcd unreachable or moving: resync when it is back
+                level = logging.DEBUG if backoff < 2 else logging.WARNING
+                LOG.log(level, "cannot watch exports: %s", str(err).splitlines()[0] if str(err) else err)
+                self.restart.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _watch(self) -> None:
+        if not self.connection.endpoints:
+            self.restart.wait(1.0)
+            return
+        client = self.connection.get()
+        response = client.get_prefix_response(self.keys.exported)
+        snapshot = {}
+        for kv in response.kvs:
+            key = kv.key.decode()
+            export = parse_export(key, kv.value, self.keys)
+            if export is not None:
+                snapshot[key] = export
+        self._publish(snapshot)
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        watch_id = client.add_watch_prefix_callback(
+            self.keys.exported, events.put, start_revision=response.header.revision + 1)
+        try:
+            while not self.restart.is_set():
+                try:
+                    item = events.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                changed = dict(self.snapshot)
+                while True:
+                    if isinstance(item, Exception):
+                        raise item
+                    for event in item.events:
+                        key = event.key.decode()
+                        value = getattr(event, "value", b"")
+                        export = parse_export(key, value, self.keys) if value else None
+                        if export is None:
+                            changed.pop(key, None)
+                        else:
+                            changed[key] = export
+                    try:
+                        item = events.get_nowait()  # take the whole burst in one go
+                    except queue.Empty:
+                        break
+                self._publish(changed)
+        finally:
+            try:
+                client.cancel_watch(watch_id)
+            except Exception as err:
+                LOG.debug("cancel watch: %s", err)
+
+    def _publish(self, snapshot: dict[str, Export]) -> None:
+        if snapshot == self.snapshot and self.snapshot:
+            return
+        self.snapshot = snapshot
+        self.on_change(list(snapshot.values()))
