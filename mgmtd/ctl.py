@@ -12,7 +12,14 @@ from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, Keys
 from mgmtd.cluster.planner import has_majority
-from mgmtd.cluster.view import ClusterUnreachable, ClusterView, first_member_list, gather, render_members
+from mgmtd.cluster.view import (
+    ClusterUnreachable,
+    ClusterView,
+    first_member_list,
+    gather,
+    render_members,
+    render_table,
+)
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
@@ -42,7 +49,55 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Set how many etcd voters the cluster aims for; the "
                                             "leader grows or shrinks one member at a time.")
     ideal.add_argument("size", type=int, metavar="N")
+    exported = commands.add_parser("exported", help="what hosts export, and who collects it",
+                                   description="List the exported resources in the cluster and the "
+                                               "hosts whose collect rules apply each.")
+    exported.add_argument("--host", help="only exports of this host")
+    exported.add_argument("--kind", help="only this resource kind")
+    exported.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    forget = commands.add_parser("forget", help="remove a dead host's exports for good",
+                                 description="Delete every export of HOST. Refused while HOST is "
+                                             "running (its engine would publish them again).")
+    forget.add_argument("host", metavar="HOST")
     return parser
+
+
+def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: str | None) -> list[dict]:
+    from mgmtd.cluster.observe import read_json_prefix
+    from mgmtd.engine.collect import parse_export, subject_of
+
+    keys = Keys(namespace)
+    _, _, endpoint = first_member_list(endpoints)
+    client = connect([endpoint], timeout=5.0)
+    try:
+        hosts = read_json_prefix(client, keys.hosts)
+        rows = []
+        for value, meta in client.get_prefix(keys.exported):
+            export = parse_export(meta.key.decode(), value, keys)
+            if export is None or (host and export.host != host) or (kind and export.kind != kind):
+                continue
+            ident = f"{export.host}/{export.kind}/{export.name}"
+            collectors = sorted(h for h, info in hosts.items()
+                                if ident in (info.get("engine") or {}).get("collected", ()))
+            rows.append({"host": export.host, "kind": export.kind, "name": export.name,
+                         "subject": subject_of(export), "collected_by": collectors,
+                         "exporter_up": export.host in hosts})
+    finally:
+        client.close()
+    return sorted(rows, key=lambda r: (r["host"], r["kind"], r["name"]))
+
+
+def forget_host(endpoints: list[str], namespace: str, host: str) -> str:
+    keys = Keys(namespace)
+    _, _, endpoint = first_member_list(endpoints)
+    client = connect([endpoint], timeout=5.0)
+    try:
+        if client.get(keys.host(host))[0] is not None:
+            raise ValueError(f"{host} is running: stop it first (its engine would export again)")
+        deleted = client.delete_prefix(keys.exports_of(host)).deleted
+    finally:
+        client.close()
+    return f"forgot {deleted} export(s) of {host}"
 
 
 def summarize(view: ClusterView) -> dict:
@@ -99,6 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "set":
             print(set_ideal_size(endpoints, args.namespace, args.size))
+            return 0
+        if args.command == "forget":
+            print(forget_host(endpoints, args.namespace, args.host))
+            return 0
+        if args.command == "exported":
+            rows = list_exported(endpoints, args.namespace, args.host, args.kind)
+            if args.output == "json":
+                print(json.dumps(rows, indent=2))
+            else:
+                print(render_table(["HOST", "KIND", "NAME", "PATH/NAME", "COLLECTED BY"],
+                                   [[r["host"] + ("" if r["exporter_up"] else " (down)"), r["kind"],
+                                     r["name"], r["subject"], ",".join(r["collected_by"]) or "-"]
+                                    for r in rows]))
             return 0
         view = gather(endpoints, args.namespace)
     except ValueError as err:

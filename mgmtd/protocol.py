@@ -28,6 +28,7 @@ class EngineState:
     pending: int = 0
     errors: tuple[str, ...] = field(default=())
     graph_loaded: bool = False
+    collected: tuple[str, ...] = field(default=())   # "host/kind/name" of the exports applied here
 
     def to_line(self) -> str:
         return json.dumps({"type": "state", **asdict(self)}) + "\n"
@@ -50,6 +51,7 @@ def parse_line(line: str) -> Membership | EngineState | None:
             )
         if kind == "state":
             raw["errors"] = tuple(raw.get("errors", ()))
+            raw["collected"] = tuple(raw.get("collected", ()))
             return EngineState(**raw)
     except (TypeError, ValueError):
         return None

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
+import types
 import urllib.parse
 from collections.abc import Sequence
-
-import types
 
 import etcd3
 import etcd3.watch

@@ -89,7 +89,7 @@ class Selection:
     resources: list[Resource] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
-    sources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # graph key -> hosts
+    sources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # graph key -> exports
 
 
 def build_resource(export: Export, overrides: tuple[tuple[str, Any], ...]) -> Resource:
@@ -125,7 +125,7 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
     for identity, found in sorted(candidates.items(), key=lambda item: str(item[0])):
         hosts = [e.host for e, _ in found]
         first = found[0][1]
-        if any(not first.same_params(other) for _, other in found[1:]):
+        if any(not first.same_as(other) for _, other in found[1:]):
             out.conflicts.append(
                 f"{found[0][0].kind} {identity[1]!s} is exported differently by "
                 f"{', '.join(sorted(set(hosts)))}: none of them is applied")
@@ -136,7 +136,7 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
                                     "the local resource wins")
             continue
         out.resources.append(first)
-        out.sources[first.key] = hosts
+        out.sources[first.key] = [f"{e.host}/{e.kind}/{e.name}" for e, _ in found]
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
+from mgmtd.engine.collect import Collector, Export, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graph import Graph
 from mgmtd.engine.reload import GraphReloader
@@ -57,6 +58,12 @@ class Engine:
         self.spec: GraphSpec | None = None
         self.loaded_bytes: bytes | None = None
         self.reloader = GraphReloader(options.graph_file, lambda: self.load(initial=False))
+        self.collector = Collector(self.connection, options.namespace, self._on_exports)
+        self.exports_seen: list[Export] = []
+        self.compose_lock = threading.Lock()
+        self.reported: set[str] = set()
+        self.collected: tuple[str, ...] = ()
+        self.summary: Summary | None = None
         self.out_lock = threading.Lock()
 
     def _report(self, level: str, message: str) -> None:
@@ -74,10 +81,17 @@ class Engine:
 
     def _on_summary(self, summary: Summary) -> None:
         LOG.debug("state %s: %d/%d in state", summary.state, summary.ok, summary.resources)
+        self.summary = summary
+        self._send_state()
+
+    def _send_state(self) -> None:
+        summary = self.summary
+        if summary is None:
+            return
         self._send(protocol.EngineState(
             state=summary.state, resources=summary.resources, ok=summary.ok, failed=summary.failed,
             blocked=summary.blocked, pending=summary.pending, errors=summary.errors,
-            graph_loaded=True,
+            graph_loaded=True, collected=self.collected,
         ))
 
     def load(self, initial: bool) -> bool:
@@ -91,19 +105,46 @@ class Engine:
                 pass
         try:
             spec = load_spec(self.options.graph_file)
-            graph: Graph = spec.build()
+            spec.build()
         except GraphError as err:
             LOG.error("%s", err)
             if not initial:
                 LOG.error("graph not reloaded: the last good graph keeps running")
             return False
-        self.spec = spec
-        self.loaded_bytes = spec.raw
-        self.scheduler.swap(graph)
+        with self.compose_lock:
+            self.spec = spec
+            self.loaded_bytes = spec.raw
+            self._compose()
         self.exports.publish(spec.exports)
         if not initial:
             LOG.info("graph %s reloaded from %s", spec.name, spec.source)
         return True
+
+    def _on_exports(self, exports: list[Export]) -> None:
+        self.scheduler.release("collect")
+        with self.compose_lock:
+            self.exports_seen = exports
+            if self.spec is not None:
+                self._compose()
+
+    def _compose(self) -> None:
+        """The graph to run: the file's resources and the collected ones."""
+        spec = self.spec
+        chosen = select(spec.collect, self.exports_seen, self.options.hostname, spec.resources)
+        problems = {*chosen.conflicts, *chosen.rejected}
+        for problem in sorted(problems - self.reported):
+            LOG.warning("collect: %s", problem)
+        self.reported = problems
+        try:
+            graph: Graph = spec.build(chosen.resources)
+        except GraphError as err:
+            LOG.error("collected resources do not fit the graph (%s): keeping the current graph", err)
+            return
+        self.scheduler.swap(graph)
+        collected = tuple(sorted(key for keys in chosen.sources.values() for key in keys))
+        if collected != self.collected:
+            self.collected = collected
+            self._send_state()
 
     def _read_membership(self) -> None:
         for line in sys.stdin:
@@ -112,6 +153,7 @@ class Engine:
                 if self.connection.set_endpoints(message.endpoints):
                     LOG.info("etcd endpoints: %s", ",".join(message.endpoints) or "none")
                     self.exports.poke()
+                    self.collector.endpoints_changed()
         # stdin closed: the supervisor is gone; no one will stop us otherwise
         LOG.info("supervisor closed the membership channel; stopping")
         self.scheduler.stop()
@@ -126,12 +168,16 @@ class Engine:
         signal.signal(signal.SIGTERM, lambda *_: self.scheduler.stop())
         signal.signal(signal.SIGINT, lambda *_: self.scheduler.stop())
         signal.signal(signal.SIGHUP, lambda *_: self.reloader.request())
+        if self.spec.collect:
+            self.scheduler.hold("collect")  # converged means "with what the cluster exports"
         self.exports.start()
+        self.collector.start()
         self.reloader.start()
         try:
             rc = self.scheduler.run(self.options.converged_timeout)
         finally:
             self.reloader.stop()
+            self.collector.stop()
             self.exports.stop()
             self.connection.close()
         if self.scheduler.timed_out:

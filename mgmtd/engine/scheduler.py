@@ -81,6 +81,7 @@ class Scheduler:
         self.timed_out = False
         self.summarized_at = 0.0
         self.in_flight = 0
+        self.holds: set[str] = set()
 
     # --- thread-safe entry points -------------------------------------------
     def poke(self, key: Key) -> None:
@@ -156,6 +157,11 @@ class Scheduler:
             self._done(key, *payload)
         elif what == "swap":
             self._swap(payload)
+        elif what == "hold":
+            if payload:
+                self.holds.add(key)
+            else:
+                self.holds.discard(key)
 
     def _dispatch(self) -> None:
         candidates, self.candidates = self.candidates, set()
@@ -308,7 +314,7 @@ class Scheduler:
                 self.status[key].dirty = True
                 self.candidates.add(key)
         self.quiet_since = None
-        if old.resources:
+        if old.resources and (kept != len(graph) or kept != len(old)):
             LOG.info("graph swapped: %d kept, %d started, %d stopped", kept,
                      len(graph) - kept, len(old) - kept)
 
@@ -335,8 +341,15 @@ class Scheduler:
     def _busy(self) -> bool:
         """Work is under way or can start. A dirty resource that waits on a
         failed one is not work: it cannot start until something changes."""
-        return bool(self.in_flight or self.candidates or self.retired
+        return bool(self.in_flight or self.candidates or self.retired or self.holds
                     or any(what == "retry" for _, _, what, _ in self.timers))
+
+    def hold(self, reason: str) -> None:
+        """Not converged until released (e.g. the collected set is not known yet)."""
+        self.events.put(("hold", reason, True))
+
+    def release(self, reason: str) -> None:
+        self.events.put(("hold", reason, False))
 
     def _track_quiet(self) -> None:
         if self._busy():

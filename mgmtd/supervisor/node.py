@@ -371,7 +371,8 @@ class Supervisor:
 
     def engine_state_dict(self) -> dict:
         return {"state": self.engine_state.state, "resources": self.engine_state.resources,
-                "ok": self.engine_state.ok, "failed": self.engine_state.failed}
+                "ok": self.engine_state.ok, "failed": self.engine_state.failed,
+                "collected": list(self.engine_state.collected)}
 
     def _follow(self, round_: Round) -> None:
         """Starts or stops the local etcd as the cluster decided."""

@@ -1,0 +1,145 @@
+"""Export and collect through a real etcd: filters that filter, explicit
+overrides, conflicts, withdrawal, churn."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.integration.cluster import etcdctl, mgmtctl, wait_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "yaml"
+
+
+def start_cluster(make_node, graphs: dict[str, str], *extra: str):
+    """h1 bootstraps with ideal size 1 (fast); the others join as clients."""
+    nodes = {}
+    first = None
+    for name, graph in graphs.items():
+        node = make_node(name)
+        if first is None:
+            node.start(["yaml", graph], "--ideal-cluster-size", "1", *extra)
+            first = node
+        else:
+            node.start(["yaml", graph], "--seeds", first.client_url, *extra)
+        nodes[name] = node
+    return nodes
+
+
+def listing(root: Path) -> dict[str, list[str]]:
+    return {d.name: sorted(p.name for p in d.iterdir()) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def test_seed_examples_give_each_host_exactly_what_it_selects(make_node, workdir):
+    root = workdir / "shared"
+    root.mkdir()
+    graphs = {}
+    for host, letter in zip(("h1", "h2", "h3", "h4", "h5"), "abcde", strict=True):
+        text = (EXAMPLES / f"etcd1{letter}.yaml").read_text().replace("/tmp/mgmt", f"{root}/mgmt")
+        path = workdir / f"etcd1{letter}.yaml"
+        path.write_text(text)
+        graphs[host] = str(path)
+    nodes = start_cluster(make_node, graphs)
+    expected = {
+        "mgmtA": ["fA", "fromB"],
+        "mgmtB": ["fB"],
+        "mgmtC": ["fA", "fB", "fC", "fD", "fE"],
+        "mgmtD": [],
+        "mgmtE": ["fE"],
+    }
+    wait_for(lambda: listing(root) == expected, 90, f"the collected files {expected}, have {listing(root)}")
+    # exactly the exported content, at exactly the exported path (no rewrite) unless set: asked
+    assert (root / "mgmtA" / "fA").read_text() == "i am fA, exported from host A\n"
+    assert (root / "mgmtA" / "fromB").read_text() == "i was exported by host B for host A\n"
+    assert (root / "mgmtC" / "fD").read_text() == "i am fD, exported from host D\n"
+    # and each host applied only what its own rules select
+    logs = {name: node.log() for name, node in nodes.items()}
+    assert "file[fileb-for-a@h2]: applied" in logs["h1"]
+    assert "file[fileb-for-a@h2]" not in logs["h2"] and "file[fileb@h2]: applied" in logs["h2"]
+    assert "file[filed@h4]" in logs["h3"] and "file[filed@h4]" not in logs["h4"]
+    assert "@h2]" not in logs["h4"] and "@h3]" not in logs["h4"]
+    assert "@h1]" not in logs["h5"] and "file[filee@h5]: applied" in logs["h5"]
+
+
+def graph_with(path: Path, resources: str, collect: str = "") -> str:
+    path.write_text(f"graph: g\nresources:\n  file:\n{resources}\n{collect}")
+    return str(path)
+
+
+def file_res(name: str, path: str, content: str) -> str:
+    return f'  - name: "{name}"\n    path: "{path}"\n    content: "{content}"\n'
+
+
+def test_change_withdraw_conflict_and_exporter_restart(make_node, workdir):
+    out = workdir / "out"
+    out.mkdir()
+    collect_all = f'collect:\n- kind: file\n  pattern: "{out}/"\n'
+    g1 = graph_with(workdir / "g1.yaml", file_res("@@x", f"{out}/x", "one"))
+    g2 = graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why"))
+    g3 = graph_with(workdir / "g3.yaml", "    []", collect_all)
+    nodes = start_cluster(make_node, {"h1": g3, "h2": g1, "h3": g2})
+    wait_for(lambda: (out / "x").exists() and (out / "y").exists(), 60, "x and y collected by h1")
+    assert (out / "x").read_text() == "one"
+
+    # a changed export reaches the collector through the watch
+    graph_with(workdir / "g1.yaml", file_res("@@x", f"{out}/x", "two"))
+    wait_for(lambda: (out / "x").read_text() == "two", 20, "the changed export applied")
+
+    # two exporters disagree on one path: a conflict, neither applied
+    graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why") + file_res("@@x2", f"{out}/x", "other"))
+    wait_for(lambda: "exported differently by h2, h3" in nodes["h1"].log(), 20, "the conflict reported")
+    (out / "x").write_text("tampered")
+    graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why") + file_res("@@x2", f"{out}/x", "two"))
+    wait_for(lambda: (out / "x").read_text() == "two", 20, "identical exports applied once")
+
+    # withdrawn: no longer managed, left as it is
+    graph_with(workdir / "g2.yaml", file_res("@@x2", f"{out}/x", "two"))
+    wait_for(lambda: "withdrew export" in nodes["h3"].log(), 20, "h3 withdrawing y")
+    (out / "y").write_text("mine now")
+    listed = lambda: json.loads(mgmtctl("--endpoints", nodes["h1"].client_url, "exported", "-o", "json").stdout)  # noqa: E731
+    wait_for(lambda: not any(e["name"] == "y" for e in listed()), 20, "y gone from mgmtctl exported")
+    assert (out / "y").read_text() == "mine now"
+
+    # the exporter goes down: its exports stay; it comes back: nothing flaps
+    before = etcdctl(nodes["h1"].client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
+    revisions = {kv["key"]: kv["mod_revision"] for kv in json.loads(before)["kvs"]}
+    assert nodes["h2"].stop() == 0
+    assert (out / "x").read_text() == "two"
+    (out / "x").write_text("drift while h2 is down")
+    wait_for(lambda: (out / "x").read_text() == "two", 10, "repair from the stored export")
+    nodes["h2"].start(["yaml", str(workdir / "g1.yaml")], "--seeds", nodes["h1"].client_url)
+    wait_for(lambda: "graph g loaded" in nodes["h2"].log().split("stopped engine")[-1], 30, "h2 back")
+    after = etcdctl(nodes["h1"].client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
+    assert {kv["key"]: kv["mod_revision"] for kv in json.loads(after)["kvs"]} == revisions
+
+    # forget: a dead host's exports go for good
+    assert nodes["h2"].stop() == 0
+    forgot = mgmtctl("--endpoints", nodes["h1"].client_url, "forget", "h2")
+    assert forgot.returncode == 0, forgot.stderr
+    assert not any(e["host"] == "h2" for e in listed())
+
+
+def test_churn_of_200_exports(make_node, workdir):
+    out = workdir / "out"
+    out.mkdir()
+    collector = graph_with(workdir / "c.yaml", "    []", f'collect:\n- kind: file\n  pattern: "{out}/"\n')
+
+    def exporter_graph(round_: int, count: int) -> str:
+        body = "".join(file_res(f"@@f{i}", f"{out}/f{i}", f"r{round_}-{i}") for i in range(count))
+        return graph_with(workdir / "e.yaml", body)
+
+    nodes = start_cluster(make_node, {"h1": collector, "h2": exporter_graph(0, 200)})
+    for round_, count in ((1, 150), (2, 200), (3, 120), (4, 200)):
+        exporter_graph(round_, count)
+    final = {f"f{i}": f"r4-{i}" for i in range(200)}
+
+    def state():
+        try:  # the engine's temporary files come and go while it writes
+            return {p.name: p.read_text() for p in out.iterdir() if not p.name.startswith(".")} == final
+        except FileNotFoundError:
+            return False
+
+    wait_for(state, 120, "the last round's 200 files")
+    assert "Traceback" not in nodes["h1"].log() + nodes["h2"].log()
+    _ = os
