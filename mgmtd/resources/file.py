@@ -39,7 +39,10 @@ def _uid(owner: int | str | None) -> int:
     if owner is None or owner == "":
         return -1
     if isinstance(owner, int) or owner.isdigit():
-        return int(owner)
+        uid = int(owner)
+        if not 0 <= uid < 2**32 - 1:
+            raise ResourceError(f"uid {owner} is out of range")
+        return uid
     try:
         return pwd.getpwnam(owner).pw_uid
     except KeyError:
@@ -50,7 +53,10 @@ def _gid(group: int | str | None) -> int:
     if group is None or group == "":
         return -1
     if isinstance(group, int) or group.isdigit():
-        return int(group)
+        gid = int(group)
+        if not 0 <= gid < 2**32 - 1:
+            raise ResourceError(f"gid {group} is out of range")
+        return gid
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:

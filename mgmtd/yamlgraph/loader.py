@@ -78,10 +78,17 @@ class Loader:
             loc = Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
             problem = err.problem or err.context or "invalid YAML"
             raise GraphError(loc, f"YAML syntax error: {problem}") from None
+        except yaml.reader.ReaderError as err:
+            before = text[: err.position]
+            line = before.count("\n") + 1
+            column = err.position - (before.rfind("\n") + 1) + 1
+            raise GraphError(Location(self.source, line, column),
+                             f"YAML syntax error: character {err.character!r} is not allowed") from None
         except yaml.YAMLError as err:
-            raise GraphError(Location(self.source), f"YAML error: {err}") from None
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise GraphError(Location(self.source, 1, 1), f"YAML error: {first}") from None
         except RecursionError:
-            raise GraphError(Location(self.source), "YAML nesting is too deep") from None
+            raise GraphError(Location(self.source, 1, 1), "YAML nesting is too deep") from None
 
     def scalar(self, node: yaml.Node) -> Any:
         try:
@@ -130,7 +137,7 @@ class Loader:
     def load(self, text: str) -> GraphSpec:
         root = self.compose(text)
         if root is None:
-            raise GraphError(Location(self.source), "the graph is empty")
+            raise GraphError(Location(self.source, 1, 1), "the graph is empty")
         top = self.mapping(root, "the graph")
         allowed = {"graph", "comment", "resources", "edges", "collect"}
         for key, (key_node, _) in top.items():
@@ -169,7 +176,7 @@ class Loader:
                     spec.exports.append(res)
                     continue
                 identity = res.identity()
-                if identity in identities and identity != res.key:
+                if identity in identities:
                     other, where = identities[identity]
                     raise self.error(loc, f"manages the same object as {other} (line {where.line})",
                                      label)
@@ -186,6 +193,8 @@ class Loader:
             name = str(name)
         if not isinstance(name, str) or not name.strip() or name == EXPORT_MARK:
             raise self.error(fields["name"][1], "name must be a non-empty string", cls.kind)
+        if any(not ch.isprintable() for ch in name):
+            raise self.error(fields["name"][1], f"name {name!r} contains control characters", cls.kind)
         exported = name.startswith(EXPORT_MARK)
         if exported:
             name = name[len(EXPORT_MARK):]
@@ -225,13 +234,12 @@ class Loader:
                 raise self.error(key_node, f"unknown meta parameter {key!r} (known: "
                                  f"{', '.join(sorted(Meta.FIELDS))})", subject)
             value = self.typed(value_node, f"meta.{key}", spec, subject)
+            if key == "retry" and value is not None and value < -1:
+                raise self.error(value_node, "meta.retry must be -1 (forever) or >= 0", subject)
+            if key in ("delay", "poll") and value is not None and value < 0:
+                raise self.error(value_node, f"meta.{key} must not be negative", subject)
             if key in ("noop", "retry", "delay", "poll", "autoedge") and value is not None:
                 values[key] = value
-        if values.get("retry", 0) < -1:
-            raise self.error(node, "meta.retry must be -1 (forever) or >= 0", subject)
-        for key in ("delay", "poll"):
-            if values.get(key, 0) < 0:
-                raise self.error(node, f"meta.{key} must not be negative", subject)
         return Meta(**values)
 
     def endpoint(self, node: yaml.Node, spec: GraphSpec, what: str) -> graphs.Key:
