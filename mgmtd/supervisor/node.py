@@ -4,37 +4,32 @@ engine child, and an orderly stop."""
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import shutil
 import signal
-import socket
-import tempfile
 import threading
 import time
-import urllib.parse
-import uuid
 from dataclasses import dataclass, field
 
 from mgmtd import log, protocol
+from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.observe import member_list_from, probe_all
+from mgmtd.cluster.planner import has_majority
 from mgmtd.engine.main import load_spec
 from mgmtd.supervisor.backoff import Backoff
 from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
 from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
+from mgmtd.supervisor.notify import Notifier
+from mgmtd.supervisor.preflight import NodeState, StartupError, check_port_free, check_prefix
 from mgmtd.yamlgraph.errors import GraphError
 
 LOG = log.get("supervisor")
 
 TICK = 0.5          # seconds between rounds when nothing is moving
 FAST_TICK = 0.1     # while a membership change is under way
-
-
-class StartupError(Exception):
-    """The node cannot start; the message is the one line the user sees."""
 
 
 @dataclass
@@ -68,63 +63,6 @@ class NodeConfig:
         return self.advertise_server_urls or self.server_urls
 
 
-def check_port_free(url: str) -> None:
-    parsed = urllib.parse.urlparse(url)
-    host, port = parsed.hostname or "0.0.0.0", parsed.port
-    if port is None:
-        raise StartupError(f"URL {url} has no port")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                raise StartupError(f"{host}:{port} is already in use (another etcd or mgmtd?); "
-                                   "stop it or choose other --client-urls/--server-urls") from None
-            raise StartupError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-
-
-def check_prefix(prefix: str) -> None:
-    try:
-        os.makedirs(prefix, mode=0o700, exist_ok=True)
-        with tempfile.TemporaryFile(dir=prefix):
-            pass
-    except OSError as err:
-        raise StartupError(f"cannot use prefix {prefix}: {err.strerror}") from None
-
-
-class NodeState:
-    """What this node remembers across restarts, in ``{prefix}/node.json``: its
-    instance id (a restart may take over its own registration, a stranger may
-    not) and the cluster's client URLs (a node that was ever in a cluster never
-    bootstraps a new one by itself)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.path = os.path.join(prefix, "node.json")
-        try:
-            with open(self.path) as handle:
-                raw = json.load(handle)
-        except (OSError, ValueError):
-            raw = {}
-        self.instance: str = raw.get("instance") or uuid.uuid4().hex
-        self.endpoints: list[str] = list(raw.get("endpoints", []))
-        self.save()
-
-    def save(self) -> None:
-        temp = self.path + ".tmp"
-        with open(temp, "w") as handle:
-            json.dump({"instance": self.instance, "endpoints": self.endpoints}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-
-    def remember(self, endpoints: list[str]) -> None:
-        if endpoints and sorted(endpoints) != sorted(self.endpoints):
-            self.endpoints = sorted(endpoints)
-            self.save()
-
-
 class Supervisor:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -145,6 +83,9 @@ class Supervisor:
         self.cluster_endpoints: list[str] = []
         self.unreachable_since: float | None = None
         self.last_round = Round()
+        self.notifier = Notifier()
+        self.last_error = ""
+        self.quorum_lost = ""
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
@@ -271,14 +212,17 @@ class Supervisor:
         etcd_restarts, engine_restarts = Backoff(), Backoff()
         while not self.stopping.is_set():
             busy = self.last_round.changed_membership or self.etcd_pending()
-            self.wake.wait(FAST_TICK if busy else TICK)
+            self.wake.wait(self.notifier.tick(FAST_TICK if busy else TICK))
             self.wake.clear()
+            self.notifier.watchdog()
             if self.stopping.is_set():
                 break
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 LOG.info("reloading the graph")
+                self.notifier.reloading()
                 self.engine.reload()
+                self.notifier.reloaded()
             if self.serving and not self.etcd.running():
                 if not self._restart_etcd(etcd_restarts):
                     continue
@@ -296,7 +240,31 @@ class Supervisor:
                 self.engine.start()
             if self._cluster_round() and self.engine_state.state in ("converged", "converging"):
                 engine_restarts.reset()
+            self._report()
         return 0
+
+    def _report(self) -> None:
+        """READY and STATUS for systemd (and the same line in mgmtctl's host record)."""
+        if self.engine_state.graph_loaded and self.unreachable_since is None:
+            self.notifier.ready()
+        self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        round_ = self.last_round
+        voters = sum(1 for m in round_.members if not m.is_learner and m.name)
+        role = "server" if self.serving else "client"
+        if round_.is_leader:
+            role += ", leader"
+        engine = self.engine_state
+        parts = [f"{role}; {voters}/{round_.ideal_size or '?'} voters; engine {engine.state} "
+                 f"({engine.ok}/{engine.resources} in state)"]
+        if self.quorum_lost:
+            parts.append(f"QUORUM LOST: {self.quorum_lost}")
+        elif self.unreachable_since is not None:
+            parts.append("cluster unreachable")
+        if self.last_error:
+            parts.append(f"last error: {self.last_error}")
+        return "; ".join(parts)
 
     def etcd_pending(self) -> bool:
         return self.last_round.nomination is not None and not self.serving
@@ -349,7 +317,10 @@ class Supervisor:
             return False
         if self.unreachable_since is not None:
             LOG.info("the cluster is reachable again")
+        if self.quorum_lost:
+            LOG.warning("quorum is back")
         self.unreachable_since = None
+        self.quorum_lost = ""
         self.last_round = round_
         if round_.lost_quorum:
             LOG.debug("quorum lost: %s", round_.lost_quorum)
@@ -363,11 +334,30 @@ class Supervisor:
             self.unreachable_since = now
             LOG.warning("cannot reach the cluster at %s: %s", ",".join(self.cluster_endpoints),
                         _short(err))
+        self.last_error = _short(err)
+        self._check_quorum()
         if self.client is not None:
             self.client.close()
             self.client = None
         # fall back on everything we ever knew, and the seeds
         self.cluster_endpoints = _merge(self.cluster_endpoints, self.state.endpoints, self.config.seeds)
+
+    def _check_quorum(self) -> None:
+        """When the cluster does not answer, say plainly whether quorum is lost:
+        members still answer status without quorum, so count who has a leader."""
+        try:
+            _, members = member_list_from(self.cluster_endpoints)
+        except Exception:
+            return  # nothing answers at all: "unreachable" says it
+        voters = [m for m in members if not m.is_learner]
+        statuses = probe_all(voters)
+        healthy = sum(1 for s in statuses if s is not None and s.leader_id != 0)
+        if has_majority(healthy, len(voters)):
+            return
+        lost = f"{healthy} of {len(voters)} voters healthy"
+        if lost != self.quorum_lost:
+            LOG.error("quorum lost: %s; no membership change is made. %s", lost, RECOVERY)
+        self.quorum_lost = lost
 
     def engine_state_dict(self) -> dict:
         return {"state": self.engine_state.state, "resources": self.engine_state.resources,
@@ -425,6 +415,7 @@ class Supervisor:
             self.engine.send(membership)
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         if self.engine is not None:
             self.engine.stop()
         if self.membership is not None and self.client is not None:

@@ -1,0 +1,72 @@
+"""Checks before a node starts, and what a node remembers across restarts."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+import urllib.parse
+import uuid
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is the one line the user sees."""
+
+
+def check_port_free(url: str) -> None:
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname or "0.0.0.0", parsed.port
+    if port is None:
+        raise StartupError(f"URL {url} has no port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise StartupError(f"{host}:{port} is already in use (another etcd or mgmtd?); "
+                                   "stop it or choose other --client-urls/--server-urls") from None
+            raise StartupError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+def check_prefix(prefix: str) -> None:
+    try:
+        os.makedirs(prefix, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=prefix):
+            pass
+    except OSError as err:
+        raise StartupError(f"cannot use prefix {prefix}: {err.strerror}") from None
+
+
+class NodeState:
+    """What this node remembers across restarts, in ``{prefix}/node.json``: its
+    instance id (a restart may take over its own registration, a stranger may
+    not) and the cluster's client URLs (a node that was ever in a cluster never
+    bootstraps a new one by itself)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.path = os.path.join(prefix, "node.json")
+        try:
+            with open(self.path) as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError):
+            raw = {}
+        self.instance: str = raw.get("instance") or uuid.uuid4().hex
+        self.endpoints: list[str] = list(raw.get("endpoints", []))
+        self.save()
+
+    def save(self) -> None:
+        temp = self.path + ".tmp"
+        with open(temp, "w") as handle:
+            json.dump({"instance": self.instance, "endpoints": self.endpoints}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+
+    def remember(self, endpoints: list[str]) -> None:
+        if endpoints and sorted(endpoints) != sorted(self.endpoints):
+            self.endpoints = sorted(endpoints)
+            self.save()
