@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTHON  ?= python3
 HOST    ?= $(shell hostname)
 
-.PHONY: install etcd run test unit integration lint bench demo clean
+.PHONY: install etcd run test unit integration lint bench demo clean install-service
 
 install: $(VENV)/.installed etcd
 
@@ -33,3 +33,10 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache .hypothesis
+
+install-service:
+	scripts/install-service
+
+# N local nodes on 127.0.0.1..N (NODES=5 IDEAL=3 make demo); Ctrl-C stops them
+demo: install
+	$(PY) scripts/demo.py
