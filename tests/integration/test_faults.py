@@ -1,0 +1,134 @@
+"""Faults and bad input through the real CLI: a killed engine, a crash in the
+middle of writing, a duplicate hostname, seeds nobody answers."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.integration.cluster import etcdctl, mgmtctl, wait_for
+
+MGMTD = str(Path(sys.executable).parent / "mgmtd")
+
+
+def engine_child(node) -> psutil.Process | None:
+    for child in psutil.Process(node.proc.pid).children():
+        try:
+            if "engine" in child.cmdline():
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_killed_engine_is_restarted_and_reapplies(make_node, workdir):
+    target = workdir / "f"
+    graph = workdir / "g.yaml"
+    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
+                     '    content: "wanted"\n')
+    node = make_node()
+    node.start(["yaml", str(graph)])
+    wait_for(lambda: target.exists() and target.read_text() == "wanted", 60, "first apply")
+    first = wait_for(lambda: engine_child(node), 10, "the engine child")
+    first.kill()
+    target.write_text("changed while the engine was dead")
+    wait_for(lambda: (e := engine_child(node)) is not None and e.pid != first.pid, 30, "a new engine")
+    wait_for(lambda: target.read_text() == "wanted", 30, "the graph applied again")
+    assert "engine exited with status -9" in node.log()
+    assert etcdctl(node.client_url, "endpoint", "health").returncode == 0  # etcd untouched
+    assert node.stop() == 0
+
+
+def test_crash_while_writing_leaves_whole_files(workdir):
+    """SIGKILL the engine in the middle of rewriting 1000 files: each file holds
+    its old or its new content, never a part."""
+    root = workdir / "atomic"
+    root.mkdir()
+    count = 1000
+    old = {i: f"old {i} " * 400 for i in range(count)}
+    new = {i: f"NEW {i} " * 500 for i in range(count)}
+    for i, text in old.items():
+        (root / f"f{i}").write_text(text)
+    lines = ["graph: atomic", "resources:", "  file:"]
+    for i in range(count):
+        lines += [f"  - name: f{i}", f'    path: "{root}/f{i}"', f'    content: "{new[i]}"']
+    graph = workdir / "g.yaml"
+    graph.write_text("\n".join(lines) + "\n")
+    rng = random.Random(7)
+    for attempt in range(3):
+        proc = subprocess.Popen([MGMTD, "engine", "--hostname", "t", "--log-level", "warning", "yaml",
+                                 str(graph)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # kill it once it has started writing but (most likely) before it is done
+        wait_for(lambda: any((root / f"f{i}").read_text() == new[i] for i in range(count)), 60,
+                 "the first new file", interval=0.001)
+        time.sleep(rng.uniform(0.0, 0.05))
+        proc.kill()
+        proc.wait(timeout=10)
+        contents = {i: (root / f"f{i}").read_text() for i in range(count)}
+        torn = [i for i, text in contents.items() if text not in (old[i], new[i])]
+        assert not torn, f"attempt {attempt}: partial files {torn[:5]}"
+        done = sum(1 for i, text in contents.items() if text == new[i])
+        if done < count:
+            break  # caught it in the middle: that is the case under test
+        for i, text in old.items():  # all done already: start over, kill sooner
+            (root / f"f{i}").write_text(text)
+    assert 0 < done < count, f"never caught the engine mid-way ({done} of {count} written)"
+
+
+def test_duplicate_hostname_is_refused(make_node, workdir):
+    first = make_node("twin")
+    first.start(["empty"], "--ideal-cluster-size", "1")
+    wait_for(lambda: mgmtctl("--endpoints", first.client_url, "members").returncode == 0, 60,
+             "the first node")
+    wait_for(lambda: "twin" in mgmtctl("--endpoints", first.client_url, "members").stdout, 30,
+             "twin registered")
+    second = make_node("other")
+    second.name = "twin"
+    out = subprocess.run(second.command(["empty"], "--seeds", first.client_url), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert "hostname 'twin' is already registered by a running node" in out.stderr
+    assert "Traceback" not in out.stderr
+    # the first node keeps its place
+    view = mgmtctl("--endpoints", first.client_url, "members").stdout
+    assert first.peer_url in view
+    assert first.stop() == 0
+
+
+def test_unreachable_seeds_say_so_and_local_graph_still_applies(make_node, workdir):
+    target = workdir / "f"
+    graph = workdir / "g.yaml"
+    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
+                     '    content: "local"\n')
+    node = make_node()
+    node.start(["yaml", str(graph)], "--seeds", "http://127.0.0.1:9")
+    wait_for(lambda: target.exists(), 30, "the local graph applied without a cluster")
+    wait_for(lambda: "cannot reach the cluster at http://127.0.0.1:9" in node.log(), 30, "the warning")
+    assert node.proc.poll() is None
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=30) == 0
+    assert node.log().count("cannot reach the cluster") == 1  # said once, not every round
+
+
+def test_bad_cli_arguments_are_one_clear_line(workdir):
+    cases = [
+        (["run", "--client-urls", "127.0.0.1:2379", "empty"], "is not a URL"),
+        (["run", "--ideal-cluster-size", "0", "empty"], "at least 1"),
+        (["run", "--no-server", "--prefix", str(workdir / "p"), "empty"], "--no-server needs --seeds"),
+        (["run", "--converged-timeout", "soon", "empty"], "not a number of seconds"),
+        (["run", "--prefix", str(workdir / "p")], "FRONTEND"),
+        (["validate", str(workdir / "missing.yaml")], "cannot read graph"),
+    ]
+    for args, fragment in cases:
+        out = subprocess.run([MGMTD, *args], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0, args
+        assert fragment in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    _ = os
