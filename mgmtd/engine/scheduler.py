@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mgmtd import log
 from mgmtd.engine.graph import Graph, Key, key_str
@@ -304,7 +304,7 @@ class Scheduler:
         for key, res in graph.resources.items():
             if key in old.resources and old.resources[key] is res:
                 continue
-            res.ctx = self.ctx
+            res.ctx = replace(self.ctx, report=lambda level, msg, r=res: self.ctx.report(level, f"{r}: {msg}"))
             self.status[key] = Status()
             self._start_watch(key, res)
             self.candidates.add(key)

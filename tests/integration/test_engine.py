@@ -27,7 +27,8 @@ def localized(name: str, root: Path, workdir: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("example", ["hello.yaml", "file1.yaml", "exec1.yaml", "noop1.yaml", "msg1.yaml"])
+@pytest.mark.parametrize("example", ["hello.yaml", "file1.yaml", "exec1.yaml", "noop1.yaml", "msg1.yaml",
+                                     "autoedges1.yaml", "meta1.yaml"])
 def test_example_converges_through_mgmtd_run(example, make_node, workdir):
     root = workdir / "root"
     root.mkdir()
@@ -39,6 +40,10 @@ def test_example_converges_through_mgmtd_run(example, make_node, workdir):
         assert (root / "mgmtd-hello/hello.txt").read_text() == "hello from mgmtd\n"
     if example == "exec1.yaml":
         assert (root / "mgmtd-examples/exec1/stamp.txt").exists()
+    if example == "meta1.yaml":
+        assert (root / "mgmtd-examples/meta1/tries").read_text() == "3\n"  # retried until it worked
+        assert not (root / "mgmtd-examples/meta1/never-written.txt").exists()  # noop
+        assert "file[dry-run]: would create" in node.log()
 
 
 def engine(graph: str, *args: str) -> subprocess.Popen:

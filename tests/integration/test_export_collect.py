@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from tests.integration.cluster import etcdctl, mgmtctl, wait_for
@@ -60,6 +61,28 @@ def test_seed_examples_give_each_host_exactly_what_it_selects(make_node, workdir
     assert "file[filed@h4]" in logs["h3"] and "file[filed@h4]" not in logs["h4"]
     assert "@h2]" not in logs["h4"] and "@h3]" not in logs["h4"]
     assert "@h1]" not in logs["h5"] and "file[filee@h5]: applied" in logs["h5"]
+
+
+def test_several_directories_exported_one_collected_by_pattern(make_node, workdir):
+    """The graph that failed for mgmt users: one host exports files in several
+    directories; another collects one directory by pattern and gets exactly
+    those files, at exactly their exported paths."""
+    out = workdir / "out"
+    exported = "".join(file_res(f"@@{d}-{i}", f"{out}/{d}/f{i}", f"{d} {i}")
+                       for d in ("web", "db", "cache") for i in range(3))
+    dirs = "".join(f'  - name: {d}\n    path: "{out}/{d}/"\n' for d in ("web", "db", "cache"))
+    exporter = graph_with(workdir / "e.yaml", f'  - name: out\n    path: "{out}/"\n' + exported)
+    collector = graph_with(workdir / "c.yaml", f'  - name: out\n    path: "{out}/"\n' + dirs,
+                           f'collect:\n- kind: file\n  pattern: "{out}/db/"\n')
+    nodes = start_cluster(make_node, {"h1": collector, "h2": exporter})
+    wait_for(lambda: (out / "db").is_dir() and sorted(p.name for p in (out / "db").iterdir())
+             == ["f0", "f1", "f2"], 60, "the db files")
+    time.sleep(1)
+    assert sorted(p.name for p in (out / "db").iterdir()) == ["f0", "f1", "f2"]
+    assert list((out / "web").iterdir()) == [] and list((out / "cache").iterdir()) == []
+    assert (out / "db" / "f1").read_text() == "db 1"
+    assert "file[db-0@h2]: applied" in nodes["h1"].log()
+    assert "web-0@h2" not in nodes["h1"].log()
 
 
 def graph_with(path: Path, resources: str, collect: str = "") -> str:
