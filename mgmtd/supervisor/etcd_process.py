@@ -45,6 +45,9 @@ LEVEL_OVERRIDES = {
 }
 
 
+REMOVED = "the member has been permanently removed from the cluster"
+
+
 class EtcdStartError(Exception):
     """etcd did not come up; the message carries etcd's own last words."""
 
@@ -106,6 +109,7 @@ class EtcdProcess:
         self.pid_file = pid_file
         self.proc: subprocess.Popen | None = None
         self.last_error = ""
+        self.removed = False        # etcd said this member was removed from its cluster
         self.reader: threading.Thread | None = None
 
     @property
@@ -123,8 +127,12 @@ class EtcdProcess:
             line = raw.decode(errors="replace")
             try:
                 entry = json.loads(line)
-                if entry.get("level") in ("error", "fatal", "panic", "warn"):
+                level = entry.get("level")
+                # the reason etcd gives up: an error-level message, or a warning with an error
+                if level in ("error", "fatal", "panic") or (level == "warn" and entry.get("error")):
                     self.last_error = entry.get("error") or entry.get("msg", "")
+                if REMOVED in line:
+                    self.removed = True
             except (ValueError, AttributeError):
                 pass
             relog(line)
@@ -163,6 +171,7 @@ class EtcdProcess:
         os.makedirs(os.path.dirname(self.config.data_dir), mode=0o700, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in STRIPPED_ENV}
         self.last_error = ""
+        self.removed = False
         command = self.config.command()
         LOG.debug("starting: %s", " ".join(command))
         self.proc = subprocess.Popen(

@@ -154,7 +154,14 @@ class Supervisor:
         if not cfg.no_server and self.has_member_data():
             LOG.info("found etcd member data: rejoining as a server")
             self.serving = True
-            self._start_etcd(joining=True)
+            try:
+                self._start_etcd(joining=True)
+            except EtcdStartError:
+                if not self.etcd.removed:
+                    raise
+                # removed while we were away: start afresh as a client and volunteer
+                self.etcd.kill()
+                self._stop_serving()
         elif not cfg.seeds and not self.state.endpoints:
             if cfg.no_server:
                 raise StartupError("--no-server needs --seeds")
@@ -271,7 +278,7 @@ class Supervisor:
 
     def _restart_etcd(self, backoff: Backoff) -> bool:
         detail = self.etcd.last_error or f"status {self.etcd.exit_code()}"
-        if "removed" in detail:
+        if self.etcd.removed:
             LOG.warning("etcd says this member was removed from the cluster (%s)", detail)
             self._stop_serving()
             return True
