@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -54,6 +55,8 @@ def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
         meta = raw.get("meta", {})
     except (ValueError, KeyError, TypeError):
         return None
+    if raw.get("host") != host or raw.get("kind") != kind:
+        return None  # an export must say who made it, and match the key it sits under
     if not isinstance(params, dict) or not isinstance(meta, dict):
         return None
     return Export(host, kind, name, params, meta)
@@ -102,6 +105,23 @@ def build_resource(export: Export, overrides: tuple[tuple[str, Any], ...]) -> Re
     return res
 
 
+def confined(rule: CollectRule, res: Resource) -> str:
+    """Why a collected file may not be written where it would go, or "": after
+    ``set:`` it must still match the rule's pattern, and no symlink on the way
+    may lead out of the pattern's directory."""
+    if rule.kind != "file" or not rule.pattern:
+        return ""
+    path = res.full_path
+    if not pattern_matches(rule.pattern, path):
+        return f"{path} is outside the pattern {rule.pattern}"
+    if rule.pattern.endswith("/"):
+        base = os.path.realpath(rule.pattern)
+        parent = os.path.realpath(os.path.dirname(path.rstrip("/")))
+        if parent != base and not parent.startswith(base.rstrip("/") + "/"):
+            return f"{path} resolves outside {rule.pattern} (through a symlink)"
+    return ""
+
+
 def select(rules: list[CollectRule], exports: list[Export], self_host: str,
            local: list[Resource]) -> Selection:
     """Which exports this host applies. Two exports managing the same object
@@ -119,6 +139,10 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
             res = build_resource(export, rule.set)
         except (ValueError, TypeError) as err:
             out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {err}")
+            continue
+        escape = confined(rule, res)
+        if escape:
+            out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {escape}")
             continue
         candidates.setdefault(res.identity(), []).append((export, res))
     local_identities = {r.identity(): r for r in local}

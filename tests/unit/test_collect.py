@@ -1,0 +1,81 @@
+"""Selecting exports with collect rules (pure)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from mgmtd.cluster.keys import Keys
+from mgmtd.engine.collect import Export, parse_export, pattern_matches, select
+from mgmtd.resources.file import FileResource
+from mgmtd.yamlgraph.loader import CollectRule
+
+
+def export(host: str, name: str, path: str, content: str = "x", kind: str = "file") -> Export:
+    params = {"path": path, "content": content, "state": "exists"} if kind == "file" else {}
+    return Export(host, kind, name, params, {})
+
+
+def test_pattern_semantics():
+    assert pattern_matches("/a/", "/a/b") and pattern_matches("/a/", "/a/b/c") and pattern_matches("/a/", "/a/")
+    assert not pattern_matches("/a/", "/ab/c")
+    assert pattern_matches("/tmp/mgmt?/f?", "/tmp/mgmtA/fA")
+    assert not pattern_matches("/tmp/mgmt?/f?", "/tmp/mgmtA/fromB")
+    assert pattern_matches(None, "/anything")
+
+
+def test_filters_by_kind_pattern_and_host():
+    exports = [export("h1", "a", "/srv/web/a"), export("h1", "b", "/srv/db/b"),
+               export("h2", "c", "/srv/web/c"), export("h2", "n", "", kind="noop")]
+    rules = [CollectRule("file", "/srv/web/", hosts=("h1",))]
+    chosen = select(rules, exports, "me", [])
+    assert [r.full_path for r in chosen.resources] == ["/srv/web/a"]
+    assert chosen.sources == {("file", "a@h1"): ["h1/file/a"]}
+
+
+def test_set_overrides_explicitly_and_cannot_leave_the_pattern():
+    exports = [export("h1", "a", "/srv/b/a")]
+    inside = select([CollectRule("file", "/srv/", set=(("dirname", "/srv/mine/"),))], exports, "me", [])
+    assert [r.full_path for r in inside.resources] == ["/srv/mine/a"]
+    outside = select([CollectRule("file", "/srv/b/", set=(("dirname", "/etc/"),))], exports, "me", [])
+    assert outside.resources == [] and "outside the pattern" in outside.rejected[0]
+
+
+def test_symlink_escape_is_refused(tmp_path):
+    base = tmp_path / "collect"
+    base.mkdir()
+    os.symlink("/etc", base / "evil")
+    exports = [export("h1", "a", f"{base}/evil/passwd"), export("h1", "ok", f"{base}/fine")]
+    chosen = select([CollectRule("file", f"{base}/")], exports, "me", [])
+    assert [r.full_path for r in chosen.resources] == [f"{base}/fine"]
+    assert "symlink" in chosen.rejected[0]
+
+
+def test_identical_exports_once_different_ones_conflict_local_wins():
+    same = [export("h1", "a", "/srv/x", "same"), export("h2", "b", "/srv/x", "same")]
+    chosen = select([CollectRule("file", "/srv/")], same, "me", [])
+    assert len(chosen.resources) == 1 and chosen.sources[chosen.resources[0].key] == ["h1/file/a", "h2/file/b"]
+    differ = [export("h1", "a", "/srv/x", "one"), export("h2", "b", "/srv/x", "two"), export("h2", "c", "/srv/y")]
+    chosen = select([CollectRule("file", "/srv/")], differ, "me", [])
+    assert [r.full_path for r in chosen.resources] == ["/srv/y"]
+    assert "exported differently by h1, h2" in chosen.conflicts[0]
+    local = FileResource("mine", {"path": "/srv/y", "content": "local"})
+    local.validate()
+    chosen = select([CollectRule("file", "/srv/")], [export("h2", "c", "/srv/y")], "me", [local])
+    assert chosen.resources == [] and "local resource wins" in chosen.rejected[0]
+
+
+def test_kinds_not_named_in_a_rule_are_never_applied():
+    exports = [Export("h1", "exec", "rm", {"cmd": "rm -rf /"}, {}), export("h1", "a", "/srv/a")]
+    chosen = select([CollectRule("file", None)], exports, "me", [])
+    assert [r.kind for r in chosen.resources] == ["file"]
+
+
+def test_an_export_must_name_its_own_host():
+    keys = Keys("/mgmtd")
+    good = json.dumps({"host": "h1", "kind": "file", "name": "a", "params": {"path": "/a"}})
+    forged = json.dumps({"host": "h2", "kind": "file", "name": "a", "params": {"path": "/a"}})
+    assert parse_export("/mgmtd/exported/h1/file/a", good, keys) is not None
+    assert parse_export("/mgmtd/exported/h1/file/a", forged, keys) is None
+    assert parse_export("/mgmtd/exported/h1/file", good, keys) is None
+    assert parse_export("/mgmtd/exported/h1/file/a", "not json", keys) is None
