@@ -23,7 +23,7 @@ from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
 from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
 from mgmtd.supervisor.notify import Notifier
-from mgmtd.supervisor.preflight import NodeState, StartupError, check_port_free, check_prefix
+from mgmtd.supervisor.preflight import NodeState, StartupError, check_port_free, check_prefix, is_loopback
 from mgmtd.yamlgraph.errors import GraphError
 
 LOG = log.get("supervisor")
@@ -108,6 +108,10 @@ class Supervisor:
         if not cfg.no_server:
             for url in (*cfg.client_urls, *cfg.server_urls):
                 check_port_free(url)
+            exposed = [u for u in (*cfg.client_urls, *cfg.server_urls) if not is_loopback(u)]
+            if exposed:
+                LOG.warning("etcd serves %s without TLS: anyone who can reach it can change this "
+                            "cluster and make every node write files or run commands", ",".join(exposed))
         self.membership = ClusterMembership(
             Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
                      may_serve=not cfg.no_server),

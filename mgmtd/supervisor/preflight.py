@@ -35,6 +35,7 @@ def check_port_free(url: str) -> None:
 def check_prefix(prefix: str) -> None:
     try:
         os.makedirs(prefix, mode=0o700, exist_ok=True)
+        os.chmod(prefix, 0o700)  # etcd data and node state: nobody else's business
         with tempfile.TemporaryFile(dir=prefix):
             pass
     except OSError as err:
@@ -70,3 +71,8 @@ class NodeState:
         if endpoints and sorted(endpoints) != sorted(self.endpoints):
             self.endpoints = sorted(endpoints)
             self.save()
+
+
+def is_loopback(url: str) -> bool:
+    host = urllib.parse.urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"

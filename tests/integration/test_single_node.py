@@ -65,6 +65,10 @@ def test_converged_timeout_applies_and_exits_zero(make_node, workdir):
     assert not (root / "gone.txt").exists()
     assert not etcd_processes_under(str(workdir)), "etcd outlived mgmtd"
     assert "Traceback" not in node.log()
+    # state is private: the prefix and etcd's data dir
+    assert node.prefix.stat().st_mode & 0o777 == 0o700
+    assert (node.prefix / "etcd").stat().st_mode & 0o777 == 0o700
+    assert "without TLS" not in node.log()  # loopback only: nothing to warn about
 
 
 def test_member_seen_by_etcdctl_and_mgmtctl_and_sigterm_cleans_up(make_node, workdir):
