@@ -40,3 +40,13 @@ install-service:
 # N local nodes on 127.0.0.1..N (NODES=5 IDEAL=3 make demo); Ctrl-C stops them
 demo: install
 	$(PY) scripts/demo.py
+
+# benchmarks (bench/README.md): nothing is installed; needs the venv and etcd on PATH
+.PHONY: bench-quick
+bench:
+	@test -x $(PY) || { echo "no $(PY): run 'make install' first"; exit 2; }
+	$(PY) bench/run.py
+
+bench-quick:
+	@test -x $(PY) || { echo "no $(PY): run 'make install' first"; exit 2; }
+	$(PY) bench/run.py --quick

@@ -73,7 +73,8 @@ class ActionRunner:
             gateway.member_remove(endpoint, action.member_id)
             if action.host:
                 self.client.delete(self.keys.nomination(action.host))
-                if "deadline" in action.reason:
+                if "deadline" in action.reason or "unhealthy" in action.reason:
+                    # its volunteer key may outlive it by a lease: do not pick it again at once
                     self.failed_hosts[action.host] = now
             LOG.warning("removed member %s (id %x): %s", action.host or "(never started)",
                         action.member_id, action.reason)

@@ -122,6 +122,12 @@ class EtcdProcess:
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def exit_reason(self) -> str:
+        code = self.exit_code()
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return self.last_error or f"exit status {code}"
+
     def _read_stderr(self, stream) -> None:
         for raw in stream:
             line = raw.decode(errors="replace")
@@ -187,7 +193,8 @@ class EtcdProcess:
         LOG.info("started etcd (pid %d) serving %s", self.proc.pid, ",".join(
             self.config.advertise_client_urls))
 
-    def wait_ready(self, timeout: float, status_only: bool = False) -> None:
+    def wait_ready(self, timeout: float, status_only: bool = False,
+                   stopping: threading.Event | None = None) -> None:
         """Waits until etcd answers /health (or, for a joining member, its status
         endpoint); raises EtcdStartError when it exits or the deadline passes."""
         deadline = time.monotonic() + timeout
@@ -195,7 +202,7 @@ class EtcdProcess:
         while time.monotonic() < deadline:
             if not self.running():
                 self._join_reader()
-                detail = self.last_error or f"exit status {self.exit_code()}"
+                detail = self.exit_reason()
                 raise EtcdStartError(f"etcd exited during start-up: {detail}")
             if status_only:
                 try:
@@ -205,7 +212,10 @@ class EtcdProcess:
                     pass
             elif gateway.healthy(self.client_url, timeout=1.0):
                 return
-            time.sleep(delay)  # bounded by the deadline above
+            if stopping is not None and stopping.wait(delay):
+                raise EtcdStartError("stopped while waiting for etcd")
+            if stopping is None:
+                time.sleep(delay)  # bounded by the deadline above
             delay = min(delay * 1.5, 0.25)
         raise EtcdStartError(f"etcd did not become healthy within {timeout:.0f}s"
                              + (f": {self.last_error}" if self.last_error else ""))
@@ -219,6 +229,7 @@ class EtcdProcess:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # a stopped etcd must run to obey
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

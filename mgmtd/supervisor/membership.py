@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from etcd3.leases import Lease
@@ -14,6 +16,7 @@ from etcd3.leases import Lease
 from mgmtd import __version__, log
 from mgmtd.cluster import gateway, planner
 from mgmtd.cluster.actions import ActionRunner
+from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.observe import HealthTracker, member_list_from, observe
 
@@ -50,7 +53,8 @@ class Identity:
 
 class ClusterMembership:
     def __init__(self, identity: Identity, keys: Keys, grace_period: float,
-                 learner_deadline: float) -> None:
+                 learner_deadline: float, endpoints: Callable[[], list[str]] | None = None) -> None:
+        self.endpoints = endpoints   # where the lease keeper connects
         self.me = identity
         self.keys = keys
         self.grace_period = grace_period
@@ -60,6 +64,31 @@ class ClusterMembership:
         self.registered = ""
         self.tracker = HealthTracker()
         self.runner: ActionRunner | None = None
+        self.keeper_stop = threading.Event()
+        self.keeper = threading.Thread(target=self._keep_alive, name="lease", daemon=True)
+        self.keeper.start()
+
+    def _keep_alive(self) -> None:
+        """Refreshes the lease on its own clock and its own connection: the main
+        loop may be busy, or between clients, for longer than the TTL (waiting
+        for etcd to start or stop), and a lapsed lease would give away this
+        node's registration and leadership."""
+        client = None
+        while not self.keeper_stop.wait(LEASE_TTL / 5):
+            lease = self.lease
+            if lease is None or self.endpoints is None:
+                continue
+            try:
+                if client is None:
+                    client = connect(list(self.endpoints()), timeout=LEASE_TTL / 5)
+                list(client.refresh_lease(lease.id))
+            except Exception as err:  # try another connection next time
+                LOG.debug("background lease refresh failed: %s", err)
+                if client is not None:
+                    client.close()
+                client = None
+        if client is not None:
+            client.close()
 
     def rebind(self, client) -> None:
         """Keeps the lease across a new client (new endpoints), so that the keys on
@@ -174,6 +203,7 @@ class ClusterMembership:
         return out
 
     def withdraw(self, client) -> None:
+        self.keeper_stop.set()
         if self.lease is not None:
             try:
                 client.timeout = 1.0  # without quorum a revoke cannot succeed: do not hang the stop

@@ -115,7 +115,7 @@ class Supervisor:
         self.membership = ClusterMembership(
             Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
                      may_serve=not cfg.no_server),
-            self.keys, cfg.grace_period, cfg.learner_deadline)
+            self.keys, cfg.grace_period, cfg.learner_deadline, endpoints=lambda: self.cluster_endpoints)
 
     @property
     def data_dir(self) -> str:
@@ -138,7 +138,7 @@ class Supervisor:
     def _start_etcd(self, joining: bool) -> None:
         self.etcd.start()
         # a learner answers status but not /health (it serves no linearizable reads)
-        self.etcd.wait_ready(self.config.etcd_start_timeout, status_only=joining)
+        self.etcd.wait_ready(self.config.etcd_start_timeout, status_only=joining, stopping=self.stopping)
         LOG.info("etcd is ready at %s", self.etcd.client_url)
 
     def _engine_args(self) -> list[str]:
@@ -213,6 +213,8 @@ class Supervisor:
             self._cluster_round()
             return self._loop()
         except EtcdStartError as err:
+            if self.stopping.is_set():
+                return 0
             raise StartupError(str(err)) from None
         except DuplicateHost as err:
             raise StartupError(str(err)) from None
@@ -281,7 +283,7 @@ class Supervisor:
         return self.last_round.nomination is not None and not self.serving
 
     def _restart_etcd(self, backoff: Backoff) -> bool:
-        detail = self.etcd.last_error or f"status {self.etcd.exit_code()}"
+        detail = self.etcd.exit_reason()
         if self.etcd.removed:
             LOG.warning("etcd says this member was removed from the cluster (%s)", detail)
             self._stop_serving()

@@ -1,0 +1,370 @@
+"""Figures 3, 5 and 6: the engine alone with N file resources (cold converge,
+no-change pass, repair of external edits) against a plain-Python floor and,
+when installed, puppet apply; peak RSS of a whole node (supervisor, engine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.common import (
+    MGMTD,
+    Deadline,
+    ScenarioTimeout,
+    Workspace,
+    free_port,
+    median,
+    percentile,
+    url,
+    wait_until,
+)
+
+CONVERGED_TIMEOUT = 1.0   # the engine exits after being converged this long
+FLOOR_AGENT = str(Path(__file__).with_name("floor_agent.py"))
+
+
+def content_of(i: int) -> str:
+    return f"file {i} of the bench graph: this content is managed\n"
+
+
+def write_graph(graph: Path, directory: Path, count: int) -> dict[str, str]:
+    """One directory resource and ``count`` files in it; returns path -> content."""
+    wanted = {str(directory / f"f{i}"): content_of(i) for i in range(count)}
+    lines = ["graph: bench", "resources:", "  file:",
+             f'  - name: dir\n    path: "{directory}/"\n    state: exists']
+    for i, (path, content) in enumerate(wanted.items()):
+        lines.append(f'  - name: f{i}\n    path: "{path}"\n    content: {json.dumps(content)}\n'
+                     f'    state: exists')
+    graph.write_text("\n".join(lines) + "\n")
+    return wanted
+
+
+# --- measuring processes -----------------------------------------------------------------
+class RssSampler:
+    """Samples the RSS of the processes ``select()`` returns, every few ms,
+    keeping each role's peak."""
+
+    def __init__(self, select, interval: float = 0.01) -> None:
+        self.select = select
+        self.interval = interval
+        self.peaks: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                for role, proc in self.select().items():
+                    try:
+                        rss = proc.memory_info().rss
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+                    self.peaks[role] = max(self.peaks.get(role, 0), rss)
+            except psutil.Error:
+                pass
+            self.stopping.wait(self.interval)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_engine(ws: Workspace, name: str, graph: Path | None,
+               deadline: Deadline) -> tuple[float, int, float]:
+    """Runs ``mgmtd engine`` with a converged timeout; returns (wall seconds,
+    peak RSS, CPU seconds: user + system, from the child's rusage)."""
+    frontend = ["yaml", str(graph)] if graph else ["empty"]
+    cmd = [MGMTD, "engine", "--hostname", "bench", "--log-level", "warning",
+           "--converged-timeout", str(CONVERGED_TIMEOUT), *frontend]
+    cpu0 = children_cpu()
+    t0 = time.monotonic()
+    proc = ws.start(name, cmd)
+    handle = psutil.Process(proc.pid)
+    with RssSampler(lambda: {"engine": handle}) as sampler:
+        try:
+            code = proc.wait(timeout=max(1.0, deadline.left()))
+        except subprocess.TimeoutExpired:
+            raise ScenarioTimeout(f"mgmtd engine ({name}) did not converge in time") from None
+    wall = time.monotonic() - t0
+    cpu = children_cpu() - cpu0
+    if code != 0:
+        raise RuntimeError(f"mgmtd engine ({name}) exited {code}: {ws.log(name)[-2000:]}")
+    return wall, sampler.peaks.get("engine", 0), cpu
+
+
+def wait_idle(pid: int, deadline: Deadline, window: float = 0.3, limit: float = 60) -> None:
+    """Waits until the process (and children) used under 3% CPU over ``window``."""
+    proc = psutil.Process(pid)
+
+    def cpu() -> float:
+        total = proc.cpu_times()
+        return total.user + total.system
+
+    def idle() -> bool:
+        before = cpu()
+        time.sleep(window)
+        return cpu() - before < 0.03 * window
+
+    wait_until(idle, deadline, f"pid {pid} to go idle", interval=0, limit=limit)
+
+
+# --- the floor -------------------------------------------------------------------------------
+def floor_write(directory: Path, wanted: dict[str, str]) -> tuple[float, float]:
+    """A plain-Python loop: the directory, then every file atomically (temp
+    file, fsync, rename, fsync of the directory: what mgmtd promises).
+    Returns (wall, CPU) seconds."""
+    t0, c0 = time.monotonic(), time.process_time()
+    os.makedirs(directory, exist_ok=True)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for path, content in wanted.items():
+            fd, temp = tempfile.mkstemp(prefix=".floor-", dir=directory)
+            try:
+                os.write(fd, content.encode())
+                os.fchmod(fd, 0o644)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return time.monotonic() - t0, time.process_time() - c0
+
+
+def floor_check(wanted: dict[str, str]) -> tuple[float, float]:
+    """The floor of a no-change pass: read every file and compare."""
+    t0, c0 = time.monotonic(), time.process_time()
+    wrong = 0
+    for path, content in wanted.items():
+        with open(path, "rb") as handle:
+            wrong += handle.read() != content.encode()
+    assert wrong == 0
+    return time.monotonic() - t0, time.process_time() - c0
+
+
+# --- puppet (optional reference) -------------------------------------------------------------
+PUPPET_HINT = "puppet not on PATH: `apt-get install puppet-agent` (Debian) adds this column"
+
+
+def puppet_apply(ws: Workspace, name: str, directory: Path | None, wanted: dict[str, str],
+                 deadline: Deadline) -> float:
+    manifest = ws.path(f"{name}.pp")
+    body = []
+    if directory is not None:
+        body.append(f"file {{ '{directory}': ensure => directory }}")
+        for path, content in wanted.items():
+            body.append(f"file {{ '{path}': ensure => file, content => {json.dumps(content)}, "
+                        f"require => File['{directory}'] }}")
+    manifest.write_text("\n".join(body) + "\n")
+    state = ws.path("puppet-state")
+    cmd = [shutil.which("puppet"), "apply", "--detailed-exitcodes", "--logdest", "console",
+           "--confdir", str(state / "conf"), "--vardir", str(state / "var"),
+           "--codedir", str(state / "code"), "--log_level", "warning", str(manifest)]
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1, deadline.left()))
+    wall = time.monotonic() - t0
+    if out.returncode not in (0, 2):  # 2 = changes applied
+        raise RuntimeError(f"puppet apply exited {out.returncode}: {out.stderr[-1000:]}")
+    return wall
+
+
+# --- repair latency ------------------------------------------------------------------------------
+def edit_and_time(path: str, right: bytes, wrong: bytes, limit: float) -> float | None:
+    """Overwrites the file in place with wrong content; returns how long until
+    it holds the right content again (polled every ms), None if never."""
+    t0 = time.monotonic()
+    with open(path, "wb") as handle:
+        handle.write(wrong)
+    end = t0 + limit
+    while True:
+        try:
+            with open(path, "rb") as handle:
+                if handle.read() == right:
+                    return time.monotonic() - t0
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.001)
+
+
+def repair_latencies(proc: subprocess.Popen, wanted: dict[str, str], edits: int,
+                     deadline: Deadline, seed: int) -> tuple[list[float], int]:
+    """Warms the repairer up (3 edits, not counted), waits for it to go idle,
+    then ``edits`` edits of random managed files, one at a time."""
+    rng = random.Random(seed)
+    paths = list(wanted)
+    for _ in range(3):
+        path = rng.choice(paths)
+        if edit_and_time(path, wanted[path].encode(), b"warm-up\n", min(60, deadline.left())) is None:
+            raise ScenarioTimeout(f"warm-up edit of {path} never repaired")
+    wait_idle(proc.pid, deadline)
+    samples, missed = [], 0
+    for k in range(edits):
+        deadline.check("editing files")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the repairer exited with {proc.returncode}")
+        path = rng.choice(paths)
+        took = edit_and_time(path, wanted[path].encode(), f"wrong {k}\n".encode(), 10)
+        if took is None:
+            missed += 1
+        else:
+            samples.append(took)
+        time.sleep(0.005)
+    return samples, missed
+
+
+def engine_repair(ws: Workspace, graph: Path, wanted: dict[str, str], edits: int,
+                  deadline: Deadline) -> dict:
+    proc = ws.start("engine-repair", [MGMTD, "engine", "--hostname", "bench", "--log-level",
+                                      "warning", "yaml", str(graph)])
+    try:
+        samples, missed = repair_latencies(proc, wanted, edits, deadline, seed=len(wanted))
+    finally:
+        ws.stop(proc)
+    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "missed": missed,
+            "samples": len(samples)}
+
+
+def floor_repair(ws: Workspace, wanted: dict[str, str], edits: int, deadline: Deadline) -> dict:
+    spec = ws.path("floor-wanted.json")
+    spec.write_text(json.dumps(wanted))
+    proc = ws.start("floor-agent", [sys.executable, FLOOR_AGENT, str(spec)])
+    try:
+        wait_until(lambda: "ready" in ws.log("floor-agent"), deadline, "the floor agent", 0.01, 30)
+        samples, missed = repair_latencies(proc, wanted, edits, deadline, seed=len(wanted))
+    finally:
+        ws.stop(proc)
+    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "missed": missed,
+            "samples": len(samples)}
+
+
+# --- figure 3: one size ---------------------------------------------------------------------------
+def empty_baseline(repeats: int, deadline: Deadline) -> dict:
+    """Startup (and exit) of an empty graph: wall time minus the converged timeout."""
+    with Workspace("engine-empty") as ws:
+        walls, peaks, cpus = [], [], []
+        for k in range(repeats):
+            wall, peak, cpu = run_engine(ws, f"empty-{k}", None, deadline)
+            walls.append(wall - CONVERGED_TIMEOUT)
+            peaks.append(peak)
+            cpus.append(cpu)
+        return {"startup": median(walls), "startups": walls, "rss": max(peaks),
+                "cpu": median(cpus), "cpus": cpus}
+
+
+def engine_size(count: int, edits: int, repeats: int, deadline: Deadline) -> dict:
+    """Cold converge and no-change pass (medians of ``repeats``), repair latency;
+    the floor and puppet on the same files. Each repeat runs the empty graph
+    right before, and its startup is subtracted from that repeat's runs (a
+    paired difference: the load on a shared machine drifts)."""
+    with Workspace(f"engine-{count}") as ws:
+        runs = {key: [] for key in ("startup", "cold", "nochange", "cold_cpu", "nochange_cpu",
+                                    "floor_cold", "floor_nochange", "floor_cold_cpu",
+                                    "floor_nochange_cpu")}
+        rss = 0
+        for k in range(max(3, repeats)):
+            if k < repeats:
+                wall, _, empty_cpu = run_engine(ws, f"empty-{k}", None, deadline)
+                startup = wall - CONVERGED_TIMEOUT
+                runs["startup"].append(startup)
+                directory = ws.path(f"out-{k}")
+                graph = ws.path(f"graph-{k}.yaml")
+                wanted = write_graph(graph, directory, count)
+                for kind in ("cold", "nochange"):
+                    wall, peak, cpu = run_engine(ws, f"{kind}-{k}", graph, deadline)
+                    runs[kind].append(wall - CONVERGED_TIMEOUT - startup)
+                    runs[f"{kind}_cpu"].append(cpu - empty_cpu)
+                    rss = max(rss, peak)
+                if sorted(os.listdir(directory)) != sorted(os.path.basename(p) for p in wanted):
+                    raise RuntimeError(f"the engine left {directory} with the wrong files")
+            floor_dir = ws.path(f"floor-{k}")
+            floor_wanted = {str(floor_dir / os.path.basename(p)): c for p, c in wanted.items()}
+            for kind, func, arg in (("floor_cold", floor_write, (floor_dir, floor_wanted)),
+                                    ("floor_nochange", floor_check, (floor_wanted,))):
+                wall, cpu = func(*arg)
+                runs[kind].append(wall)
+                runs[f"{kind}_cpu"].append(cpu)
+        result = {"resources": count + 1, "engine_rss": rss, "runs": runs,
+                  **{key: median(values) for key, values in runs.items()}}
+        result["repair"] = engine_repair(ws, graph, wanted, edits, deadline)
+        result["floor_repair"] = floor_repair(ws, wanted, edits, deadline)
+        if shutil.which("puppet"):
+            try:
+                pdir = ws.path("puppet-out")
+                pwanted = {str(pdir / os.path.basename(p)): c for p, c in wanted.items()}
+                empty = puppet_apply(ws, "puppet-empty", None, {}, deadline)
+                result["puppet_cold"] = puppet_apply(ws, "puppet", pdir, pwanted, deadline) - empty
+                result["puppet_nochange"] = puppet_apply(ws, "puppet", pdir, pwanted, deadline) - empty
+            except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
+                result["puppet_error"] = str(err)
+        else:
+            result["puppet_error"] = PUPPET_HINT
+        return result
+
+
+# --- figure 5: memory of a whole node -------------------------------------------------------------
+def node_memory(count: int, deadline: Deadline) -> dict:
+    """Peak RSS of supervisor, engine and etcd of a one-node ``mgmtd run``
+    converging ``count`` files, and the same node with the empty graph."""
+    out = {}
+    with Workspace(f"memory-{count}") as ws:
+        for label, n in (("empty", 0), ("graph", count)):
+            graph = None
+            if n:
+                graph = ws.path("graph.yaml")
+                write_graph(graph, ws.path("out"), n)
+            prefix = ws.path(f"node-{label}")
+            cmd = [MGMTD, "run", "--hostname", f"mem-{label}", "--prefix", str(prefix),
+                   "--client-urls", url(free_port()), "--server-urls", url(free_port()),
+                   "--ideal-cluster-size", "1", "--log-level", "warning",
+                   "--converged-timeout", str(CONVERGED_TIMEOUT),
+                   *(["yaml", str(graph)] if graph else ["empty"])]
+            t0 = time.monotonic()
+            proc = ws.start(f"node-{label}", cmd)
+            supervisor = psutil.Process(proc.pid)
+
+            def roles(supervisor=supervisor):
+                found = {"supervisor": supervisor}
+                for child in supervisor.children(recursive=True):
+                    try:
+                        cmdline = child.cmdline()
+                    except psutil.Error:
+                        continue
+                    if "engine" in cmdline[:5]:
+                        found["engine"] = child
+                    elif cmdline and os.path.basename(cmdline[0]) == "etcd":
+                        found["etcd"] = child
+                return found
+
+            with RssSampler(roles, interval=0.02) as sampler:
+                try:
+                    code = proc.wait(timeout=max(1.0, deadline.left()))
+                except subprocess.TimeoutExpired:
+                    raise ScenarioTimeout(f"mgmtd run ({label}) did not converge in time") from None
+            if code != 0:
+                raise RuntimeError(f"mgmtd run ({label}) exited {code}: {ws.log(f'node-{label}')[-2000:]}")
+            out[label] = {**sampler.peaks, "seconds": time.monotonic() - t0 - CONVERGED_TIMEOUT}
+    out["resources"] = count + 1
+    return out

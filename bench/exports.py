@@ -1,0 +1,162 @@
+"""Figure 4: export -> collect latency. h1 (ideal size 1) collects a directory,
+h2 joins as a client and exports one file; each change rewrites h2's graph
+file and waits for the new content on disk. The reference is the raw etcd
+put -> watch latency on the same cluster, with the same client library."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from bench.common import (
+    MGMTD,
+    Deadline,
+    ScenarioTimeout,
+    Workspace,
+    free_port,
+    percentile,
+    url,
+    wait_until,
+)
+
+KEY_PREFIX = "/mgmtd/exported/h2/"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """How an editor or a deploy tool replaces a file: a temp file, then rename."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def exporter_graph(out: Path, content: str) -> str:
+    return ("graph: exporter\nresources:\n  file:\n"
+            f'  - name: "@@x"\n    path: "{out}/x"\n    content: {json.dumps(content)}\n'
+            "    state: exists\n")
+
+
+def collector_graph(out: Path) -> str:
+    return (f'graph: collector\nresources:\n  file:\n  - name: out\n    path: "{out}/"\n'
+            f'    state: exists\ncollect:\n- kind: file\n  pattern: "{out}/"\n')
+
+
+def read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+class KeyWatch:
+    """Records when each exported value shows up in etcd (the bench's own
+    watch on h2's exports: where the exporter's half ends)."""
+
+    def __init__(self, client) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.watch_id = client.add_watch_prefix_callback(KEY_PREFIX, self._event)
+
+    def _event(self, response) -> None:
+        now = time.monotonic()
+        if isinstance(response, Exception):
+            return
+        for event in response.events:
+            try:
+                content = json.loads(event.value)["params"]["content"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            with self.lock:
+                self.seen.setdefault(content, now)
+
+    def when(self, content: str) -> float | None:
+        with self.lock:
+            return self.seen.get(content)
+
+
+def raw_put_watch(client, changes: int, deadline: Deadline) -> list[float]:
+    """etcd put -> watch event, one at a time, on the cluster mgmtd runs."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    key = "/bench/put-watch"
+    watch_id = client.add_watch_callback(key, lambda r: events.put((time.monotonic(), r)))
+    samples = []
+    try:
+        for k in range(changes + 3):
+            deadline.check("raw put -> watch")
+            value = f"v{k}"
+            t0 = time.monotonic()
+            client.put(key, value)
+            while True:
+                arrived, response = events.get(timeout=max(1.0, min(10.0, deadline.left())))
+                if not isinstance(response, Exception) and any(
+                        e.value.decode() == value for e in response.events):
+                    break
+            if k >= 3:  # the first ones warm the stream up
+                samples.append(arrived - t0)
+            time.sleep(0.005)
+    finally:
+        client.cancel_watch(watch_id)
+    return samples
+
+
+def export_collect(changes: int, deadline: Deadline) -> dict:
+    from mgmtd.cluster.client import connect  # the client the engine itself uses
+
+    with Workspace("export") as ws:
+        out = ws.path("out")
+        out.mkdir()
+        g1, g2 = ws.path("collector.yaml"), ws.path("exporter.yaml")
+        g1.write_text(collector_graph(out))
+        write_atomically(g2, exporter_graph(out, "round 0\n"))
+        h1_client, h2_client = free_port(), free_port()
+        common = ["--log-level", "warning"]
+        ws.start("h1", [MGMTD, "run", "--hostname", "h1", "--prefix", str(ws.path("h1")),
+                        "--client-urls", url(h1_client), "--server-urls", url(free_port()),
+                        "--ideal-cluster-size", "1", *common, "yaml", str(g1)])
+        ws.start("h2", [MGMTD, "run", "--hostname", "h2", "--prefix", str(ws.path("h2")),
+                        "--client-urls", url(h2_client), "--server-urls", url(free_port()),
+                        "--seeds", url(h1_client), *common, "yaml", str(g2)])
+        target = out / "x"
+        wait_until(lambda: read(target) == "round 0\n", deadline, "the first export collected",
+                   interval=0.05, limit=90)
+        client = connect([url(h1_client)])
+        try:
+            watch = KeyWatch(client)
+            total, exporter, collector, missed = [], [], [], 0
+            for k in range(1, changes + 1):
+                deadline.check("changing the export")
+                content = f"round {k}\n"
+                t0 = time.monotonic()
+                write_atomically(g2, exporter_graph(out, content))
+                end = t0 + 20
+                while read(target) != content:
+                    if time.monotonic() > end:
+                        break
+                    time.sleep(0.001)
+                else:
+                    t1 = time.monotonic()
+                    total.append(t1 - t0)
+                    in_etcd = watch.when(content)
+                    if in_etcd is not None:
+                        exporter.append(in_etcd - t0)
+                        collector.append(t1 - in_etcd)
+                    time.sleep(0.01)
+                    continue
+                missed += 1
+                if missed > 5:
+                    raise ScenarioTimeout(f"{missed} changes never reached the collector:\n"
+                                          f"{ws.log('h1')[-1500:]}\n{ws.log('h2')[-1500:]}")
+            client.cancel_watch(watch.watch_id)
+            raw = raw_put_watch(client, changes, deadline)
+        finally:
+            client.close()
+        return {
+            "changes": changes, "missed": missed,
+            "p50": percentile(total, 50), "p99": percentile(total, 99),
+            "exporter_p50": percentile(exporter, 50), "exporter_p99": percentile(exporter, 99),
+            "collector_p50": percentile(collector, 50), "collector_p99": percentile(collector, 99),
+            "raw_p50": percentile(raw, 50), "raw_p99": percentile(raw, 99),
+        }
