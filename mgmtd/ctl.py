@@ -114,6 +114,7 @@ def summarize(view: ClusterView) -> dict:
         "quorum": has_majority(len(healthy), len(voters)),
         "unhealthy": [n.name for n in voters if n.health != "healthy"],
         "engines": engines,
+        "readable": view.readable,
     }
 
 
@@ -125,6 +126,8 @@ def render_status(summary: dict) -> str:
         f"{summary['ideal_size']}, {summary['learners']} learner(s), {summary['clients']} client(s)",
         "engines   " + ", ".join(f"{count} {state}" for state, count in sorted(summary["engines"].items())),
     ]
+    if not summary["readable"]:
+        lines.append("reads     etcd answers no reads (no quorum?): leader, ideal size and engines unknown")
     if summary["unhealthy"]:
         lines.append(f"unhealthy {', '.join(summary['unhealthy'])}")
     if summary["quorum"]:

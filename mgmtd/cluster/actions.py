@@ -49,9 +49,10 @@ class ActionRunner:
         for action in actions:
             try:
                 changed |= self._one(action, endpoint, members, now)
-            except gateway.GatewayError as err:
-                level = logging.DEBUG if any(t in str(err) for t in TRANSIENT) else logging.WARNING
-                LOG.log(level, "%s: not done yet: %s", type(action).__name__, err)
+            except Exception as err:  # gateway or gRPC: the next round plans again from what is
+                text = str(err).splitlines()[0] if str(err) else type(err).__name__
+                level = logging.DEBUG if any(t in text for t in TRANSIENT) else logging.WARNING
+                LOG.log(level, "%s: not done yet: %s", type(action).__name__, text)
         if not any(isinstance(a, planner.LostQuorum) for a in actions):
             self.lost_quorum_logged = False
         return changed

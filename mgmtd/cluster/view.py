@@ -30,6 +30,7 @@ class ClusterView:
     ideal_size: int | None
     leader: str
     nodes: list[NodeRow]
+    readable: bool = True        # False: etcd answered no reads (no quorum)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +71,7 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
     leader = ""
     ideal: int | None = None
     client = connect([endpoint], timeout=3.0)
+    readable = True
     try:
         for value, meta in client.get_prefix(keys.hosts):
             try:
@@ -80,6 +82,8 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
         leader = raw_leader.decode() if raw_leader else ""
         raw_ideal = client.get(keys.ideal_size)[0]
         ideal = int(raw_ideal) if raw_ideal and raw_ideal.isdigit() else None
+    except Exception:  # without quorum etcd serves no reads: the members still tell the story
+        readable = False
     finally:
         client.close()
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -106,7 +110,8 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
             health="", engine=(host.get("engine") or {}).get("state", ""),
         ))
     rows.sort(key=lambda r: ({"leader": 0, "voter": 1, "learner": 2, "client": 3}[r.role], r.name))
-    return ClusterView(cluster_id=f"{cluster_id:x}", ideal_size=ideal, leader=leader, nodes=rows)
+    return ClusterView(cluster_id=f"{cluster_id:x}", ideal_size=ideal, leader=leader, nodes=rows,
+                       readable=readable)
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:

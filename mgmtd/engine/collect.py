@@ -28,6 +28,8 @@ LOG = log.get("engine.collect")
 
 ExportKey = tuple[str, str, str]   # (exporting host, kind, name)
 
+NAME_DEFAULTED = {"exec": ("cmd",), "kv": ("key",)}
+
 
 @dataclass(frozen=True)
 class Export:
@@ -98,6 +100,10 @@ class Selection:
 def build_resource(export: Export, overrides: tuple[tuple[str, Any], ...]) -> Resource:
     cls = KINDS[export.kind]
     params = {k: v for k, v in export.params.items() if k in cls.FIELDS}
+    # fields that default to the resource name keep the exporter's name, not ours (name@host)
+    for field_name in NAME_DEFAULTED.get(export.kind, ()):
+        if not params.get(field_name):
+            params[field_name] = export.name
     params.update(dict(overrides))
     meta_fields = {k: v for k, v in export.meta.items() if k in ("noop", "retry", "delay", "poll", "autoedge")}
     res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))

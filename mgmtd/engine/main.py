@@ -104,8 +104,7 @@ class Engine:
             except OSError:
                 pass
         try:
-            spec = load_spec(self.options.graph_file)
-            spec.build()
+            spec = load_spec(self.options.graph_file)  # checks cycles too
         except GraphError as err:
             LOG.error("%s", err)
             if not initial:
@@ -115,7 +114,11 @@ class Engine:
             self.spec = spec
             self.loaded_bytes = spec.raw
             self._compose()
-        self.exports.publish(spec.exports)
+        if self.options.noop:
+            for res in spec.exports:
+                LOG.info("would export %s (noop: exports are not published)", res)
+        else:
+            self.exports.publish(spec.exports)
         if not initial:
             LOG.info("graph %s reloaded from %s", spec.name, spec.source)
         return True

@@ -18,7 +18,7 @@ from mgmtd import log
 LOG = log.get("engine.reload")
 
 MASK = F.CLOSE_WRITE | F.MOVED_TO | F.CREATE | F.DELETE | F.MODIFY | F.ATTRIB
-SETTLE_MS = 30
+SETTLE_MS = 10
 
 
 class GraphReloader:

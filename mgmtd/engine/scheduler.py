@@ -75,7 +75,9 @@ class Scheduler:
         self.seq = 0
         self.stops: dict[Key, Callable[[], None]] = {}
         self.watcher = FileWatcher(self.poke)
-        self.quiet_since: float | None = None
+        self.quiet_since: float | None = None    # None while work is under way
+        self.last_activity = clock()             # last change, failure or swap: checks that find
+                                                 # everything in state (polls, own writes) do not count
         self.last_summary: Summary | None = None
         self.stopped = threading.Event()
         self.timed_out = False
@@ -160,8 +162,9 @@ class Scheduler:
         elif what == "hold":
             if payload:
                 self.holds.add(key)
-            else:
+            elif key in self.holds:
                 self.holds.discard(key)
+                self.last_activity = self.clock()
 
     def _dispatch(self) -> None:
         candidates, self.candidates = self.candidates, set()
@@ -223,7 +226,7 @@ class Scheduler:
         if error:
             status.attempts += 1
             status.error = error
-            self.quiet_since = None
+            self.last_activity = self.clock()
             retry = res.meta.retry
             if retry == -1 or status.attempts <= retry:
                 status.retry_at = self.clock() + max(res.meta.delay, 0.05)
@@ -241,7 +244,7 @@ class Scheduler:
         status.state = OK
         self.watcher.rearm(key)
         if not in_state:
-            self.quiet_since = None
+            self.last_activity = self.clock()
             if noop:
                 return
             status.changes += 1
@@ -313,7 +316,7 @@ class Scheduler:
             if graph.requires[key] != (old.requires.get(key) or set()):
                 self.status[key].dirty = True
                 self.candidates.add(key)
-        self.quiet_since = None
+        self.last_activity = self.clock()
         if old.resources and (kept != len(graph) or kept != len(old)):
             LOG.info("graph swapped: %d kept, %d started, %d stopped", kept,
                      len(graph) - kept, len(old) - kept)
@@ -352,16 +355,15 @@ class Scheduler:
         self.events.put(("hold", reason, False))
 
     def _track_quiet(self) -> None:
-        if self._busy():
-            self.quiet_since = None
-        elif self.quiet_since is None:
-            self.quiet_since = self.clock()
+        self.quiet_since = None if self._busy() else self.last_activity
 
     def _settled_for(self) -> float:
         return 0.0 if self.quiet_since is None else self.clock() - self.quiet_since
 
     def _summarize(self) -> Summary:
-        busy = self.quiet_since is None
+        # a poll or a re-check in flight does not make a converged node converging
+        busy = self.quiet_since is None and (bool(self.candidates) or bool(self.holds) or any(
+            s.dirty or s.retry_at is not None for s in self.status.values()))
         counts = {PENDING: 0, OK: 0, FAILED: 0, BLOCKED: 0}
         errors = []
         for key, status in self.status.items():
@@ -370,7 +372,7 @@ class Scheduler:
                 errors.append(f"{key_str(key)}: {status.error}")
         if counts[FAILED] or counts[BLOCKED]:
             state = "failed" if not busy else "converging"
-        elif not busy and self._settled_for() >= self.converged_after:
+        elif not busy and self.clock() - self.last_activity >= self.converged_after:
             state = "converged"
         else:
             state = "converging"

@@ -112,6 +112,12 @@ class FileResource(Resource):
     # --- derived ------------------------------------------------------------
     @property
     def full_path(self) -> str:
+        cached = self.__dict__.get("_full_path")
+        if cached is not None:
+            return cached
+        return self._compute_full_path()
+
+    def _compute_full_path(self) -> str:
         path = self.path or ""
         is_dir = path.endswith("/")
         head, tail = os.path.split(path.rstrip("/")) if path else ("", "")
@@ -140,7 +146,7 @@ class FileResource(Resource):
     def validate(self) -> None:
         if not (self.path or (self.dirname and self.basename)):
             raise FieldError("path", "file needs a path (or dirname and basename)")
-        path = self.full_path
+        path = self._full_path = self._compute_full_path()  # parameters are fixed from here on
         if not os.path.isabs(path):
             raise FieldError("path", f"path must be absolute: {path!r}")
         if ".." in path.split("/"):

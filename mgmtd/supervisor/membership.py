@@ -146,11 +146,17 @@ class ClusterMembership:
                 "peer_urls": list(self.me.peer_urls), "client_urls": list(self.me.client_urls)},
                 sort_keys=True), lease=self.lease)
 
-    def campaign(self, client) -> str:
+    def campaign(self, client, serving: bool) -> str:
+        """Only a node that runs etcd stands for leader (a voter is the natural
+        place to plan from); one that stops serving resigns."""
         txn = client.transactions
         key = self.keys.leader
-        client.transaction(compare=[txn.create(key) == 0],
-                           success=[txn.put(key, self.me.host, lease=self.lease)], failure=[])
+        if serving:
+            client.transaction(compare=[txn.create(key) == 0],
+                               success=[txn.put(key, self.me.host, lease=self.lease)], failure=[])
+        else:
+            client.transaction(compare=[txn.value(key) == self.me.host], success=[txn.delete(key)],
+                               failure=[])
         value = client.get(key)[0]
         return value.decode() if value else ""
 
@@ -176,7 +182,7 @@ class ClusterMembership:
     def round(self, client, endpoints: list[str], role: str, engine: dict,
               bootstrap_ideal: int | None) -> Round:
         self.register(client, role, engine)
-        leader = self.campaign(client)
+        leader = self.campaign(client, role == "server")
         endpoint, members = member_list_from(endpoints)
         out = Round(members=members, leader=leader, is_leader=leader == self.me.host)
         raw = client.get(self.keys.nomination(self.me.host))[0]

@@ -17,14 +17,20 @@ from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.observe import member_list_from, probe_all
 from mgmtd.cluster.planner import has_majority
-from mgmtd.engine.main import load_spec
 from mgmtd.supervisor.backoff import Backoff
 from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
 from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
 from mgmtd.supervisor.notify import Notifier
-from mgmtd.supervisor.preflight import NodeState, StartupError, check_port_free, check_prefix, is_loopback
-from mgmtd.yamlgraph.errors import GraphError
+from mgmtd.supervisor.preflight import (
+    NodeState,
+    StartupError,
+    check_graph,
+    check_port_free,
+    check_prefix,
+    is_loopback,
+    lock_prefix,
+)
 
 LOG = log.get("supervisor")
 
@@ -93,15 +99,14 @@ class Supervisor:
         if cfg.no_server and not cfg.seeds:
             raise StartupError("--no-server needs --seeds: a client-only node must know the cluster")
         check_prefix(cfg.prefix)
+        self.prefix_lock = lock_prefix(cfg.prefix)
         binary = find_binary(cfg.etcd_binary)
         if binary is None and not cfg.no_server:
             raise StartupError(f"etcd binary {cfg.etcd_binary!r} not found: install etcd >= 3.4 "
                                "(Debian: apt-get install etcd-server) or pass --etcd-binary PATH")
         cfg.etcd_binary = binary or cfg.etcd_binary
-        try:
-            load_spec(cfg.graph_file)
-        except GraphError as err:
-            raise StartupError(str(err)) from None
+        if cfg.graph_file is not None:
+            check_graph(cfg.graph_file)
         self.state = NodeState(cfg.prefix)
         self.etcd = EtcdProcess(self._etcd_config(), os.path.join(cfg.prefix, "etcd.pid"))
         self.etcd.stop_leftover()
@@ -367,7 +372,8 @@ class Supervisor:
         healthy = sum(1 for s in statuses if s is not None and s.leader_id != 0)
         if has_majority(healthy, len(voters)):
             return
-        lost = f"{healthy} of {len(voters)} voters healthy"
+        reachable = sum(1 for s in statuses if s is not None)
+        lost = f"{reachable} of {len(voters)} voters reachable, {healthy} with a leader"
         if lost != self.quorum_lost:
             LOG.error("quorum lost: %s; no membership change is made. %s", lost, RECOVERY)
         self.quorum_lost = lost

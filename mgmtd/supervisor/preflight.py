@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import urllib.parse
 import uuid
@@ -76,3 +79,30 @@ class NodeState:
 def is_loopback(url: str) -> bool:
     host = urllib.parse.urlparse(url).hostname or ""
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_graph(path: str) -> None:
+    """Validates the graph before anything starts, in a short-lived child: the
+    supervisor runs for months and should not keep a big graph's memory."""
+    out = subprocess.run([sys.executable, "-m", "mgmtd.cli", "validate", path], capture_output=True,
+                         text=True, timeout=300)
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines() or [f"cannot validate {path}"]
+        raise StartupError(lines[-1].removeprefix("mgmtd: "))
+
+
+def lock_prefix(prefix: str) -> int:
+    """Takes the prefix for this process (two supervisors on one prefix would
+    fight over one etcd); the lock goes with the process, however it ends."""
+    path = os.path.join(prefix, "lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(f"prefix {prefix} is in use by another mgmtd (pid {holder}); "
+                           "every node needs its own --prefix") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd

@@ -3,6 +3,7 @@ middle of writing, a duplicate hostname, seeds nobody answers."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -102,6 +103,19 @@ def test_duplicate_hostname_is_refused(make_node, workdir):
     assert first.stop() == 0
 
 
+def test_a_prefix_in_use_is_refused(make_node, workdir):
+    first = make_node()
+    first.start(["empty"])
+    wait_for(lambda: etcdctl(first.client_url, "endpoint", "health").returncode == 0, 60, "the first")
+    second = make_node()
+    second.prefix = first.prefix
+    out = subprocess.run(second.command(["empty"]), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert f"prefix {first.prefix} is in use by another mgmtd (pid {first.proc.pid})" in out.stderr
+    assert etcdctl(first.client_url, "endpoint", "health").returncode == 0  # untouched
+    assert first.stop() == 0
+
+
 def test_unreachable_seeds_say_so_and_local_graph_still_applies(make_node, workdir):
     target = workdir / "f"
     graph = workdir / "g.yaml"
@@ -132,3 +146,27 @@ def test_bad_cli_arguments_are_one_clear_line(workdir):
         assert fragment in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
     _ = os
+
+
+def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir):
+    first, second = make_node(), make_node()
+    first.start(["empty"], "--ideal-cluster-size", "2", "--grace-period", "2")
+    second.start(["empty"], "--seeds", first.client_url, "--grace-period", "2")
+    urls = f"{first.client_url},{second.client_url}"
+
+    def two_voters():
+        out = mgmtctl("--endpoints", urls, "status", "-o", "json")
+        return out.returncode == 0 and json.loads(out.stdout)["healthy_voters"] == 2
+
+    wait_for(two_voters, 90, "two healthy voters")
+    assert second.stop() == 0  # one of two voters left: no quorum
+    wait_for(lambda: "quorum lost: 1 of 2 voters reachable, 0 with a leader" in first.log(), 30,
+             "the supervisor saying so")
+    status = mgmtctl("--endpoints", urls, "status")
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert "LOST: 0 of 2 voters healthy" in status.stdout and "etcdctl snapshot restore" in status.stdout
+    time.sleep(4)  # past the grace period: still no membership change
+    assert "removed member" not in first.log()
+    listed = etcdctl(first.client_url, "member", "list", "-w", "json")
+    assert len(json.loads(listed.stdout)["members"]) == 2
+    assert first.stop() == 0
