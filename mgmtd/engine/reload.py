@@ -10,10 +10,10 @@ import os
 import threading
 from collections.abc import Callable
 
-from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from mgmtd import log
+from mgmtd.engine.wakeable import WakeableINotify
 
 LOG = log.get("engine.reload")
 
@@ -27,7 +27,7 @@ class GraphReloader:
         self.reload = reload
         self.requested = threading.Event()
         self.stopping = threading.Event()
-        self.inotify: INotify | None = None
+        self.inotify: WakeableINotify | None = None
         self.threads: list[threading.Thread] = []
 
     def request(self) -> None:
@@ -35,7 +35,7 @@ class GraphReloader:
 
     def start(self) -> None:
         if self.path is not None:
-            self.inotify = INotify()
+            self.inotify = WakeableINotify()
             try:
                 self.inotify.add_watch(os.path.dirname(self.path), MASK)
             except OSError as err:
@@ -51,6 +51,8 @@ class GraphReloader:
     def stop(self) -> None:
         self.stopping.set()
         self.requested.set()
+        if self.inotify is not None:
+            self.inotify.wake()
         for thread in self.threads:
             thread.join(timeout=5)
         if self.inotify is not None:
@@ -59,7 +61,9 @@ class GraphReloader:
     def _watch(self) -> None:
         name = os.path.basename(self.path)
         while not self.stopping.is_set():
-            events = self.inotify.read(timeout=200, read_delay=SETTLE_MS)
+            events = self.inotify.wait_events(read_delay=SETTLE_MS)
+            if events is None:
+                return
             if any(event.name == name for event in events):
                 self.requested.set()
 

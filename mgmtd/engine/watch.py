@@ -8,11 +8,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 
-from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from mgmtd import log
 from mgmtd.engine.graph import Key
+from mgmtd.engine.wakeable import WakeableINotify
 
 LOG = log.get("engine.watch")
 
@@ -26,7 +26,7 @@ class FileWatcher:
 
     def __init__(self, poke: Callable[[Key], None]) -> None:
         self.poke = poke
-        self.inotify = INotify()
+        self.inotify = WakeableINotify()
         self.lock = threading.Lock()
         self.wd_dir: dict[int, str] = {}
         self.dir_wd: dict[str, int] = {}
@@ -64,6 +64,7 @@ class FileWatcher:
 
     def close(self) -> None:
         self.stopping.set()
+        self.inotify.wake()
         self.thread.join(timeout=2)
         self.inotify.close()
 
@@ -104,7 +105,9 @@ class FileWatcher:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             try:
-                events = self.inotify.read(timeout=200)
+                events = self.inotify.wait_events()
+                if events is None:
+                    return
             except OSError:
                 if self.stopping.is_set():
                     return

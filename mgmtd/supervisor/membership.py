@@ -39,6 +39,10 @@ class Round:
     leader: str = ""
     ideal_size: int = 0
     changed_membership: bool = False
+    # the planner wants a change etcd has not allowed yet, or a learner is on its
+    # way: look again soon rather than at the idle pace
+    change_pending: bool = False
+    below_ideal: bool = False
     lost_quorum: str = ""
 
 
@@ -188,6 +192,7 @@ class ClusterMembership:
         raw = client.get(self.keys.nomination(self.me.host))[0]
         out.nomination = json.loads(raw) if raw else None
         out.ideal_size = self.ideal_size(client, bootstrap_ideal)
+        out.below_ideal = sum(1 for m in members if not m.is_learner) < out.ideal_size
         if out.is_leader:
             if self.runner is None or self.runner.client is not client:
                 failed = self.runner.failed_hosts if self.runner else {}
@@ -204,6 +209,8 @@ class ClusterMembership:
             if lost:
                 out.lost_quorum = f"{lost[0].healthy}/{lost[0].voters} voters healthy"
             out.changed_membership = self.runner.run(actions, endpoint, members, now)
+            out.change_pending = any(planner.is_membership_change(a) for a in actions) or any(
+                m.is_learner for m in members)
         else:
             self.tracker = HealthTracker()  # a future leader starts its own grace periods
         return out

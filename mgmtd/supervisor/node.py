@@ -229,7 +229,7 @@ class Supervisor:
     def _loop(self) -> int:
         etcd_restarts, engine_restarts = Backoff(), Backoff()
         while not self.stopping.is_set():
-            busy = self.last_round.changed_membership or self.etcd_pending()
+            busy = self._membership_moving()
             self.wake.wait(self.notifier.tick(FAST_TICK if busy else TICK))
             self.wake.clear()
             self.notifier.watchdog()
@@ -284,8 +284,15 @@ class Supervisor:
             parts.append(f"last error: {self.last_error}")
         return "; ".join(parts)
 
-    def etcd_pending(self) -> bool:
-        return self.last_round.nomination is not None and not self.serving
+    def _membership_moving(self) -> bool:
+        """Round at the fast pace while the cluster changes: the leader while a
+        change is due or under way, a volunteer while the cluster is below its
+        ideal size (its nomination may come any moment)."""
+        round_ = self.last_round
+        volunteering = not self.serving and not self.config.no_server
+        return (round_.changed_membership or round_.change_pending
+                or (round_.nomination is not None and not self.serving)
+                or (volunteering and round_.below_ideal))
 
     def _restart_etcd(self, backoff: Backoff) -> bool:
         detail = self.etcd.exit_reason()
