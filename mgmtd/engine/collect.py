@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import logging
 import os
 import queue
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mgmtd import log
+from mgmtd.backoff import Backoff, first_line
 from mgmtd.cluster.client import Connection
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources import KINDS
@@ -197,17 +197,16 @@ class Collector:
         self.restart.set()
 
     def _loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping.is_set():
             self.restart.clear()
             try:
                 self._watch()
-                backoff = 0.1
+                backoff.reset()
             except Exception as err:  # etcd unreachable or moving: resync when it is back
-                level = logging.DEBUG if backoff < 2 else logging.WARNING
-                LOG.log(level, "cannot watch exports: %s", str(err).splitlines()[0] if str(err) else err)
-                self.restart.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                LOG.log(backoff.level(), "cannot watch exports: %s", first_line(err))
+                self.restart.wait(delay)
 
     def _watch(self) -> None:
         if not self.connection.endpoints:

@@ -7,10 +7,10 @@ so restarting the exporter does not make collectors see it flap."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 from mgmtd import log
+from mgmtd.backoff import Backoff, first_line
 from mgmtd.cluster.client import Connection
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources.base import Resource
@@ -55,7 +55,7 @@ class ExportPublisher:
             self.thread.join(timeout=5)
 
     def _loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping.is_set():
             self.wake.wait()
             self.wake.clear()
@@ -64,12 +64,11 @@ class ExportPublisher:
             try:
                 self._sync(self.desired)
                 self.synced.set()
-                backoff = 0.1
+                backoff.reset()
             except Exception as err:  # etcd down or moving: try again, quietly at first
-                level = logging.DEBUG if backoff < 2 else logging.WARNING
-                LOG.log(level, "cannot publish exports yet: %s", err)
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                LOG.log(backoff.level(), "cannot publish exports yet: %s", first_line(err))
+                self.stopping.wait(delay)
                 self.wake.set()
 
     def _sync(self, desired: dict[str, str]) -> None:

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 
 from mgmtd import log, protocol
+from mgmtd.backoff import Backoff
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.observe import member_list_from, probe_all
 from mgmtd.cluster.planner import has_majority
-from mgmtd.supervisor.backoff import Backoff
 from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
 from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
