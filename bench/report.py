@@ -130,7 +130,7 @@ def write_png(path: Path, rows: list[Row], title: str) -> bool:
     for y, v in enumerate(values):
         ax.text(v, y, f" {fmt_ratio(v)}", va="center", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # long labels: keep title and axis whole
     plt.close(fig)
     return True
 

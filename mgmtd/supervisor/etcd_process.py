@@ -99,8 +99,20 @@ def relog(line: str) -> None:
                            for k, v in entry.items())
         LOG.log(level, "%s%s", message, f" ({details})" if details else "")
     except (ValueError, AttributeError):
-        if line.strip():
-            LOG.info("%s", line.rstrip())
+        text = line.rstrip()
+        if text:
+            LOG.log(plain_line_level(text), "%s", text)
+
+
+def plain_line_level(text: str) -> int:
+    """etcd writes a few lines outside its JSON log: a Go panic (its first line
+    says why; the goroutine dump after it is for developers) and gRPC's own
+    chatter."""
+    if text.startswith(("panic:", "fatal error:")):
+        return logging.ERROR
+    if text.startswith(("goroutine ", "\t", " ", "created by ", "WARNING: ", "INFO: ")) or ".go:" in text:
+        return logging.DEBUG
+    return logging.INFO
 
 
 class EtcdProcess:

@@ -170,3 +170,23 @@ def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir
     listed = etcdctl(first.client_url, "member", "list", "-w", "json")
     assert len(json.loads(listed.stdout)["members"]) == 2
     assert first.stop() == 0
+
+
+def test_full_disk_prefix_is_one_clear_error(make_node, workdir):
+    mount = workdir / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        import pytest
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        node = make_node()
+        node.prefix = mount / "prefix"
+        out = subprocess.run(node.command(["empty"]), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1
+        errors = [line for line in out.stderr.splitlines() if " ERROR " in line or " CRITICAL " in line]
+        assert any("no space left on device" in line for line in errors), out.stderr
+        assert "goroutine" not in out.stderr  # etcd's panic dump stays at debug level
+        assert "Traceback" not in out.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
