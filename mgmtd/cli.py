@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 
-from mgmtd import __version__, log
+from mgmtd import __version__, log, tls
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE
 
 DEFAULT_PREFIX = "/var/lib/mgmtd"
@@ -55,6 +55,21 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="report what would change (with a diff for file content), change nothing")
     parser.add_argument("--log-level", choices=log.LEVELS, default="info",
                         help="least severe messages to log (default: %(default)s)")
+    add_tls(parser)
+
+
+def add_tls(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mutual TLS (all three, or none; URLs are then https://)")
+    group.add_argument("--tls-ca", metavar="FILE", help="the cluster CA certificate (mgmtd certs init)")
+    group.add_argument("--tls-cert", metavar="FILE", help="this node's certificate (mgmtd certs issue)")
+    group.add_argument("--tls-key", metavar="FILE", help="this node's private key")
+
+
+def tls_from(args: argparse.Namespace) -> tls.TLSFiles | None:
+    """The TLS files, configured for every connection this process makes."""
+    files = tls.from_args(args.tls_ca, args.tls_cert, args.tls_key)
+    tls.configure(files)
+    return files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--workers", type=int, default=8, help="parallel workers (default: 8)")
     add_frontend(engine)
 
+    certs = commands.add_parser(
+        "certs", help="create the cluster CA and node certificates for --tls-*",
+        description="Create a cluster CA (init) and node certificates signed by it (issue). Keys "
+                    "are written 0600 and never overwritten.")
+    certs_commands = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
+    init = certs_commands.add_parser("init", help="create ca.crt and ca.key in --dir")
+    init.add_argument("--dir", required=True, help="where the CA lives (created 0700)")
+    issue = certs_commands.add_parser("issue", help="create HOST.crt and HOST.key signed by the CA")
+    issue.add_argument("host", metavar="HOST", help="the node's --hostname (the certificate's name)")
+    issue.add_argument("--dir", required=True, help="the CA's directory; the files are written there")
+    issue.add_argument("--address", action="append", default=[], metavar="IP",
+                       help="an IP address the node serves on (repeat; 127.0.0.1 is always added)")
+    issue.add_argument("--dns", action="append", default=[], metavar="NAME",
+                       help="another DNS name of the node (repeat)")
+
     validate = commands.add_parser(
         "validate", help="check a YAML graph without running it",
         description="Check a YAML graph: syntax, kinds, fields, names, edges, cycles. "
@@ -140,10 +170,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from mgmtd import certs
+
+    try:
+        if args.certs_command == "init":
+            paths = certs.init_ca(args.dir)
+        else:
+            paths = certs.issue(args.dir, args.host, args.address, args.dns)
+    except (OSError, ValueError) as err:
+        print(f"mgmtd: {err}", file=sys.stderr)
+        return 1
+    print("wrote " + " and ".join(paths))
+    return 0
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     from mgmtd.engine.main import EngineOptions, run
 
     log.setup(args.hostname, args.log_level)
+    tls_from(args)
     return run(EngineOptions(
         hostname=args.hostname, namespace=args.namespace,
         graph_file=getattr(args, "graph_file", None), converged_timeout=args.converged_timeout,
@@ -157,6 +203,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log.setup(args.hostname, args.log_level)
     graph = getattr(args, "graph_file", None)
+    try:
+        files = tls_from(args)
+    except ValueError as err:
+        log.get("supervisor").error("%s", err)
+        return 1
     config = NodeConfig(
         hostname=args.hostname, prefix=os.path.abspath(args.prefix),
         client_urls=args.client_urls, server_urls=args.server_urls,
@@ -166,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         converged_timeout=args.converged_timeout, noop=args.noop, etcd_binary=args.etcd_binary,
         log_level=args.log_level, ideal_cluster_size=args.ideal_cluster_size or 5,
         seeds=args.seeds, no_server=args.no_server, grace_period=args.grace_period,
-        learner_deadline=args.learner_deadline,
+        learner_deadline=args.learner_deadline, tls=files,
     )
     try:
         return Supervisor(config).run()
@@ -189,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "engine":
             return cmd_engine(args)
+        if args.command == "certs":
+            return cmd_certs(args)
         return cmd_run(args)
     except KeyboardInterrupt:
         return 130

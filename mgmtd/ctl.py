@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from mgmtd import __version__
+from mgmtd import __version__, tls
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, Keys
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: $MGMTCTL_ENDPOINTS or %(default)s)")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                         help="mgmtd's etcd key prefix (default: %(default)s)")
+    parser.add_argument("--tls-ca", metavar="FILE", help="the cluster CA (with https:// endpoints)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="a certificate signed by the cluster CA")
+    parser.add_argument("--tls-key", metavar="FILE", help="its private key")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     members = commands.add_parser("members", help="the member table: roles, URLs, health, engine",
                                   description="Print every member and client of the cluster.")
@@ -154,6 +157,11 @@ def set_ideal_size(endpoints: list[str], namespace: str, size: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    try:
+        tls.configure(tls.from_args(args.tls_ca, args.tls_cert, args.tls_key))
+    except ValueError as err:
+        print(f"mgmtctl: {err}", file=sys.stderr)
+        return 2
     try:
         if args.command == "set":
             print(set_ideal_size(endpoints, args.namespace, args.size))

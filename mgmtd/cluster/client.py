@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import etcd3
 import etcd3.watch
 
+from mgmtd import tls
+
 # python3-etcd3 0.13.0's watcher calls six.itervalues without importing six: when a
 # watch stream breaks its thread dies and no callback hears of it
 if not hasattr(etcd3.watch, "six"):
@@ -28,9 +30,10 @@ def connect(endpoints: Sequence[str], timeout: float = 5.0) -> etcd3.MultiEndpoi
     if not endpoints:
         raise ValueError("no etcd endpoints")
     eps = []
+    creds = tls.grpc_credentials()
     for url in endpoints:
         host, port = parse_endpoint(url)
-        eps.append(etcd3.Endpoint(host, port, secure=False, time_retry=1.0))
+        eps.append(etcd3.Endpoint(host, port, secure=creds is not None, creds=creds, time_retry=1.0))
     return etcd3.MultiEndpointEtcd3Client(endpoints=eps, timeout=timeout, failover=True)
 
 

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from mgmtd import tls
+
 
 class GatewayError(Exception):
     """An endpoint could not be reached or refused the request."""
@@ -43,7 +45,7 @@ def _post(endpoint: str, path: str, body: dict, timeout: float) -> dict:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls.ssl_context()) as response:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as err:
         try:
@@ -106,7 +108,8 @@ def healthy(endpoint: str, timeout: float = 1.0) -> bool:
     """True when the endpoint answers /health with health=true (it has a leader
     and can serve)."""
     try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/health", timeout=timeout) as response:
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/health", timeout=timeout,
+                                    context=tls.ssl_context()) as response:
             return json.loads(response.read()).get("health") in (True, "true")
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -18,6 +18,7 @@ import psutil
 
 from mgmtd import log
 from mgmtd.cluster import gateway
+from mgmtd.tls import TLSFiles
 
 LOG = log.get("etcd")
 
@@ -66,6 +67,7 @@ class EtcdConfig:
     cluster_token: str = "mgmtd"
     log_level: str = "warn"
     extra_args: tuple[str, ...] = field(default=())
+    tls: TLSFiles | None = None
 
     def command(self) -> list[str]:
         initial = self.initial_cluster or ",".join(
@@ -82,8 +84,17 @@ class EtcdConfig:
             "--initial-cluster-state", self.initial_cluster_state,
             "--initial-cluster-token", self.cluster_token,
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", self.log_level,
+            *self.tls_args(),
             *self.extra_args,
         ]
+
+    def tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        files = self.tls
+        return ["--cert-file", files.cert, "--key-file", files.key, "--trusted-ca-file", files.ca,
+                "--client-cert-auth", "--peer-cert-file", files.cert, "--peer-key-file", files.key,
+                "--peer-trusted-ca-file", files.ca, "--peer-client-cert-auth"]
 
 
 def relog(line: str) -> None:

@@ -31,6 +31,7 @@ from mgmtd.supervisor.preflight import (
     is_loopback,
     lock_prefix,
 )
+from mgmtd.tls import TLSFiles
 
 LOG = log.get("supervisor")
 
@@ -59,6 +60,7 @@ class NodeConfig:
     learner_deadline: float = 30.0
     etcd_start_timeout: float = 30.0
     engine_args: list[str] = field(default_factory=list)
+    tls: TLSFiles | None = None
 
     @property
     def advertised_clients(self) -> tuple[str, ...]:
@@ -96,6 +98,12 @@ class Supervisor:
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
         cfg = self.config
+        urls = (*cfg.client_urls, *cfg.server_urls, *cfg.advertise_client_urls,
+                *cfg.advertise_server_urls, *cfg.seeds)
+        if cfg.tls is not None and any(u.startswith("http://") for u in urls):
+            raise StartupError("with --tls-* every URL must be https:// (client, server and seed URLs)")
+        if cfg.tls is None and any(u.startswith("https://") for u in urls):
+            raise StartupError("https:// URLs need --tls-ca, --tls-cert and --tls-key")
         if cfg.no_server and not cfg.seeds:
             raise StartupError("--no-server needs --seeds: a client-only node must know the cluster")
         check_prefix(cfg.prefix)
@@ -114,7 +122,7 @@ class Supervisor:
             for url in (*cfg.client_urls, *cfg.server_urls):
                 check_port_free(url)
             exposed = [u for u in (*cfg.client_urls, *cfg.server_urls) if not is_loopback(u)]
-            if exposed:
+            if exposed and cfg.tls is None:
                 LOG.warning("etcd serves %s without TLS: anyone who can reach it can change this "
                             "cluster and make every node write files or run commands", ",".join(exposed))
         self.membership = ClusterMembership(
@@ -138,6 +146,7 @@ class Supervisor:
             listen_peer_urls=cfg.server_urls, advertise_peer_urls=cfg.advertised_peers,
             initial_cluster=initial_cluster, initial_cluster_state=state,
             cluster_token=f"mgmtd-{cfg.hostname}", log_level="info" if debug else "warn",
+            tls=cfg.tls,
         )
 
     def _start_etcd(self, joining: bool) -> None:
@@ -154,6 +163,8 @@ class Supervisor:
             args += ["--converged-timeout", str(cfg.converged_timeout)]
         if cfg.noop:
             args.append("--noop")
+        if cfg.tls is not None:
+            args += cfg.tls.args()
         args += cfg.engine_args
         args += ["yaml", cfg.graph_file] if cfg.graph_file else ["empty"]
         return args

@@ -1,0 +1,65 @@
+"""Mutual TLS for everything that talks to etcd: the node's etcd (peers and
+clients), the supervisor, the engine and mgmtctl share one set of files (the
+cluster CA, this node's certificate and key)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca: str
+    cert: str
+    key: str
+
+    def check(self) -> None:
+        for what, path in (("--tls-ca", self.ca), ("--tls-cert", self.cert), ("--tls-key", self.key)):
+            if not os.access(path, os.R_OK):
+                raise ValueError(f"{what} {path}: cannot read it")
+
+    def args(self) -> list[str]:
+        return ["--tls-ca", self.ca, "--tls-cert", self.cert, "--tls-key", self.key]
+
+
+_current: TLSFiles | None = None
+
+
+def configure(files: TLSFiles | None) -> None:
+    global _current
+    _current = files
+
+
+def current() -> TLSFiles | None:
+    return _current
+
+
+def from_args(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
+    given = [v for v in (ca, cert, key) if v]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise ValueError("--tls-ca, --tls-cert and --tls-key go together")
+    files = TLSFiles(os.path.abspath(ca), os.path.abspath(cert), os.path.abspath(key))
+    files.check()
+    return files
+
+
+def ssl_context() -> ssl.SSLContext | None:
+    """For the JSON gateway (urllib): verify the server, present our certificate."""
+    if _current is None:
+        return None
+    context = ssl.create_default_context(cafile=_current.ca)
+    context.load_cert_chain(_current.cert, _current.key)
+    return context
+
+
+def grpc_credentials():
+    import grpc
+
+    if _current is None:
+        return None
+    with open(_current.ca, "rb") as ca, open(_current.key, "rb") as key, open(_current.cert, "rb") as cert:
+        return grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read())
