@@ -46,7 +46,6 @@ class Connection:
         self.timeout = timeout
         self.endpoints: tuple[str, ...] = tuple(endpoints)
         self.client: etcd3.MultiEndpointEtcd3Client | None = None
-        self.changed = threading.Condition(self.lock)
 
     def set_endpoints(self, endpoints: Sequence[str]) -> bool:
         with self.lock:
@@ -54,7 +53,6 @@ class Connection:
                 return False
             self.endpoints = tuple(endpoints)
             old, self.client = self.client, None
-            self.changed.notify_all()
         if old is not None:
             old.close()
         return True
@@ -66,10 +64,6 @@ class Connection:
                     raise ConnectionError("no etcd endpoints known yet")
                 self.client = connect(self.endpoints, self.timeout)
             return self.client
-
-    def wait_for_endpoints(self, timeout: float) -> bool:
-        with self.lock:
-            return self.changed.wait_for(lambda: bool(self.endpoints), timeout)
 
     def close(self) -> None:
         with self.lock:

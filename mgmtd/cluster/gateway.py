@@ -4,7 +4,6 @@ per-endpoint status probe. Standard library only."""
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.request
@@ -114,6 +113,3 @@ def healthy(endpoint: str, timeout: float = 1.0) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mgmtd.cluster.keys import Keys
 from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError
 
 CMP_INT, CMP_STRING = 0, 1
@@ -64,7 +65,7 @@ class KVResource(Resource):
 
     @property
     def etcd_key(self) -> str:
-        key = f"{self.ctx.namespace.rstrip('/')}/kv/{(self.kv_key or self.name).lstrip('/')}"
+        key = Keys(self.ctx.namespace).kv_key((self.kv_key or self.name).lstrip("/"))
         if self.mapped:
             if not self.ctx.host:
                 raise ResourceError("mapped: this node's hostname is not known")
