@@ -37,6 +37,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def one_file_graph(path: Path, target, content: str) -> str:
+    """Writes a graph managing one file (``file[f]``) and returns its path."""
+    path.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
+                    f'    content: "{content}"\n')
+    return str(path)
+
+
 def processes_under(directory: str) -> list[psutil.Process]:
     """etcd/mgmtd processes whose command line mentions the directory."""
     found = []

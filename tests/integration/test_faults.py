@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.integration.cluster import etcdctl, mgmtctl, wait_for
+from tests.integration.cluster import etcdctl, mgmtctl, one_file_graph, wait_for
 
 MGMTD = str(Path(sys.executable).parent / "mgmtd")
 
@@ -31,11 +31,9 @@ def engine_child(node) -> psutil.Process | None:
 
 def test_killed_engine_is_restarted_and_reapplies(make_node, workdir):
     target = workdir / "f"
-    graph = workdir / "g.yaml"
-    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
-                     '    content: "wanted"\n')
+    graph = one_file_graph(workdir / "g.yaml", target, "wanted")
     node = make_node()
-    node.start(["yaml", str(graph)])
+    node.start(["yaml", graph])
     wait_for(lambda: target.exists() and target.read_text() == "wanted", 60, "first apply")
     first = wait_for(lambda: engine_child(node), 10, "the engine child")
     first.kill()
@@ -118,11 +116,9 @@ def test_a_prefix_in_use_is_refused(make_node, workdir):
 
 def test_unreachable_seeds_say_so_and_local_graph_still_applies(make_node, workdir):
     target = workdir / "f"
-    graph = workdir / "g.yaml"
-    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
-                     '    content: "local"\n')
+    graph = one_file_graph(workdir / "g.yaml", target, "local")
     node = make_node()
-    node.start(["yaml", str(graph)], "--seeds", "http://127.0.0.1:9")
+    node.start(["yaml", graph], "--seeds", "http://127.0.0.1:9")
     wait_for(lambda: target.exists(), 30, "the local graph applied without a cluster")
     wait_for(lambda: "cannot reach the cluster at http://127.0.0.1:9" in node.log(), 30, "the warning")
     assert node.proc.poll() is None

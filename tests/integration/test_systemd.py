@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-from tests.integration.cluster import etcd_processes_under, etcdctl, wait_for
+from tests.integration.cluster import etcd_processes_under, etcdctl, one_file_graph, wait_for
 
 
 class NotifyListener:
@@ -49,11 +49,9 @@ class NotifyListener:
 def test_notify_ready_status_watchdog_reload_stopping(make_node, workdir):
     listener = NotifyListener(str(workdir / "notify.sock"))
     try:
-        graph = workdir / "g.yaml"
-        graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{workdir}/f"\n'
-                         '    content: "x"\n')
+        graph = one_file_graph(workdir / "g.yaml", workdir / "f", "x")
         node = make_node()
-        node.start(["yaml", str(graph)],
+        node.start(["yaml", graph],
                    env={"NOTIFY_SOCKET": str(workdir / "notify.sock"), "WATCHDOG_USEC": "1000000"})
         wait_for(lambda: listener.lines("READY=1"), 60, "READY=1")
         # READY only once etcd answers and the graph is loaded

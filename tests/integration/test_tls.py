@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.integration.cluster import MGMTCTL, MGMTD, etcdctl, wait_for
+from tests.integration.cluster import MGMTCTL, MGMTD, etcdctl, one_file_graph, wait_for
 
 
 def certs(directory, *hosts: str) -> None:
@@ -48,10 +48,8 @@ def test_tls_cluster_forms_applies_and_refuses_strangers(make_node, workdir):
             node.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
 
     target = workdir / "applied"
-    graph = workdir / "g.yaml"
-    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: f\n    path: "{target}"\n'
-                     '    content: "over tls"\n')
-    start(nodes[0], "--ideal-cluster-size", "3", "yaml", str(graph))
+    graph = one_file_graph(workdir / "g.yaml", target, "over tls")
+    start(nodes[0], "--ideal-cluster-size", "3", "yaml", graph)
     for node in nodes[1:]:
         start(node, "--seeds", urls["s1"][0], "empty")
     endpoints = ",".join(u for u, _ in urls.values())
