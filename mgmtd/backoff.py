@@ -28,6 +28,11 @@ class Backoff:
         return logging.DEBUG if self.failures <= quiet_failures else logging.WARNING
 
 
-def first_line(err: Exception) -> str:
+def first_line(err: BaseException) -> str:
+    """One line for a log: a gRPC error's status and etcd's message rather than
+    the first line of its multi-line repr."""
+    details, code = getattr(err, "details", None), getattr(err, "code", None)
+    if callable(details) and callable(code):
+        return f"{code().name.lower().replace('_', ' ')}: {details()}"
     text = str(err)
     return text.splitlines()[0] if text else type(err).__name__

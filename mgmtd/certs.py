@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mgmtd import tls
+
 CA_DAYS = 3650
 NODE_DAYS = 825
 
@@ -55,6 +57,7 @@ def init_ca(directory: str, name: str = "mgmtd cluster CA") -> tuple[str, str]:
 
 
 def issue(directory: str, host: str, addresses: list[str], names: list[str]) -> tuple[str, str]:
+    tls.check_host_name(host)  # the common name is the node's etcd user
     with open(os.path.join(directory, "ca.key"), "rb") as handle:
         ca_key = serialization.load_pem_private_key(handle.read(), password=None)
     with open(os.path.join(directory, "ca.crt"), "rb") as handle:

@@ -8,6 +8,8 @@ import os
 import sys
 
 from mgmtd import __version__, tls
+from mgmtd.backoff import first_line
+from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, Keys
@@ -187,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgmtctl: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # a gRPC failure mid-way: one line, not a traceback
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if is_permission_denied(err):
+            print(f"mgmtctl: etcd refused {args.command!r}: permission denied. With TLS, etcd's user is "
+                  "the certificate's name: a node may read the cluster once it has joined, write only "
+                  "its own keys, and only a server's certificate may change the cluster "
+                  "(see docs/security.md)", file=sys.stderr)
+            return 1
+        detail = first_line(err)
         print(f"mgmtctl: cannot read the cluster at {args.endpoints}: {detail}", file=sys.stderr)
         return 1
     if args.command == "members":

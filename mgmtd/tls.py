@@ -24,6 +24,22 @@ class TLSFiles:
         return ["--tls-ca", self.ca, "--tls-cert", self.cert, "--tls-key", self.key]
 
 
+# etcd users that are not hosts: etcd's own root, and the user a node without a
+# user of its own asks for one with (mgmtd/cluster/access.py)
+ROOT_USER = "root"
+JOIN_USER = "mgmtd-join"
+RESERVED_NAMES = frozenset({ROOT_USER, JOIN_USER})
+
+
+def check_host_name(host: str) -> None:
+    """A certificate's name becomes an etcd user and part of keys: refuse what
+    would collide with either."""
+    if host in RESERVED_NAMES:
+        raise ValueError(f"{host!r} is reserved for etcd's own users; pick another host name")
+    if not host or "/" in host or host.strip() != host:
+        raise ValueError(f"{host!r} cannot be a host name (empty, '/' or surrounding spaces)")
+
+
 _current: TLSFiles | None = None
 
 
@@ -47,8 +63,24 @@ def from_args(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | N
     return files
 
 
+def common_name(cert_file: str) -> str:
+    """The certificate's subject common name (etcd's user name for it)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        with open(cert_file, "rb") as handle:
+            certificate = x509.load_pem_x509_certificate(handle.read())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"not a PEM certificate: {err}") from None
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError("the certificate has no common name")
+    return str(names[0].value)
+
+
 def ssl_context() -> ssl.SSLContext | None:
-    """For the JSON gateway (urllib): verify the server, present our certificate."""
+    """For etcd's /health over HTTPS (urllib): verify the server, present our certificate."""
     if _current is None:
         return None
     context = ssl.create_default_context(cafile=_current.ca)

@@ -1,5 +1,5 @@
-"""Carries out the planner's actions against etcd (member API through the
-gateway, nominations through the KV store)."""
+"""Carries out the planner's actions against etcd (the member API over
+gRPC, nominations through the KV store)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import logging
 
 from mgmtd import log
-from mgmtd.cluster import gateway, planner
+from mgmtd.backoff import first_line
+from mgmtd.cluster import etcdapi, planner
 from mgmtd.cluster.keys import Keys
 
 LOG = log.get("cluster")
@@ -22,7 +23,7 @@ def nomination_value(host: str, peer_urls: tuple[str, ...], initial_cluster: str
                        "since": since}, sort_keys=True)
 
 
-def initial_cluster(members: list[gateway.MemberInfo], host: str, peer_urls: tuple[str, ...]) -> str:
+def initial_cluster(members: list[etcdapi.MemberInfo], host: str, peer_urls: tuple[str, ...]) -> str:
     """etcd's --initial-cluster for a node joining ``members``."""
     parts = [f"{m.name}={url}" for m in members if m.name for url in m.peer_urls]
     parts += [f"{host}={url}" for url in peer_urls]
@@ -42,36 +43,36 @@ class ActionRunner:
                 del self.failed_hosts[host]
         return frozenset(self.failed_hosts)
 
-    def run(self, actions: list[planner.Action], endpoint: str, members: list[gateway.MemberInfo],
+    def run(self, actions: list[planner.Action], endpoint: str, members: list[etcdapi.MemberInfo],
             now: float) -> bool:
         """Returns True when a membership change was made."""
         changed = False
         for action in actions:
             try:
                 changed |= self._one(action, endpoint, members, now)
-            except Exception as err:  # gateway or gRPC: the next round plans again from what is
-                text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            except Exception as err:  # etcd refused or did not answer: the next round plans again from what is
+                text = first_line(err)
                 level = logging.DEBUG if any(t in text for t in TRANSIENT) else logging.WARNING
                 LOG.log(level, "%s: not done yet: %s", type(action).__name__, text)
         if not any(isinstance(a, planner.LostQuorum) for a in actions):
             self.lost_quorum_logged = False
         return changed
 
-    def _one(self, action: planner.Action, endpoint: str, members: list[gateway.MemberInfo],
+    def _one(self, action: planner.Action, endpoint: str, members: list[etcdapi.MemberInfo],
              now: float) -> bool:
         if isinstance(action, planner.AddLearner):
-            added = gateway.member_add(endpoint, list(action.peer_urls), learner=True)
+            added = etcdapi.member_add(endpoint, list(action.peer_urls), learner=True)
             value = nomination_value(action.host, action.peer_urls,
                                      initial_cluster(members, action.host, action.peer_urls), now)
             self.client.put(self.keys.nomination(action.host), value)
             LOG.info("added %s as a learner (id %x) and nominated it", action.host, added.id)
             return True
         if isinstance(action, planner.Promote):
-            gateway.member_promote(endpoint, action.member_id)
+            etcdapi.member_promote(endpoint, action.member_id)
             LOG.info("promoted %s (id %x) to voter", action.host, action.member_id)
             return True
         if isinstance(action, planner.RemoveMember):
-            gateway.member_remove(endpoint, action.member_id)
+            etcdapi.member_remove(endpoint, action.member_id)
             if action.host:
                 self.client.delete(self.keys.nomination(action.host))
                 if "deadline" in action.reason or "unhealthy" in action.reason:

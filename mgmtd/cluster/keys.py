@@ -55,6 +55,13 @@ class Keys:
         return f"{self.exported}{host}/{kind}/{name}"
 
     @property
+    def join_requests(self) -> str:
+        return f"{self.namespace}/join/"
+
+    def join_request(self, host: str) -> str:
+        return f"{self.join_requests}{host}"
+
+    @property
     def kv(self) -> str:
         return f"{self.namespace}/kv/"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mgmtd.cluster import gateway
+from mgmtd.cluster import etcdapi
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.planner import Member, Nomination, Observed, Volunteer
 
@@ -35,30 +35,30 @@ class HealthTracker:
             del self.since[gone]
 
 
-def member_list_from(endpoints: Sequence[str]) -> tuple[str, list[gateway.MemberInfo]]:
+def member_list_from(endpoints: Sequence[str]) -> tuple[str, list[etcdapi.MemberInfo]]:
     """The member list from the first endpoint that answers; returns that endpoint too."""
     errors = []
     for endpoint in endpoints:
         try:
-            _, members = gateway.member_list(endpoint, timeout=1.5)
+            _, members = etcdapi.member_list(endpoint, timeout=1.5)
             return endpoint, members
-        except gateway.GatewayError as err:
+        except etcdapi.EtcdApiError as err:
             errors.append(str(err))
-    raise gateway.GatewayError("no endpoint answered the member list: " + "; ".join(errors))
+    raise etcdapi.EtcdApiError("no endpoint answered the member list: " + "; ".join(errors))
 
 
-def probe(member: gateway.MemberInfo) -> gateway.EndpointStatus | None:
+def probe(member: etcdapi.MemberInfo) -> etcdapi.EndpointStatus | None:
     if not member.name:
         return None
     for url in member.client_urls:
         try:
-            return gateway.status(url, timeout=0.8)
-        except gateway.GatewayError:
+            return etcdapi.status(url, timeout=0.8)
+        except etcdapi.EtcdApiError:
             continue
     return None
 
 
-def probe_all(members: list[gateway.MemberInfo]) -> list[gateway.EndpointStatus | None]:
+def probe_all(members: list[etcdapi.MemberInfo]) -> list[etcdapi.EndpointStatus | None]:
     if not members:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
@@ -77,7 +77,7 @@ def read_json_prefix(client, prefix: str) -> dict[str, dict]:
     return out
 
 
-def observe(*, client, keys: Keys, members: list[gateway.MemberInfo], tracker: HealthTracker,
+def observe(*, client, keys: Keys, members: list[etcdapi.MemberInfo], tracker: HealthTracker,
             now: float, self_host: str, ideal_size: int, failed_hosts: frozenset[str],
             grace_period: float, learner_deadline: float) -> Observed:
     statuses = probe_all(members)

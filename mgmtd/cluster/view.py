@@ -7,7 +7,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from mgmtd.cluster import gateway
+from mgmtd.cluster import etcdapi
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
 
@@ -40,26 +40,26 @@ class ClusterUnreachable(Exception):
     pass
 
 
-def first_member_list(endpoints: list[str]) -> tuple[int, list[gateway.MemberInfo], str]:
+def first_member_list(endpoints: list[str]) -> tuple[int, list[etcdapi.MemberInfo], str]:
     errors = []
     for endpoint in endpoints:
         try:
-            cluster_id, members = gateway.member_list(endpoint)
+            cluster_id, members = etcdapi.member_list(endpoint)
             return cluster_id, members, endpoint
-        except gateway.GatewayError as err:
+        except etcdapi.EtcdApiError as err:
             errors.append(str(err))
     raise ClusterUnreachable("no etcd endpoint answered: " + "; ".join(errors))
 
 
-def _probe(member: gateway.MemberInfo) -> tuple[str, int]:
+def _probe(member: etcdapi.MemberInfo) -> tuple[str, int]:
     if not member.name or not member.client_urls:
         return "unstarted", 0
     for url in member.client_urls:
         try:
-            status = gateway.status(url, timeout=1.0)
-        except gateway.GatewayError:
+            status = etcdapi.status(url, timeout=1.0)
+        except etcdapi.EtcdApiError:
             continue
-        healthy = gateway.healthy(url, timeout=1.0) or member.is_learner
+        healthy = etcdapi.healthy(url, timeout=1.0) or member.is_learner
         return ("healthy" if healthy else "unhealthy"), status.leader_id
     return "unhealthy", 0
 

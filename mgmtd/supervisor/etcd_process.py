@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from mgmtd import log
-from mgmtd.cluster import gateway
+from mgmtd.cluster import etcdapi
 from mgmtd.tls import TLSFiles
 
 LOG = log.get("etcd")
@@ -40,6 +40,10 @@ LEVEL_OVERRIDES = {
     "reconfigure breaks active quorum": logging.DEBUG,
     "rejecting member promote request; local member has not been connected to all peers, "
     "reconfigure breaks active quorum": logging.DEBUG,
+    "rejecting member remove request; local member has not been connected to all peers, "
+    "reconfigure breaks active quorum": logging.DEBUG,
+    # a node that has no etcd user yet asks for one (mgmtd/cluster/access.py)
+    "cannot find a user for permission check": logging.INFO,
     "established TCP streaming connection with remote peer": logging.INFO,
     "closed TCP streaming connection with remote peer": logging.INFO,
     "stopped TCP streaming connection with remote peer": logging.INFO,
@@ -229,11 +233,11 @@ class EtcdProcess:
                 raise EtcdStartError(f"etcd exited during start-up: {detail}")
             if status_only:
                 try:
-                    gateway.status(self.client_url, timeout=1.0)
+                    etcdapi.status(self.client_url, timeout=1.0)
                     return
-                except gateway.GatewayError:
+                except etcdapi.EtcdApiError:
                     pass
-            elif gateway.healthy(self.client_url, timeout=1.0):
+            elif etcdapi.healthy(self.client_url, timeout=1.0):
                 return
             if stopping is not None and stopping.wait(delay):
                 raise EtcdStartError("stopped while waiting for etcd")

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from etcd3.leases import Lease
 
 from mgmtd import __version__, log
-from mgmtd.cluster import gateway, planner
+from mgmtd.backoff import first_line
+from mgmtd.cluster import etcdapi, planner
+from mgmtd.cluster.access import Access, AccessKeeper, is_permission_denied
 from mgmtd.cluster.actions import ActionRunner
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
@@ -33,7 +35,7 @@ class DuplicateHost(Exception):
 class Round:
     """What one round saw: the supervisor acts on it."""
 
-    members: list[gateway.MemberInfo] = field(default_factory=list)
+    members: list[etcdapi.MemberInfo] = field(default_factory=list)
     nomination: dict | None = None
     is_leader: bool = False
     leader: str = ""
@@ -57,7 +59,8 @@ class Identity:
 
 class ClusterMembership:
     def __init__(self, identity: Identity, keys: Keys, grace_period: float,
-                 learner_deadline: float, endpoints: Callable[[], list[str]] | None = None) -> None:
+                 learner_deadline: float, endpoints: Callable[[], list[str]] | None = None,
+                 access: Access | None = None) -> None:
         self.endpoints = endpoints   # where the lease keeper connects
         self.me = identity
         self.keys = keys
@@ -68,6 +71,7 @@ class ClusterMembership:
         self.registered = ""
         self.tracker = HealthTracker()
         self.runner: ActionRunner | None = None
+        self.access = AccessKeeper(access, identity.host) if access is not None else None
         self.keeper_stop = threading.Event()
         self.keeper = threading.Thread(target=self._keep_alive, name="lease", daemon=True)
         self.keeper.start()
@@ -156,15 +160,23 @@ class ClusterMembership:
         txn = client.transactions
         key = self.keys.leader
         if serving:
-            client.transaction(compare=[txn.create(key) == 0],
-                               success=[txn.put(key, self.me.host, lease=self.lease)], failure=[])
-        else:
+            try:
+                client.transaction(compare=[txn.create(key) == 0],
+                                   success=[txn.put(key, self.me.host, lease=self.lease)], failure=[])
+            except Exception as err:
+                if not is_permission_denied(err):
+                    raise
+                LOG.debug("not standing for leader yet: the leader has not granted this server root")
+        value = client.get(key)[0]
+        holder = value.decode() if value else ""
+        if not serving and holder == self.me.host:
+            # only the holder asks: with RBAC a client may not write the key
             client.transaction(compare=[txn.value(key) == self.me.host], success=[txn.delete(key)],
                                failure=[])
-        value = client.get(key)[0]
-        return value.decode() if value else ""
+            return ""
+        return holder
 
-    def nominate_self(self, client, members: list[gateway.MemberInfo]) -> None:
+    def nominate_self(self, client, members: list[etcdapi.MemberInfo]) -> None:
         """The bootstrapping node nominates itself, so that every server holds a
         nomination and losing it always means "stop serving"."""
         from mgmtd.cluster.actions import nomination_value
@@ -211,8 +223,16 @@ class ClusterMembership:
             out.changed_membership = self.runner.run(actions, endpoint, members, now)
             out.change_pending = any(planner.is_membership_change(a) for a in actions) or any(
                 m.is_learner for m in members)
+            if self.access is not None:
+                servers = {m.name for m in members if m.name} | {n.host for n in observed.nominations}
+                try:
+                    self.access.round(client, endpoint, servers, now)
+                except Exception as err:  # auth is looked after again next round
+                    LOG.warning("cannot update etcd users and roles yet: %s", first_line(err))
         else:
             self.tracker = HealthTracker()  # a future leader starts its own grace periods
+            if self.access is not None:
+                self.access.lost_leadership()
         return out
 
     def withdraw(self, client) -> None:

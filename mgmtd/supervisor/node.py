@@ -4,6 +4,7 @@ engine child, and an orderly stop."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -12,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 from mgmtd import log, protocol
-from mgmtd.backoff import Backoff
+from mgmtd.backoff import Backoff, first_line
+from mgmtd.cluster.access import Access, is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import Keys
@@ -28,15 +30,17 @@ from mgmtd.supervisor.preflight import (
     check_graph,
     check_port_free,
     check_prefix,
+    free_loopback_port,
     is_loopback,
     lock_prefix,
 )
-from mgmtd.tls import TLSFiles
+from mgmtd.tls import TLSFiles, check_host_name, common_name
 
 LOG = log.get("supervisor")
 
 TICK = 0.5          # seconds between rounds when nothing is moving
 FAST_TICK = 0.1     # while a membership change is under way
+JOIN_RETRY = 5.0    # seconds between requests for this node's etcd user
 
 
 @dataclass
@@ -94,6 +98,8 @@ class Supervisor:
         self.notifier = Notifier()
         self.last_error = ""
         self.quorum_lost = ""
+        self.access: Access | None = None
+        self.join_asked_at: float | None = None
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
@@ -106,6 +112,8 @@ class Supervisor:
             raise StartupError("https:// URLs need --tls-ca, --tls-cert and --tls-key")
         if cfg.no_server and not cfg.seeds:
             raise StartupError("--no-server needs --seeds: a client-only node must know the cluster")
+        if cfg.tls is not None:
+            self._check_identity(cfg.tls)
         check_prefix(cfg.prefix)
         self.prefix_lock = lock_prefix(cfg.prefix)
         binary = find_binary(cfg.etcd_binary)
@@ -128,7 +136,21 @@ class Supervisor:
         self.membership = ClusterMembership(
             Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
                      may_serve=not cfg.no_server),
-            self.keys, cfg.grace_period, cfg.learner_deadline, endpoints=lambda: self.cluster_endpoints)
+            self.keys, cfg.grace_period, cfg.learner_deadline, endpoints=lambda: self.cluster_endpoints,
+            access=self.access)
+
+    def _check_identity(self, files: TLSFiles) -> None:
+        """etcd takes the user from the certificate's name: it must be this host's."""
+        name = self.config.hostname
+        try:
+            check_host_name(name)
+            certified = common_name(files.cert)
+        except ValueError as err:
+            raise StartupError(f"--hostname/--tls-cert: {err}") from None
+        if certified != name:
+            raise StartupError(f"--tls-cert {files.cert} is for {certified!r}, but --hostname is {name!r}: "
+                               f"issue this node's own with 'mgmtd certs issue {name}'")
+        self.access = Access(self.keys, files.ca)
 
     @property
     def data_dir(self) -> str:
@@ -188,13 +210,31 @@ class Supervisor:
             LOG.info("no seeds and no data: bootstrapping a new cluster")
             self.serving = True
             self.bootstrapped = True
-            self._start_etcd(joining=False)
+            if self.access is not None:
+                self._bootstrap_with_auth()
+            else:
+                self._start_etcd(joining=False)
         else:
             LOG.info("joining the cluster at %s as a client",
                      ",".join(cfg.seeds or self.state.endpoints))
         self.cluster_endpoints = list(self.state.endpoints or cfg.seeds)
         if self.serving:
             self.cluster_endpoints = _merge(self.config.advertised_clients, self.cluster_endpoints)
+
+    def _bootstrap_with_auth(self) -> None:
+        """The new etcd first listens where only this host can reach it, gets its
+        users and roles and auth turned on, and only then listens where the
+        other nodes can: none of them ever sees it without auth."""
+        public = self.etcd.config
+        private = (f"https://127.0.0.1:{free_loopback_port()}",)
+        self.etcd.config = dataclasses.replace(public, listen_client_urls=private,
+                                               advertise_client_urls=private)
+        self._start_etcd(joining=False)
+        self.access.enable(self.etcd.client_url, self.config.hostname)
+        self.etcd.stop()
+        self.etcd.config = public
+        self._start_etcd(joining=False)
+        LOG.info("etcd auth is on: each node may write only its own keys")
 
     # --- signals / engine reports ------------------------------------------------------
     def _on_engine_state(self, state: protocol.EngineState) -> None:
@@ -349,6 +389,9 @@ class Supervisor:
         except DuplicateHost:
             raise
         except Exception as err:  # etcd unreachable or moving: keep going, say so once
+            if self.access is not None and is_permission_denied(err):
+                self._ask_to_join()
+                return False
             self._unreachable(err)
             return False
         if self.unreachable_since is not None:
@@ -363,6 +406,23 @@ class Supervisor:
         self._follow(round_)
         self._push_membership(round_)
         return True
+
+    def _ask_to_join(self) -> None:
+        """etcd knows no user for this node yet: ask the leader for one (again
+        every few seconds, a request can be lost with a leader)."""
+        now = time.monotonic()
+        if self.join_asked_at is not None and now - self.join_asked_at < JOIN_RETRY:
+            return
+        try:
+            self.access.request_join(self.cluster_endpoints, self.config.hostname)
+        except Exception as err:
+            self.last_error = _short(err)
+            LOG.warning("%s", self.last_error)
+            return
+        if self.join_asked_at is None:
+            LOG.info("etcd has no user for %s yet: asked the cluster's leader for one",
+                     self.config.hostname)
+        self.join_asked_at = now
 
     def _unreachable(self, err: Exception) -> None:
         now = time.monotonic()
@@ -473,8 +533,7 @@ def _merge(*lists) -> list[str]:
 
 
 def _short(err: Exception) -> str:
-    text = str(err) or type(err).__name__
-    return text.splitlines()[0][:200]
+    return first_line(err)[:200]
 
 
 

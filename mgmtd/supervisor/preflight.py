@@ -18,6 +18,12 @@ class StartupError(Exception):
     """The node cannot start; the message is the one line the user sees."""
 
 
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def check_port_free(url: str) -> None:
     parsed = urllib.parse.urlparse(url)
     host, port = parsed.hostname or "0.0.0.0", parsed.port
