@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -79,14 +80,20 @@ _handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1, never the same one twice in a run."""
+    """A free TCP port on 127.0.0.1 below the ephemeral range (where a retrying
+    client can self-connect to a port etcd is about to bind), never the same
+    one twice in a run."""
     while True:
+        port = random.randrange(10000, 32768)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def url(port: int) -> str:

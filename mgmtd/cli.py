@@ -59,9 +59,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tls(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("mutual TLS (all three, or none; URLs are then https://)")
+    group = parser.add_argument_group(
+        "mutual TLS (all three, or none; URLs are then https:// and etcd auth is on: each node may "
+        "write only its own keys, see docs/security.md)")
     group.add_argument("--tls-ca", metavar="FILE", help="the cluster CA certificate (mgmtd certs init)")
-    group.add_argument("--tls-cert", metavar="FILE", help="this node's certificate (mgmtd certs issue)")
+    group.add_argument("--tls-cert", metavar="FILE",
+                       help="this node's certificate (mgmtd certs issue HOST: its name is the node's etcd user)")
     group.add_argument("--tls-key", metavar="FILE", help="this node's private key")
 
 
@@ -199,7 +202,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mgmtd.supervisor.node import NodeConfig, StartupError, Supervisor
+    from mgmtd.supervisor.config import NodeConfig
+    from mgmtd.supervisor.node import StartupError, Supervisor
 
     log.setup(args.hostname, args.log_level)
     graph = getattr(args, "graph_file", None)

@@ -30,7 +30,7 @@ from mgmtd import log
 from mgmtd.cluster import etcdapi
 from mgmtd.cluster.etcdapi import READ, READWRITE, WRITE, EtcdApiError
 from mgmtd.cluster.keys import Keys
-from mgmtd.tls import JOIN_USER, RESERVED_NAMES, ROOT_USER
+from mgmtd.tls import JOIN_USER, ROOT_USER, check_host_name
 
 LOG = log.get("cluster")
 
@@ -243,7 +243,11 @@ class AccessKeeper:
             self.enabled = True
         for _, meta in client.get_prefix(keys.join_requests):
             host = meta.key.decode().removeprefix(keys.join_requests)
-            if host and host not in RESERVED_NAMES and "/" not in host:
+            try:
+                check_host_name(host)
+            except ValueError as err:
+                LOG.warning("ignored a request for an etcd user: %s", err)
+            else:
                 if self.access.provision(endpoint, host):
                     LOG.info("created the etcd user of %s (it may write only its own keys)", host)
             client.delete(meta.key)

@@ -30,6 +30,21 @@ def initial_cluster(members: list[etcdapi.MemberInfo], host: str, peer_urls: tup
     return ",".join(parts)
 
 
+def raft_leader_endpoint(endpoint: str, members: list[etcdapi.MemberInfo]) -> str:
+    """Membership changes go to etcd's raft leader itself: etcd 3.4 forwards a
+    promote that reaches a follower without the caller's user ("auth: user name
+    is empty"), and a follower refuses a removal while it is not connected to
+    every peer."""
+    try:
+        leader_id = etcdapi.status(endpoint).leader_id
+    except etcdapi.EtcdApiError:
+        return endpoint
+    for member in members:
+        if member.id == leader_id and member.client_urls:
+            return member.client_urls[0]
+    return endpoint
+
+
 class ActionRunner:
     def __init__(self, client, keys: Keys) -> None:
         self.client = client
@@ -47,6 +62,8 @@ class ActionRunner:
             now: float) -> bool:
         """Returns True when a membership change was made."""
         changed = False
+        if any(planner.is_membership_change(a) for a in actions):
+            endpoint = raft_leader_endpoint(endpoint, members)
         for action in actions:
             try:
                 changed |= self._one(action, endpoint, members, now)
