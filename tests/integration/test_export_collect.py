@@ -166,3 +166,37 @@ def test_churn_of_200_exports(make_node, workdir):
     wait_for(state, 120, "the last round's 200 files")
     assert "Traceback" not in nodes["h1"].log() + nodes["h2"].log()
     _ = os
+
+
+def test_hostile_exports_are_refused_by_the_collector(make_node, workdir):
+    """What a compromised host may write under its own key (which RBAC allows)
+    still cannot make a collector run a command or write outside its rule."""
+    root = workdir / "shared"
+    inside, outside = root / "in", root / "out"
+    inside.mkdir(parents=True)
+    outside.mkdir()
+    (inside / "link").symlink_to(outside)
+    collector = graph_with(workdir / "c.yaml", f'  - name: in\n    path: "{inside}/"\n',
+                           f'collect:\n- kind: file\n  pattern: "{inside}/"\n')
+    nodes = start_cluster(make_node, {"h1": collector})
+    h1 = nodes["h1"]
+    wait_for(lambda: "engine is converged" in h1.log(), 60, "h1 converged")
+
+    def export(kind: str, name: str, params: dict) -> None:
+        value = json.dumps({"kind": kind, "name": name, "host": "h2", "params": params, "meta": {}})
+        put = etcdctl(h1.client_url, "put", f"/mgmtd/exported/h2/{kind}/{name}", value)
+        assert put.returncode == 0, put.stderr
+
+    export("exec", "evil", {"cmd": f"touch {outside}/pwned", "shell": "/bin/sh"})
+    export("file", "dotdot", {"path": f"{inside}/../out/dotdot", "content": "escaped"})
+    export("file", "symlink", {"path": f"{inside}/link/through-link", "content": "escaped"})
+    export("file", "elsewhere", {"path": f"{outside}/plain", "content": "escaped"})
+    export("file", "ok", {"path": f"{inside}/ok", "content": "collected"})
+    wait_for(lambda: (inside / "ok").exists(), 30, "the legitimate export applied")
+    time.sleep(1.5)
+    assert sorted(p.name for p in outside.iterdir()) == [], "something escaped the collect rule"
+    log = h1.log()
+    assert "evil" not in log  # kind exec is named by no rule: never even built
+    assert "collect: file[symlink] from h2:" in log and "(through a symlink)" in log
+    assert "collect: file[dotdot] from h2: path must not contain '..'" in log
+    assert "elsewhere" not in log  # outside the pattern: the rule does not select it at all
