@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+
+from mgmtd.supervisor.preflight import free_port  # noqa: F401  (bench.* import it from here)
 
 VENV_BIN = Path(sys.executable).parent
 MGMTD = str(VENV_BIN / "mgmtd")
@@ -76,26 +76,6 @@ def wait_until(predicate: Callable[[], object], deadline: Deadline, what: str,
 
 
 # --- ports --------------------------------------------------------------------------------
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 below the ephemeral range (where a retrying
-    client can self-connect to a port etcd is about to bind), never the same
-    one twice in a run."""
-    while True:
-        port = random.randrange(10000, 32768)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-
-
 def url(port: int) -> str:
     return f"http://{LOOPBACK}:{port}"
 

@@ -24,7 +24,7 @@ from mgmtd.supervisor.preflight import (
     check_graph,
     check_port_free,
     check_prefix,
-    free_loopback_port,
+    free_port,
     is_loopback,
     lock_prefix,
 )
@@ -178,7 +178,7 @@ class Supervisor(ClusterRounds):
         users and roles and auth turned on, and only then listens where the
         other nodes can: none of them ever sees it without auth."""
         public = self.etcd.config
-        private = (f"https://127.0.0.1:{free_loopback_port()}",)
+        private = (f"https://127.0.0.1:{free_port()}",)
         self.etcd.config = dataclasses.replace(public, listen_client_urls=private,
                                                advertise_client_urls=private)
         self._start_etcd(joining=False)

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -18,10 +19,34 @@ class StartupError(Exception):
     """The node cannot start; the message is the one line the user sees."""
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port below the kernel's ephemeral range, never the same twice
+    in a process. In that range a client retrying a port nothing listens on
+    yet can be given that very port as its own (TCP self-connect), and the
+    etcd meant to listen there then cannot bind it."""
+    for _ in range(1000):
+        port = random.randrange(10000, _ephemeral_low())
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free port on {host} below the ephemeral range")
 
 
 def check_port_free(url: str) -> None:

@@ -4,9 +4,7 @@ subprocesses, and a check that nothing a test started outlives it."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,38 +14,11 @@ from pathlib import Path
 
 import psutil
 
+from mgmtd.supervisor.preflight import free_port  # noqa: F401  (the tests' ports too)
+
 VENV_BIN = Path(sys.executable).parent
 MGMTD = str(VENV_BIN / "mgmtd")
 MGMTCTL = str(VENV_BIN / "mgmtctl")
-
-
-_handed_out: set[int] = set()
-
-
-def ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
-            return int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range, never the same twice. In
-    that range a client retrying a port nothing listens on yet can be given that
-    very port as its own (TCP self-connect), and the etcd meant for it then
-    cannot bind."""
-    while True:
-        port = random.randrange(10000, ephemeral_low())
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
