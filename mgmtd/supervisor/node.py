@@ -12,6 +12,7 @@ import threading
 from mgmtd import log, protocol
 from mgmtd.backoff import Backoff
 from mgmtd.cluster.access import Access
+from mgmtd.cluster.etcdapi import EtcdApiError
 from mgmtd.cluster.keys import Keys
 from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.engine_process import EngineProcess
@@ -182,7 +183,10 @@ class Supervisor(ClusterRounds):
         self.etcd.config = dataclasses.replace(public, listen_client_urls=private,
                                                advertise_client_urls=private)
         self._start_etcd(joining=False)
-        self.access.enable(self.etcd.client_url, self.config.hostname)
+        try:
+            self.access.enable(self.etcd.client_url, self.config.hostname)
+        except EtcdApiError as err:
+            raise StartupError(f"cannot set up etcd's users and roles: {err}") from None
         self.etcd.stop()
         self.etcd.config = public
         self._start_etcd(joining=False)

@@ -4,6 +4,7 @@ https, and clients without a certificate of the cluster's CA refused."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from tests.integration.cluster import MGMTCTL, MGMTD, etcdctl, one_file_graph, wait_for
@@ -142,6 +143,9 @@ def test_rbac_each_node_writes_only_its_own_keys(make_node, workdir):
     # r3 had no etcd user: it asked for one, and its export reached r1 through etcd
     wait_for(lambda: (shared / "r3").exists(), 60, "r3's export collected by r1")
     assert "asked the cluster's leader for one" in r3.log()
+    # the first etcd got its users and auth on a private port, then listened where others could
+    first = re.search(r"started etcd \(pid \d+\) serving (\S+)", r1.log())
+    assert first and first.group(1) != seed, r1.log()[-2000:]
     assert "created the etcd user of r3" in r1.log() + r2.log()
 
     def put(host, key, endpoint=seed):
