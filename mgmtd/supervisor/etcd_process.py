@@ -108,6 +108,10 @@ def relog(line: str) -> None:
         level = _LEVELS.get(str(entry.pop("level", "info")).lower(), logging.INFO)
         message = entry.pop("msg", "")
         level = LEVEL_OVERRIDES.get(message, level)
+        if message == "rejected connection" and entry.get("error") == "EOF":
+            # a client that hung up mid-handshake (a retry racing etcd's start); a
+            # refused certificate says so in "error" and stays a warning
+            level = logging.DEBUG
         for noise in ("ts", "caller", "stacktrace"):
             entry.pop(noise, None)
         details = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
