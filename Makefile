@@ -37,7 +37,7 @@ clean:
 install-service:
 	scripts/install-service
 
-# N local nodes on 127.0.0.1..N (NODES=5 IDEAL=3 make demo); Ctrl-C stops them
+# N local nodes on 127.0.0.1..N (NODES=5 IDEAL=3 make demo; TLS=1 for mutual TLS and etcd auth); Ctrl-C stops them
 demo: install
 	$(PY) scripts/demo.py
 

@@ -2,7 +2,9 @@
 
 Each node gets its own loopback address, prefix (under .run/demo/) and log;
 the first bootstraps, the others join with --seeds. Once the cluster is at its
-ideal size the member table is printed; Ctrl-C stops every node in order."""
+ideal size the member table is printed; Ctrl-C stops every node in order.
+With --tls (TLS=1 make demo) the nodes get certificates of a fresh CA and etcd
+auth is on: each node may write only its own keys (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -28,12 +30,30 @@ def main() -> int:
     parser.add_argument("--peer-port", type=int, default=12380)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--exit-when-ready", action="store_true", help="stop once the table is printed")
+    parser.add_argument("--tls", action="store_true", default=os.environ.get("TLS", "") not in ("", "0"),
+                        help="mutual TLS and etcd auth, with certificates of a fresh CA (or TLS=1)")
     args = parser.parse_args()
     base = ROOT / ".run" / "demo"
     shutil.rmtree(base, ignore_errors=True)  # a fresh cluster every time
     base.mkdir(parents=True)
     nodes: list[subprocess.Popen] = []
-    urls = [f"http://127.0.0.{i}:{args.client_port}" for i in range(1, args.nodes + 1)]
+    scheme = "https" if args.tls else "http"
+    urls = [f"{scheme}://127.0.0.{i}:{args.client_port}" for i in range(1, args.nodes + 1)]
+    pki = base / "pki"
+
+    def tls_args(name: str) -> list[str]:
+        if not args.tls:
+            return []
+        return ["--tls-ca", str(pki / "ca.crt"), "--tls-cert", str(pki / f"{name}.crt"),
+                "--tls-key", str(pki / f"{name}.key")]
+
+    if args.tls:
+        subprocess.run([str(BIN / "mgmtd"), "certs", "init", "--dir", str(pki)], check=True,
+                       stdout=subprocess.DEVNULL)
+        for i in range(1, args.nodes + 1):
+            subprocess.run([str(BIN / "mgmtd"), "certs", "issue", f"demo{i}", "--dir", str(pki),
+                            "--address", f"127.0.0.{i}"], check=True, stdout=subprocess.DEVNULL)
+        print(f"certificates of a fresh CA in {pki}", flush=True)
     stopping = False
 
     def stop(*_):
@@ -47,7 +67,7 @@ def main() -> int:
             name = f"demo{i}"
             cmd = [str(BIN / "mgmtd"), "run", "--hostname", name, "--prefix", str(base / name),
                    "--client-urls", urls[i - 1],
-                   "--server-urls", f"http://127.0.0.{i}:{args.peer_port}"]
+                   "--server-urls", f"{scheme}://127.0.0.{i}:{args.peer_port}", *tls_args(name)]
             cmd += ["--ideal-cluster-size", str(args.ideal)] if i == 1 else ["--seeds", urls[0]]
             cmd += ["empty"]
             log = open(base / f"{name}.log", "ab")
@@ -55,7 +75,7 @@ def main() -> int:
             log.close()
             print(f"started {name} on 127.0.0.{i} (log: {base / name}.log)", flush=True)
         deadline = time.monotonic() + args.timeout
-        ctl = [str(BIN / "mgmtctl"), "--endpoints", ",".join(urls)]
+        ctl = [str(BIN / "mgmtctl"), "--endpoints", ",".join(urls), *tls_args("demo1")]
         want = min(args.ideal, args.nodes)
         while not stopping:
             out = subprocess.run([*ctl, "members", "-o", "json"], capture_output=True, text=True)
@@ -75,7 +95,8 @@ def main() -> int:
         print(subprocess.run([*ctl, "members"], capture_output=True, text=True).stdout)
         if args.exit_when_ready:
             return 0
-        print(f"try: {ctl[0]} --endpoints {urls[0]} status    (Ctrl-C stops the demo)", flush=True)
+        print(f"try: {ctl[0]} --endpoints {urls[0]} {' '.join(tls_args('demo1'))} status"
+              "    (Ctrl-C stops the demo)", flush=True)
         while not stopping:
             time.sleep(0.2)
         return 0
