@@ -137,21 +137,24 @@ class Access:
         reply = etcdapi.call(endpoint, what)
         return set(reply.users if what == "UserList" else reply.roles)
 
-    def _role(self, endpoint: str, name: str, permissions: list[Permission], roles: set[str]) -> None:
+    def _role(self, endpoint: str, name: str, permissions: list[Permission], roles: set[str]) -> bool:
+        """Returns True when something had to be written."""
         if name in roles:
             have = {(p.permType, p.key, p.range_end) for p in
                     etcdapi.call(endpoint, "RoleGet", etcdapi.M["RoleGetRequest"](role=name)).perm}
         else:
             etcdapi.call(endpoint, "RoleAdd", etcdapi.M["NameRequest"](name=name))
             have = set()
-        for p in permissions:
-            if (p.perm, p.key, p.range_end) not in have:
-                perm = etcdapi.M["Permission"](permType=p.perm, key=p.key, range_end=p.range_end)
-                etcdapi.call(endpoint, "RoleGrantPermission",
-                             etcdapi.M["RoleGrantPermissionRequest"](name=name, perm=perm))
+        missing = [p for p in permissions if (p.perm, p.key, p.range_end) not in have]
+        for p in missing:
+            perm = etcdapi.M["Permission"](permType=p.perm, key=p.key, range_end=p.range_end)
+            etcdapi.call(endpoint, "RoleGrantPermission",
+                         etcdapi.M["RoleGrantPermissionRequest"](name=name, perm=perm))
+        return name not in roles or bool(missing)
 
     def _user(self, endpoint: str, name: str, roles: list[str], users: set[str],
-              password: str = "") -> None:
+              password: str = "") -> bool:
+        """Returns True when something had to be written."""
         if name in users:
             have = set(etcdapi.call(endpoint, "UserGet", etcdapi.M["NameRequest"](name=name)).roles)
         else:
@@ -159,10 +162,10 @@ class Access:
             request.options.no_password = not password
             etcdapi.call(endpoint, "UserAdd", request, timeout=5.0)
             have = set()
-        for role in roles:
-            if role not in have:
-                etcdapi.call(endpoint, "UserGrantRole",
-                             etcdapi.M["UserGrantRoleRequest"](user=name, role=role))
+        missing = [role for role in roles if role not in have]
+        for role in missing:
+            etcdapi.call(endpoint, "UserGrantRole", etcdapi.M["UserGrantRoleRequest"](user=name, role=role))
+        return name not in users or bool(missing)
 
     def set_root(self, endpoint: str, host: str, root: bool) -> None:
         if root:
@@ -175,15 +178,14 @@ class Access:
             if "role is not granted" not in str(err) and "user name not found" not in str(err):
                 raise
 
-    def provision(self, endpoint: str, host: str, root: bool = False) -> bool:
-        """Gives ``host`` its user and role (and root); returns False when it had them."""
-        users, roles = self._names(endpoint, "UserList"), self._names(endpoint, "RoleList")
+    def provision(self, endpoint: str, host: str, root: bool = False,
+                  known: tuple[set[str], set[str]] | None = None) -> bool:
+        """Gives ``host`` its user and role (and root); returns False when it had
+        them. ``known``: the users and roles, when the caller has just listed them."""
+        users, roles = known or (self._names(endpoint, "UserList"), self._names(endpoint, "RoleList"))
         role = host_role(self.keys, host)
-        if host in users and role in roles and not root:
-            return False
-        self._role(endpoint, role, host_permissions(self.keys, host), roles)
-        self._user(endpoint, host, [role, ROOT_USER] if root else [role], users)
-        return True
+        changed = self._role(endpoint, role, host_permissions(self.keys, host), roles)
+        return self._user(endpoint, host, [role, ROOT_USER] if root else [role], users) or changed
 
     def enable(self, endpoint: str, self_host: str) -> None:
         """Sets up the users and roles and turns auth on. Idempotent: the
@@ -193,7 +195,7 @@ class Access:
         self._role(endpoint, join_role(self.keys), join_permissions(self.keys), roles)
         self._user(endpoint, JOIN_USER, [join_role(self.keys)], users, join_password(self.ca_file))
         self._user(endpoint, ROOT_USER, [ROOT_USER], users)
-        self.provision(endpoint, self_host, root=True)
+        self.provision(endpoint, self_host, root=True, known=(users, roles))
         etcdapi.call(endpoint, "AuthEnable", timeout=5.0)
 
     def root_holders(self, endpoint: str) -> set[str]:
