@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from mgmtd import log, protocol
+from mgmtd.supervisor import child
 
 LOG = log.get("supervisor")
 
@@ -74,14 +75,7 @@ class EngineProcess:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                LOG.warning("engine did not stop within %.0fs: killing it", timeout)
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            LOG.info("stopped engine")
+            child.stop(self.proc, "engine", timeout, LOG)
         with self.lock:
             try:
                 self.proc.stdin.close()

@@ -18,6 +18,7 @@ import psutil
 
 from mgmtd import log
 from mgmtd.cluster import etcdapi
+from mgmtd.supervisor import child
 from mgmtd.tls import TLSFiles
 
 LOG = log.get("etcd")
@@ -259,15 +260,8 @@ class EtcdProcess:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.send_signal(signal.SIGCONT)  # a stopped etcd must run to obey
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                LOG.warning("etcd did not stop within %.0fs: killing it", timeout)
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            LOG.info("stopped etcd")
+            # SIGCONT: a stopped etcd must run to obey
+            child.stop(self.proc, "etcd", timeout, LOG, (signal.SIGTERM, signal.SIGCONT))
         self._join_reader()
         try:
             os.unlink(self.pid_file)
