@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +21,8 @@ from mgmtd.cluster.client import Connection
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources import KINDS
 from mgmtd.resources.base import Meta, Resource
+from mgmtd.resources.file import SPECIAL_BITS, Confinement, FileResource, parse_mode
+from mgmtd.resources.fsplace import anchor_of
 from mgmtd.yamlgraph.loader import CollectRule
 
 LOG = log.get("engine.collect")
@@ -97,34 +98,56 @@ class Selection:
     sources: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # graph key -> exports
 
 
-def build_resource(export: Export, overrides: tuple[tuple[str, Any], ...]) -> Resource:
+def build_resource(export: Export, rule: CollectRule) -> Resource:
     cls = KINDS[export.kind]
     params = {k: v for k, v in export.params.items() if k in cls.FIELDS}
     # fields that default to the resource name keep the exporter's name, not ours (name@host)
     for field_name in NAME_DEFAULTED.get(export.kind, ()):
         if not params.get(field_name):
             params[field_name] = export.name
-    params.update(dict(overrides))
+    params.update(dict(rule.set))
     meta_fields = {k: v for k, v in export.meta.items() if k in ("noop", "retry", "delay", "poll", "autoedge")}
     res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))
+    if isinstance(res, FileResource):
+        res.confinement = Confinement(anchor_of(rule.pattern), rule.allow)
     res.validate()
     return res
 
 
+def untrusted_rights(rule: CollectRule, export: Export) -> str:
+    """Why an export asks for more than a collected resource may have, or "".
+    Only what the exporter sent is judged: the rule's own ``set:`` is the
+    collector's word and trusted."""
+    if export.kind != "file":
+        return ""
+    overridden = {key for key, _ in rule.set}
+    sent = {k: v for k, v in export.params.items() if v is not None and k not in overridden}
+    if "source" in sent and "source" not in rule.allow:
+        return "source (a file of this host) is refused for collected files; the collect rule may allow: [source]"
+    if "mode" in sent and "setid" not in rule.allow:
+        try:
+            mode = parse_mode(sent["mode"])
+        except ValueError:
+            mode = None  # validate() reports it
+        if mode is not None and mode & SPECIAL_BITS:
+            return (f"mode {mode:04o} has setuid, setgid or sticky bits, refused for collected files; "
+                    "the collect rule may allow: [setid]")
+    for key in ("owner", "group"):
+        if key in sent and "owner" not in rule.allow:
+            return (f"{key} is refused for collected files (they belong to this host's defaults); "
+                    "the collect rule may allow: [owner]")
+    return ""
+
+
 def confined(rule: CollectRule, res: Resource) -> str:
-    """Why a collected file may not be written where it would go, or "": after
-    ``set:`` it must still match the rule's pattern, and no symlink on the way
-    may lead out of the pattern's directory."""
+    """Why a collected file may not go where it would, or "": after ``set:``
+    it must still match the rule's pattern. (Symlinks are dealt with when the
+    file is written: no link below the pattern's anchor is ever followed.)"""
     if rule.kind != "file" or not rule.pattern:
         return ""
     path = res.full_path
     if not pattern_matches(rule.pattern, path):
         return f"{path} is outside the pattern {rule.pattern}"
-    if rule.pattern.endswith("/"):
-        base = os.path.realpath(rule.pattern)
-        parent = os.path.realpath(os.path.dirname(path.rstrip("/")))
-        if parent != base and not parent.startswith(base.rstrip("/") + "/"):
-            return f"{path} resolves outside {rule.pattern} (through a symlink)"
     return ""
 
 
@@ -141,14 +164,16 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
         rule = next((r for r in rules if rule_matches(r, export)), None)
         if rule is None:
             continue
-        try:
-            res = build_resource(export, rule.set)
-        except (ValueError, TypeError) as err:
-            out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {err}")
-            continue
-        escape = confined(rule, res)
-        if escape:
-            out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {escape}")
+        refusal = untrusted_rights(rule, export)
+        if not refusal:
+            try:
+                res = build_resource(export, rule)
+            except (ValueError, TypeError) as err:
+                refusal = str(err)
+            else:
+                refusal = confined(rule, res)
+        if refusal:
+            out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {refusal}")
             continue
         candidates.setdefault(res.identity(), []).append((export, res))
     local_identities = {r.identity(): r for r in local}

@@ -9,13 +9,15 @@ import difflib
 import grp
 import os
 import pwd
-import shutil
 import stat
-import tempfile
+from dataclasses import dataclass
 
 from mgmtd.resources.base import Field, FieldError, Resource, ResourceError
+from mgmtd.resources.fsplace import TEMP_PREFIX, MissingParent, Place, PlaceError, locate
 
-TEMP_PREFIX = ".mgmtd-tmp-"
+__all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
+
+SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
 def parse_mode(value: int | str | None) -> int | None:
@@ -63,33 +65,14 @@ def _gid(group: int | str | None) -> int:
         raise ResourceError(f"no such group: {group}") from None
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass(frozen=True)
+class Confinement:
+    """A collected file: untrusted. Everything below ``anchor`` is reached
+    without following links, and only the rights in ``allow`` (a collect rule's
+    ``allow:``) go beyond the safe defaults."""
 
-
-def write_atomically(path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            os.fchmod(out.fileno(), mode)
-            if uid != -1 or gid != -1:
-                os.fchown(out.fileno(), uid, gid)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)
+    anchor: str
+    allow: frozenset[str] = frozenset()
 
 
 class FileResource(Resource):
@@ -180,6 +163,18 @@ class FileResource(Resource):
         return paths
 
     # --- check/apply --------------------------------------------------------
+    confinement: Confinement | None = None   # set on collected files
+
+    def same_as(self, other: Resource) -> bool:
+        return super().same_as(other) and self.confinement == getattr(other, "confinement", None)
+
+    def _safe_mode(self, mode: int) -> int:
+        """A mode as written: a collected file gets no setuid, setgid or sticky
+        bit (not even one kept from the file it replaces) unless allowed."""
+        if self.confinement is not None and "setid" not in self.confinement.allow:
+            return mode & ~SPECIAL_BITS
+        return mode
+
     def _wanted_content(self) -> bytes | None:
         if self.content is not None:
             return self.content.encode()
@@ -191,54 +186,72 @@ class FileResource(Resource):
                 raise ResourceError(f"cannot read source {self.source}: {err.strerror}") from None
         return None
 
-    def _require_parent(self) -> None:
-        parent = os.path.dirname(self.target) or "/"
-        if os.path.isdir(parent):
-            return
-        if self.recurse:
-            os.makedirs(parent, exist_ok=True)
-            return
-        raise ResourceError(
+    def _missing_parent(self, parent: str) -> ResourceError:
+        return ResourceError(
             f"parent directory {parent}/ does not exist: declare it as a file resource "
             f"(path: \"{parent}/\", state: exists) or set recurse: true"
         )
 
+    def _require_parent(self, place: Place) -> None:
+        """Before creating the object: its directory must exist (an anchored
+        place's directory does, it was opened on the way)."""
+        if place.dir_fd is not None or os.path.isdir(place.dir_path):
+            return
+        if self.recurse:
+            os.makedirs(place.dir_path, exist_ok=True)
+            return
+        raise self._missing_parent(place.dir_path)
+
+    def _locate(self, apply: bool) -> Place | None:
+        """The object's place; None when a parent is missing and nothing may be created."""
+        anchor = self.confinement.anchor if self.confinement is not None else None
+        try:
+            return locate(self.target, anchor)
+        except MissingParent as missing:
+            if self.state == "absent":
+                return None
+            if not apply:
+                self.ctx.report("info", f"would create {self.full_path}")
+                return None
+            if not self.recurse:
+                raise self._missing_parent(missing.directory) from None
+            return locate(self.target, anchor, make_parents=True)
+
     def check_apply(self, apply: bool) -> bool:
         try:
-            if self.state == "absent":
-                return self._absent(apply)
-            return self._exists(apply)
+            place = self._locate(apply)
+            if place is None:
+                return self.state == "absent"
+            with place:
+                if self.state == "absent":
+                    return self._absent(place, apply)
+                return self._exists(place, apply)
+        except PlaceError as err:
+            raise ResourceError(str(err)) from None
         except OSError as err:
             where = err.filename or self.target
             raise ResourceError(f"{where}: {err.strerror}") from None
 
-    def _absent(self, apply: bool) -> bool:
-        try:
-            st = os.lstat(self.target)
-        except FileNotFoundError:
+    def _absent(self, place: Place, apply: bool) -> bool:
+        st = place.lstat()
+        if st is None:
             return True
         if not apply:
             self.ctx.report("info", f"would remove {self.target}")
             return False
-        if stat.S_ISDIR(st.st_mode):
-            if self.recurse or self.force:
-                shutil.rmtree(self.target)
-            else:
-                try:
-                    os.rmdir(self.target)
-                except OSError as err:
-                    raise ResourceError(
-                        f"{self.target}/ is not empty: set recurse: true to remove it with its content"
-                    ) from err
+        if stat.S_ISDIR(st.st_mode) and not (self.recurse or self.force):
+            try:
+                place.remove(recursive=False)
+            except OSError as err:
+                raise ResourceError(
+                    f"{self.target}/ is not empty: set recurse: true to remove it with its content"
+                ) from err
         else:
-            os.unlink(self.target)
+            place.remove(recursive=True)
         return False
 
-    def _exists(self, apply: bool) -> bool:
-        try:
-            st: os.stat_result | None = os.lstat(self.target)
-        except FileNotFoundError:
-            st = None
+    def _exists(self, place: Place, apply: bool) -> bool:
+        st = place.lstat()
         if st is not None and stat.S_ISDIR(st.st_mode) != self.is_dir:
             what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
             if not self.force:
@@ -246,125 +259,127 @@ class FileResource(Resource):
             if not apply:
                 self.ctx.report("info", f"would replace {self.target}")
                 return False
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(self.target)
-            else:
-                os.unlink(self.target)
+            place.remove(recursive=True)
             st = None
         if self.is_dir:
-            return self._directory(st, apply)
-        return self._regular(st, apply)
+            return self._directory(place, st, apply)
+        return self._regular(place, st, apply)
 
-    def _directory(self, st: os.stat_result | None, apply: bool) -> bool:
+    def _directory(self, place: Place, st: os.stat_result | None, apply: bool) -> bool:
         in_state = True
         if st is None:
             if not apply:
                 self.ctx.report("info", f"would create directory {self.target}/")
                 return False
-            self._require_parent()
-            os.mkdir(self.target, self.mode_bits if self.mode_bits is not None else 0o755)
-            if self.mode_bits is not None:
-                os.chmod(self.target, self.mode_bits)  # mkdir's mode is masked by the umask
-            st = os.lstat(self.target)
+            self._require_parent(place)
+            place.mkdir(self._safe_mode(self.mode_bits if self.mode_bits is not None else 0o755))
+            st = place.lstat()
             in_state = False
         if self.source is not None:
-            in_state &= self._sync_tree(apply)
-        return self._attributes(st, apply) and in_state
+            in_state &= self._sync_tree(place, apply)
+        return self._attributes(place, st, apply) and in_state
 
-    def _regular(self, st: os.stat_result | None, apply: bool) -> bool:
+    def _regular(self, place: Place, st: os.stat_result | None, apply: bool) -> bool:
         wanted = self._wanted_content()
         if st is None:
             if not apply:
                 self.ctx.report("info", f"would create {self.target}")
                 return False
-            self._require_parent()
+            self._require_parent(place)
             mode = self.mode_bits if self.mode_bits is not None else 0o644
-            write_atomically(self.target, wanted or b"", mode, _uid(self.owner), _gid(self.group))
+            place.write_atomically(wanted or b"", self._safe_mode(mode), _uid(self.owner), _gid(self.group))
             return False
-        in_state = True
-        if wanted is not None:
-            current = b""
-            if st.st_size == len(wanted):
-                with open(self.target, "rb") as existing:
-                    current = existing.read()
-            if st.st_size != len(wanted) or current != wanted:
-                if not apply:
-                    self._report_diff(wanted)
-                    return False
-                mode = self.mode_bits if self.mode_bits is not None else stat.S_IMODE(st.st_mode)
-                uid = _uid(self.owner) if self.owner is not None else st.st_uid
-                gid = _gid(self.group) if self.group is not None else st.st_gid
-                write_atomically(self.target, wanted, mode, uid, gid)
+        if stat.S_ISLNK(st.st_mode) and wanted is None:
+            raise ResourceError(f"{self.target} is a symbolic link: mode and owner are never set "
+                                "through one (give content to replace it by a file)")
+        if wanted is not None and not self._holds(place, st, wanted):
+            if not apply:
+                self._report_diff(place, wanted)
                 return False
-        return self._attributes(st, apply) and in_state
+            keep = stat.S_ISREG(st.st_mode)  # a link or a FIFO being replaced lends nothing
+            mode = self.mode_bits if self.mode_bits is not None else (
+                stat.S_IMODE(st.st_mode) if keep else 0o644)
+            uid = _uid(self.owner) if self.owner is not None else (st.st_uid if keep else -1)
+            gid = _gid(self.group) if self.group is not None else (st.st_gid if keep else -1)
+            place.write_atomically(wanted, self._safe_mode(mode), uid, gid)
+            return False
+        return self._attributes(place, st, apply)
 
-    def _attributes(self, st: os.stat_result, apply: bool) -> bool:
+    @staticmethod
+    def _holds(place: Place, st: os.stat_result, wanted: bytes) -> bool:
+        """True when the object is a regular file with exactly this content."""
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(wanted):
+            return False
+        try:
+            return place.read() == wanted
+        except PlaceError:
+            return False  # swapped for something else since the lstat: rewrite it
+
+    def _attributes(self, place: Place, st: os.stat_result, apply: bool) -> bool:
         in_state = True
-        if self.mode_bits is not None and stat.S_IMODE(st.st_mode) != self.mode_bits:
+        untrusted = self.confinement is not None
+        if self.mode_bits is not None and stat.S_IMODE(st.st_mode) != self._safe_mode(self.mode_bits):
             if not apply:
                 self.ctx.report("info", f"would chmod {self.target} "
                                 f"{oct(stat.S_IMODE(st.st_mode))} -> {oct(self.mode_bits)}")
                 return False
-            os.chmod(self.target, self.mode_bits)
+            place.chmod(self._safe_mode(self.mode_bits), self.is_dir, single_link=untrusted)
             in_state = False
         uid, gid = _uid(self.owner), _gid(self.group)
         if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
             if not apply:
                 self.ctx.report("info", f"would chown {self.target} to {self.owner}:{self.group}")
                 return False
-            os.lchown(self.target, uid, gid)
+            place.chown(uid, gid, self.is_dir, single_link=untrusted)
             in_state = False
         return in_state
 
-    def _report_diff(self, wanted: bytes) -> None:
+    def _report_diff(self, place: Place, wanted: bytes) -> None:
         try:
-            with open(self.target, "rb") as existing:
-                old = existing.read().decode(errors="replace").splitlines(keepends=True)
+            old = place.read().decode(errors="replace").splitlines(keepends=True)
         except OSError:
             old = []
         new = wanted.decode(errors="replace").splitlines(keepends=True)
         diff = "".join(difflib.unified_diff(old, new, self.target, self.target + " (wanted)"))
         self.ctx.report("info", f"would change content of {self.target}:\n{diff.rstrip()}")
 
-    def _sync_tree(self, apply: bool) -> bool:
+    def _sync_tree(self, place: Place, apply: bool) -> bool:
         """Directory with a source: copy what differs; with purge, delete extras."""
         source = self.source.rstrip("/")
         if not os.path.isdir(source):
             raise ResourceError(f"source {source} is not a directory")
-        in_state = True
-        for root, dirs, files in os.walk(source):
-            rel = os.path.relpath(root, source)
-            dest_root = os.path.normpath(os.path.join(self.target, rel))
-            for name in dirs:
-                dest = os.path.join(dest_root, name)
-                if not os.path.isdir(dest):
-                    in_state = False
-                    if apply:
-                        os.mkdir(dest)
-            for name in files:
-                src, dest = os.path.join(root, name), os.path.join(dest_root, name)
-                with open(src, "rb") as handle:
-                    data = handle.read()
-                try:
-                    with open(dest, "rb") as handle:
-                        same = handle.read() == data
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    in_state = False
-                    if apply:
-                        write_atomically(dest, data, stat.S_IMODE(os.stat(src).st_mode))
-            if self.purge:
-                wanted = set(dirs) | set(files)
-                for name in os.listdir(dest_root) if os.path.isdir(dest_root) else ():
-                    if name not in wanted:
-                        in_state = False
-                        if apply:
-                            extra = os.path.join(dest_root, name)
-                            if os.path.isdir(extra) and not os.path.islink(extra):
-                                shutil.rmtree(extra)
-                            else:
-                                os.unlink(extra)
+        with place.inside() as dest:
+            in_state = self._sync_dir(source, dest, apply)
         if not in_state and not apply:
             self.ctx.report("info", f"would sync {self.target}/ from {source}/")
+        return in_state
+
+    def _sync_dir(self, source: str, dest: Place, apply: bool) -> bool:
+        """One directory level of a tree copy; ``dest`` is the open destination directory."""
+        in_state = True
+        wanted = set()
+        for entry in sorted(os.scandir(source), key=lambda e: e.name):
+            wanted.add(entry.name)
+            target = dest.at(entry.name)
+            st = target.lstat()
+            if entry.is_dir(follow_symlinks=False):
+                if st is None:
+                    in_state = False
+                    if not apply:
+                        continue
+                    target.mkdir(0o755)
+                with target.inside() as below:
+                    in_state &= self._sync_dir(entry.path, below, apply)
+            elif entry.is_file():
+                with open(entry.path, "rb") as handle:
+                    data = handle.read()
+                if st is None or not self._holds(target, st, data):
+                    in_state = False
+                    if apply:
+                        target.write_atomically(data, self._safe_mode(stat.S_IMODE(os.stat(entry.path).st_mode)))
+        if self.purge:
+            for name in sorted(set(os.listdir(dest.dir_fd)) - wanted):
+                in_state = False
+                if apply:
+                    dest.at(name).remove(recursive=True)
         return in_state

@@ -26,6 +26,17 @@ class CollectRule:
     hosts: tuple[str, ...] = ()
     set: tuple[tuple[str, Any], ...] = ()
     location: Location | None = None
+    # what collected resources may do beyond the safe defaults (see COLLECT_ALLOWANCES)
+    allow: frozenset[str] = frozenset()
+
+
+# Collected resources are untrusted input. These are the rights a collect rule
+# can grant on purpose, each named in its ``allow:`` list; nothing else is allowed.
+COLLECT_ALLOWANCES = {
+    "source": "a collected file may copy a file of this host (source:)",
+    "setid": "a collected file may have setuid, setgid or sticky bits in its mode",
+    "owner": "a collected file may set owner and group to other than this host's defaults",
+}
 
 
 @dataclass
@@ -281,9 +292,9 @@ class Loader:
         for item in self.sequence(node, "collect"):
             fields = self.mapping(item, "a collect rule")
             for key, (key_node, _) in fields.items():
-                if key not in ("kind", "pattern", "hosts", "set"):
+                if key not in ("kind", "pattern", "hosts", "set", "allow"):
                     raise self.error(key_node, f"unknown field {key!r} in collect rule "
-                                     "(expected kind, pattern, hosts, set)")
+                                     "(expected kind, pattern, hosts, set, allow)")
             if "kind" not in fields:
                 raise self.error(item, "collect rule needs a kind")
             kind = self.string(fields["kind"][1], "kind")
@@ -306,7 +317,16 @@ class Loader:
                     if field_spec is None or key == "name":
                         raise self.error(key_node, f"set: unknown field {key!r} for kind {kind}")
                     overrides.append((key, self.typed(value_node, key, field_spec, f"collect {kind}")))
-            spec.collect.append(CollectRule(kind, pattern, hosts, tuple(overrides), self.loc(item)))
+            allow: set[str] = set()
+            if "allow" in fields:
+                for entry in self.sequence(fields["allow"][1], "allow"):
+                    right = self.string(entry, "allow entry")
+                    if right not in COLLECT_ALLOWANCES:
+                        raise self.error(entry, f"allow: unknown right {right!r} (known: "
+                                         f"{', '.join(sorted(COLLECT_ALLOWANCES))})")
+                    allow.add(right)
+            spec.collect.append(CollectRule(kind, pattern, hosts, tuple(overrides), self.loc(item),
+                                            frozenset(allow)))
 
 
 def load_text(text: str, source: str = "<graph>") -> GraphSpec:
