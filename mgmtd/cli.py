@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 import sys
 
 from mgmtd import __version__, log, tls
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE
+from mgmtd.hostnames import check_hostname
 
 DEFAULT_PREFIX = "/var/lib/mgmtd"
 
@@ -44,8 +46,9 @@ def add_frontend(parser: argparse.ArgumentParser) -> None:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hostname", default=socket.gethostname(),
-                        help="this node's unique name in the cluster (default: the OS hostname)")
+    parser.add_argument("--hostname", default=None,
+                        help="this node's unique name in the cluster: letters, digits, '-' and '.' "
+                             "as in DNS (default: the OS hostname)")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                         help="etcd key prefix for all of mgmtd's keys (default: %(default)s)")
     parser.add_argument("--converged-timeout", type=seconds, default=None, metavar="SECONDS",
@@ -234,10 +237,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _check_certs(args: argparse.Namespace) -> None:
+    if args.certs_command != "issue":
+        return
+    try:
+        check_hostname(args.host)  # the certificate's name: the node's --hostname (reserved names: issue)
+    except ValueError as err:
+        raise ValueError(f"certs issue HOST: {err}") from None
+    for address in args.address:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"--address: {address!r} is not an IP address") from None
+    for name in args.dns:
+        try:
+            check_hostname(name.removeprefix("*."))  # a wildcard certificate name is fine here
+        except ValueError as err:
+            raise ValueError(f"--dns: {err}") from None
+
+
+def check_input(args: argparse.Namespace, os_hostname: str) -> None:
+    """Checks what argparse cannot before anything starts, filling in defaults
+    that depend on the machine. ValueError: one line naming the flag."""
+    if args.command == "certs":
+        _check_certs(args)
+    if args.command not in ("run", "engine"):
+        return
+    if args.hostname is None:
+        try:
+            args.hostname = check_hostname(os_hostname)
+        except ValueError as err:
+            raise ValueError(f"--hostname (default: the OS hostname): {err}") from None
+    else:
+        try:
+            check_hostname(args.hostname)
+        except ValueError as err:
+            raise ValueError(f"--hostname: {err}") from None
+    if getattr(args, "ideal_cluster_size", None) is not None and args.ideal_cluster_size < 1:
+        raise ValueError("--ideal-cluster-size must be at least 1")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "ideal_cluster_size", None) is not None and args.ideal_cluster_size < 1:
-        print("mgmtd: --ideal-cluster-size must be at least 1", file=sys.stderr)
+    try:
+        check_input(args, socket.gethostname())
+    except ValueError as err:
+        print(f"mgmtd: {err}", file=sys.stderr)
         return 2
     try:
         if args.command == "validate":

@@ -8,6 +8,8 @@ import os
 import ssl
 from dataclasses import dataclass
 
+from mgmtd.hostnames import check_hostname
+
 
 @dataclass(frozen=True)
 class TLSFiles:
@@ -32,12 +34,11 @@ RESERVED_NAMES = frozenset({ROOT_USER, JOIN_USER})
 
 
 def check_host_name(host: str) -> None:
-    """A certificate's name becomes an etcd user and part of keys: refuse what
-    would collide with either."""
+    """A certificate's name becomes an etcd user and part of keys: on top of
+    every host name's rule, refuse etcd's own users."""
+    check_hostname(host)
     if host in RESERVED_NAMES:
         raise ValueError(f"{host!r} is reserved for etcd's own users; pick another host name")
-    if not host or "/" in host or host.strip() != host:
-        raise ValueError(f"{host!r} cannot be a host name (empty, '/' or surrounding spaces)")
 
 
 _current: TLSFiles | None = None

@@ -1,0 +1,48 @@
+"""Bad command-line input to the real binary: exit status 2 and one line on
+stderr naming the flag, before anything starts (issue 13, items 4 and 14).
+The ``workdir`` fixture fails the test if an etcd or mgmtd is left running."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.integration.cluster import MGMTD, free_port
+
+
+def refused(args: list[str], flag: str) -> str:
+    """Runs mgmtd, expects the one-line refusal naming ``flag``; returns it."""
+    out = subprocess.run([MGMTD, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, (args, out.returncode, out.stderr)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, (args, out.stderr)
+    assert lines[0].startswith(f"mgmtd: {flag}: "), (args, lines[0])
+    assert "internal error" not in out.stderr and "Traceback" not in out.stderr
+    return lines[0]
+
+
+def run_args(workdir, *extra: str) -> list[str]:
+    # --converged-timeout 0: should the flag pass, the node stops by itself instead of running on
+    return ["run", "--prefix", str(workdir / "p"), "--client-urls", f"http://127.0.0.1:{free_port()}",
+            "--server-urls", f"http://127.0.0.1:{free_port()}", "--converged-timeout", "0", *extra]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "h1/x", "..", ".", "h 1", "a" * 300, "-h1"])
+def test_run_refuses_a_bad_hostname_without_tls(workdir, name):
+    line = refused([*run_args(workdir, f"--hostname={name}"), "empty"], "--hostname")
+    assert "is not a valid host name" in line and "letters, digits and '-'" in line
+    assert not (workdir / "p").exists()  # refused before the prefix was even created
+
+
+@pytest.mark.parametrize("name", ["a/b", ".."])
+def test_engine_refuses_a_bad_hostname(workdir, name):
+    refused(["engine", f"--hostname={name}", "--converged-timeout", "0", "empty"], "--hostname")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "h 1"])
+def test_certs_issue_refuses_a_bad_host(workdir, name):
+    ca = workdir / "ca"
+    subprocess.run([MGMTD, "certs", "init", "--dir", str(ca)], check=True, capture_output=True, timeout=60)
+    refused(["certs", "issue", name, "--dir", str(ca)], "certs issue HOST")
+    assert sorted(p.name for p in ca.iterdir()) == ["ca.crt", "ca.key"]
