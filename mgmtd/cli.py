@@ -11,18 +11,14 @@ import sys
 from mgmtd import __version__, log, tls
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE
 from mgmtd.hostnames import check_hostname
+from mgmtd.urls import parse_url_list
+
+# URL flags (checked by check_input, which replaces each string by the tuple of
+# its URLs): those etcd listens on take only an IP address or localhost
+LISTEN_URL_FLAGS = ("client_urls", "server_urls")
+URL_FLAGS = (*LISTEN_URL_FLAGS, "advertise_client_urls", "advertise_server_urls", "seeds", "endpoints")
 
 DEFAULT_PREFIX = "/var/lib/mgmtd"
-
-
-def urls(text: str) -> tuple[str, ...]:
-    items = tuple(u.strip() for u in text.split(",") if u.strip())
-    for url in items:
-        if "://" not in url:
-            raise argparse.ArgumentTypeError(f"{url!r} is not a URL like http://127.0.0.1:2379")
-    if not items:
-        raise argparse.ArgumentTypeError("at least one URL is needed")
-    return items
 
 
 def seconds(text: str) -> float:
@@ -100,17 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
                      or DEFAULT_PREFIX,
                      help="state directory: etcd data and pid files "
                           f"(default: $STATE_DIRECTORY or {DEFAULT_PREFIX})")
-    run.add_argument("--client-urls", type=urls, default=("http://127.0.0.1:2379",),
-                     metavar="URLS", help="where etcd listens for clients (default: "
-                     "http://127.0.0.1:2379)")
-    run.add_argument("--server-urls", type=urls, default=("http://127.0.0.1:2380",),
-                     metavar="URLS", help="where etcd listens for its peers (default: "
-                     "http://127.0.0.1:2380)")
-    run.add_argument("--advertise-client-urls", type=urls, default=(), metavar="URLS",
-                     help="client URLs other nodes should use (default: --client-urls)")
-    run.add_argument("--advertise-server-urls", type=urls, default=(), metavar="URLS",
-                     help="peer URLs other nodes should use (default: --server-urls)")
-    run.add_argument("--seeds", type=urls, default=(), metavar="URLS",
+    run.add_argument("--client-urls", default="http://127.0.0.1:2379",
+                     metavar="URLS", help="where etcd listens for clients: comma-separated "
+                     "http(s)://IP:PORT (default: %(default)s)")
+    run.add_argument("--server-urls", default="http://127.0.0.1:2380",
+                     metavar="URLS", help="where etcd listens for its peers: comma-separated "
+                     "http(s)://IP:PORT (default: %(default)s)")
+    run.add_argument("--advertise-client-urls", default=None, metavar="URLS",
+                     help="client URLs other nodes should use, http(s)://HOST:PORT "
+                          "(default: --client-urls)")
+    run.add_argument("--advertise-server-urls", default=None, metavar="URLS",
+                     help="peer URLs other nodes should use, http(s)://HOST:PORT (default: --server-urls)")
+    run.add_argument("--seeds", default=None, metavar="URLS",
                      help="client URLs of a running cluster to join (default: none, i.e. bootstrap "
                           "a new cluster unless this node was in one before)")
     run.add_argument("--no-server", action="store_true",
@@ -131,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run only the resource engine against existing etcd endpoints.",
     )
     add_common(engine)
-    engine.add_argument("--endpoints", type=urls, default=(), metavar="URLS",
+    engine.add_argument("--endpoints", default=None, metavar="URLS",
                         help="etcd client URLs (default: none, or from --stdin-membership)")
     engine.add_argument("--stdin-membership", action="store_true", help=argparse.SUPPRESS)
     engine.add_argument("--report-state", action="store_true", help=argparse.SUPPRESS)
@@ -275,6 +272,12 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
             raise ValueError(f"--hostname: {err}") from None
     if getattr(args, "ideal_cluster_size", None) is not None and args.ideal_cluster_size < 1:
         raise ValueError("--ideal-cluster-size must be at least 1")
+    for dest in URL_FLAGS:
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            flag = "--" + dest.replace("_", "-")
+            setattr(args, dest, () if value is None else
+                    parse_url_list(flag, value, listen=dest in LISTEN_URL_FLAGS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,3 +46,31 @@ def test_certs_issue_refuses_a_bad_host(workdir, name):
     subprocess.run([MGMTD, "certs", "init", "--dir", str(ca)], check=True, capture_output=True, timeout=60)
     refused(["certs", "issue", name, "--dir", str(ca)], "certs issue HOST")
     assert sorted(p.name for p in ca.iterdir()) == ["ca.crt", "ca.key"]
+
+
+BAD_URLS = {
+    "port": ("http://127.0.0.1:99999", "port 99999 is out of range (1-65535)"),
+    "letters": ("http://127.0.0.1:abc", "port 'abc' is not a number"),
+    "bracket": ("http://[::1", "an IPv6 address lacks its closing ']'"),
+    "scheme": ("ftp://127.0.0.1:2379", "scheme 'ftp' is not http or https"),
+    "path": ("http://127.0.0.1:2379/v3", "a path ('/v3') is not allowed"),
+}
+CASES = [("--client-urls", kind) for kind in BAD_URLS] + [
+    (flag, kind) for flag in ("--server-urls", "--advertise-client-urls", "--advertise-server-urls", "--seeds")
+    for kind in ("port", "path")]
+
+
+@pytest.mark.parametrize("flag,kind", CASES)
+def test_run_refuses_a_bad_url_before_anything_starts(workdir, flag, kind):
+    url, problem = BAD_URLS[kind]
+    line = refused([*run_args(workdir, "--hostname", "h1"), flag, url, "empty"], flag)
+    assert line.startswith(f"mgmtd: {flag}: {url}: {problem}")
+    assert not (workdir / "p").exists()
+
+
+@pytest.mark.parametrize("kind", ["port", "bracket", "scheme"])
+def test_engine_refuses_a_bad_endpoint(workdir, kind):
+    url, problem = BAD_URLS[kind]
+    line = refused(["engine", "--hostname", "h1", "--converged-timeout", "0", "--endpoints", url, "empty"],
+                   "--endpoints")
+    assert line.startswith(f"mgmtd: --endpoints: {url}: {problem}")
