@@ -12,7 +12,7 @@ from mgmtd.backoff import first_line
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.keys import DEFAULT_NAMESPACE, Keys
+from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
 from mgmtd.cluster.planner import has_majority
 from mgmtd.cluster.view import (
     ClusterUnreachable,
@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Change a cluster setting stored in etcd.")
     settings = setter.add_subparsers(dest="setting", metavar="SETTING", required=True)
     ideal = settings.add_parser("ideal-cluster-size", help="how many etcd voters to aim for",
-                                description="Set how many etcd voters the cluster aims for; the "
-                                            "leader grows or shrinks one member at a time.")
-    ideal.add_argument("size", type=int, metavar="N")
+                                description="Set how many etcd voters the cluster aims for "
+                                            f"({MIN_IDEAL_SIZE} to {MAX_IDEAL_SIZE}); the leader "
+                                            "grows or shrinks one member at a time.")
+    ideal.add_argument("size", metavar="N")
     exported = commands.add_parser("exported", help="what hosts export, and who collects it",
                                    description="List the exported resources in the cluster and the "
                                                "hosts whose collect rules apply each.")
@@ -120,19 +121,29 @@ def summarize(view: ClusterView) -> dict:
         "unhealthy": [n.name for n in voters if n.health != "healthy"],
         "engines": engines,
         "readable": view.readable,
+        "ideal_problem": view.ideal_problem,
+        "leader_ideal_size": view.leader_ideal_size,
+        "leader_ideal_problem": view.leader_ideal_problem,
+        "waiting": view.leader_waiting,
     }
 
 
 def render_status(summary: dict) -> str:
+    ideal = summary["ideal_size"]
+    if ideal is None:
+        ideal = "invalid" if summary["ideal_problem"] else "unknown"
     lines = [
         f"cluster   {summary['cluster_id']}",
         f"leader    {summary['leader'] or '(none)'}",
         f"voters    {summary['healthy_voters']}/{summary['voters']} healthy, ideal size "
-        f"{summary['ideal_size']}, {summary['learners']} learner(s), {summary['clients']} client(s)",
+        f"{ideal}, {summary['learners']} learner(s), {summary['clients']} client(s)",
         "engines   " + ", ".join(f"{count} {state}" for state, count in sorted(summary["engines"].items())),
     ]
     if not summary["readable"]:
         lines.append("reads     etcd answers no reads (no quorum?): leader, ideal size and engines unknown")
+    lines += _ideal_lines(summary)
+    if summary["waiting"]:
+        lines.append(f"planner   waiting: {summary['waiting']}")
     if summary["unhealthy"]:
         lines.append(f"unhealthy {', '.join(summary['unhealthy'])}")
     if summary["quorum"]:
@@ -144,9 +155,28 @@ def render_status(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def set_ideal_size(endpoints: list[str], namespace: str, size: int) -> str:
-    if size < 1:
-        raise ValueError("the ideal cluster size must be at least 1")
+def _ideal_lines(summary: dict) -> list[str]:
+    """What is wrong with the ideal-size key, and what the leader makes of it."""
+    problem = summary["ideal_problem"] or summary["leader_ideal_problem"]
+    if not problem:
+        return []
+    leader = summary["leader"] or "(none)"
+    if not summary["leader_ideal_problem"]:
+        effect = f"the leader ({leader}) has not reported it yet"
+    elif summary["leader_ideal_size"] is None:
+        effect = f"the leader ({leader}) knows no valid size and makes no membership change"
+    else:
+        effect = f"the leader ({leader}) keeps its last valid size, {summary['leader_ideal_size']}"
+    return [f"ideal     PROBLEM: {problem}; {effect}. "
+            "Fix: mgmtctl set ideal-cluster-size N"]
+
+
+def set_ideal_size(endpoints: list[str], namespace: str, size: int | str) -> str:
+    parsed = parse_ideal_size(str(size))
+    if parsed.size is None:
+        raise ValueError(f"the ideal cluster size must be a whole number from {MIN_IDEAL_SIZE} "
+                         f"to {MAX_IDEAL_SIZE}, not {size!r}")
+    size = parsed.size
     _, _, endpoint = first_member_list(endpoints)
     client = connect([endpoint], timeout=5.0)
     try:

@@ -26,6 +26,9 @@ Decisions worth knowing (the tests pin each one down):
   other dead voter, but only after the other dead ones: it is not serving anyway,
   and the node rejoins afresh once it sees its nomination gone.
 * An ``ideal_size`` below 1 is read as 1: the cluster never shrinks to nothing.
+* An unknown ``ideal_size`` (None: the leader never read a valid one) changes no
+  membership at all, repair included: the result is the cleanups and a ``Wait``
+  saying why. Guessing a size could shrink a healthy cluster.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class Nomination:
 class Observed:
     now: float
     self_host: str  # the planner runs on the leader; this is the leader's host
-    ideal_size: int
+    ideal_size: int | None  # None: no valid size known, so no membership change
     members: tuple[Member, ...]
     volunteers: tuple[Volunteer, ...]
     nominations: tuple[Nomination, ...]
@@ -123,6 +126,8 @@ class LostQuorum:
     voters: int
 
 
+IDEAL_SIZE_UNKNOWN = "no valid ideal cluster size known: no membership change until one is set"
+
 MembershipChange = AddLearner | Promote | RemoveMember
 Action = AddLearner | Promote | RemoveMember | Unnominate | Wait | LostQuorum
 
@@ -164,6 +169,8 @@ def plan(observed: Observed) -> list[Action]:
     actions: list[Action] = [
         Unnominate(n.host, "no member matches this nomination") for n in _stale_nominations(observed, members)
     ]
+    if observed.ideal_size is None:
+        return [*actions, Wait(IDEAL_SIZE_UNKNOWN)]
     learners = [m for m in members if m.is_learner]
     if learners:
         step = _plan_learners(observed, learners, len(current), healthy)

@@ -3,13 +3,13 @@ and the registered hosts. Gathered over the network, rendered by ``mgmtctl``."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from mgmtd.cluster import etcdapi
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.keys import IdealSize, Keys, parse_ideal_size
+from mgmtd.cluster.observe import read_json_prefix
 
 
 @dataclass
@@ -31,6 +31,12 @@ class ClusterView:
     leader: str
     nodes: list[NodeRow]
     readable: bool = True        # False: etcd answered no reads (no quorum)
+    ideal_problem: str = ""      # what is wrong with the ideal-size key, "" when nothing
+    # what the mgmtd leader last published: the size it plans with (None: it knows
+    # no valid one), what it found wrong with the key, why its planner waits
+    leader_ideal_size: int | None = None
+    leader_ideal_problem: str = ""
+    leader_waiting: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,19 +75,14 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
     keys = Keys(namespace)
     hosts: dict[str, dict] = {}
     leader = ""
-    ideal: int | None = None
+    ideal = IdealSize(None)  # unknown until read
     client = connect([endpoint], timeout=3.0)
     readable = True
     try:
-        for value, meta in client.get_prefix(keys.hosts):
-            try:
-                hosts[meta.key.decode().removeprefix(keys.hosts)] = json.loads(value)
-            except ValueError:
-                continue
+        hosts = read_json_prefix(client, keys.hosts)
         raw_leader = client.get(keys.leader)[0]
-        leader = raw_leader.decode() if raw_leader else ""
-        raw_ideal = client.get(keys.ideal_size)[0]
-        ideal = int(raw_ideal) if raw_ideal and raw_ideal.isdigit() else None
+        leader = raw_leader.decode(errors="replace") if raw_leader else ""
+        ideal = parse_ideal_size(client.get(keys.ideal_size)[0])
     except Exception:  # without quorum etcd serves no reads: the members still tell the story
         readable = False
     finally:
@@ -110,8 +111,15 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
             health="", engine=(host.get("engine") or {}).get("state", ""),
         ))
     rows.sort(key=lambda r: ({"leader": 0, "voter": 1, "learner": 2, "client": 3}[r.role], r.name))
-    return ClusterView(cluster_id=f"{cluster_id:x}", ideal_size=ideal, leader=leader, nodes=rows,
-                       readable=readable)
+    planning = hosts.get(leader, {}).get("cluster")
+    planning = planning if isinstance(planning, dict) else {}
+    leader_ideal = planning.get("ideal_size")
+    return ClusterView(cluster_id=f"{cluster_id:x}", ideal_size=ideal.size, leader=leader, nodes=rows,
+                       readable=readable,
+                       ideal_problem=f"{keys.ideal_size} {ideal.describe()}" if readable and ideal.problem else "",
+                       leader_ideal_size=leader_ideal if isinstance(leader_ideal, int) else None,
+                       leader_ideal_problem=str(planning.get("ideal_problem") or ""),
+                       leader_waiting=str(planning.get("waiting") or ""))
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -127,7 +135,7 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def render_members(view: ClusterView) -> str:
-    ideal = view.ideal_size if view.ideal_size is not None else "unset"
+    ideal = view.ideal_size if view.ideal_size is not None else ("invalid" if view.ideal_problem else "unknown")
     voters = sum(1 for n in view.nodes if n.role in ("leader", "voter"))
     head = (f"cluster {view.cluster_id}   ideal size {ideal}   voters {voters}   "
             f"leader {view.leader or '(none)'}")

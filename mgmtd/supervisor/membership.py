@@ -19,7 +19,7 @@ from mgmtd.cluster import etcdapi, planner
 from mgmtd.cluster.access import Access, AccessKeeper, is_permission_denied
 from mgmtd.cluster.actions import ActionRunner
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.keys import IdealSize, Keys, parse_ideal_size
 from mgmtd.cluster.observe import HealthTracker, member_list_from, observe
 
 LOG = log.get("cluster")
@@ -39,13 +39,44 @@ class Round:
     nomination: dict | None = None
     is_leader: bool = False
     leader: str = ""
-    ideal_size: int = 0
+    ideal_size: int = 0             # what this node plans with: the last valid size, 0 if none
+    ideal_problem: str = ""         # what is wrong with the key, "" when nothing
+    waiting: str = ""               # the leader's planner: why it holds back a change
     changed_membership: bool = False
     # the planner wants a change etcd has not allowed yet, or a learner is on its
     # way: look again soon rather than at the idle pace
     change_pending: bool = False
     below_ideal: bool = False
     lost_quorum: str = ""
+
+
+class IdealSizeFollower:
+    """Follows ``{ns}/cluster/ideal-size``. A missing or bad value never changes
+    the membership: the last valid size stays in force (None while none was seen,
+    and the planner then changes nothing). The leader warns once per change of
+    the problem, not every round; a new leader warns again."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.last_valid: int | None = None
+        self.logged = ""
+
+    def update(self, reading: IdealSize, leading: bool) -> tuple[int | None, str]:
+        if reading.size is not None:
+            self.last_valid = reading.size
+            problem = ""
+        elif self.last_valid is not None:
+            problem = f"{self.key} {reading.describe()}: keeping the last valid size {self.last_valid}"
+        else:
+            problem = (f"{self.key} {reading.describe()}, and no valid size was seen: "
+                       "no membership change until one is set")
+        if leading and problem != self.logged:
+            if problem:
+                LOG.warning("%s (mgmtctl set ideal-cluster-size N fixes it)", problem)
+            else:
+                LOG.info("%s is valid again: %d", self.key, self.last_valid)
+        self.logged = problem if leading else ""
+        return self.last_valid, problem
 
 
 @dataclass
@@ -70,6 +101,10 @@ class ClusterMembership:
         self.lease_client = None
         self.registered = ""
         self.tracker = HealthTracker()
+        self.ideal = IdealSizeFollower(keys.ideal_size)
+        # what the last round found about the ideal size and the plan, published in this
+        # node's host record for ``mgmtctl status``
+        self.report: dict = {}
         self.runner: ActionRunner | None = None
         self.access = AccessKeeper(access, identity.host) if access is not None else None
         self.keeper_stop = threading.Event()
@@ -124,7 +159,7 @@ class ClusterMembership:
         value = json.dumps({
             "host": self.me.host, "instance": self.me.instance, "role": role, "pid": os.getpid(),
             "version": __version__, "client_urls": list(self.me.client_urls),
-            "peer_urls": list(self.me.peer_urls), "engine": engine,
+            "peer_urls": list(self.me.peer_urls), "engine": engine, "cluster": self.report,
         }, sort_keys=True)
         if value == self.registered:
             return
@@ -184,15 +219,14 @@ class ClusterMembership:
         client.put_if_not_exists(self.keys.nomination(self.me.host),
                                  nomination_value(self.me.host, self.me.peer_urls, initial, time.time()))
 
-    def ideal_size(self, client, default: int | None) -> int:
+    def read_ideal_size(self, client, default: int | None) -> IdealSize:
+        """The key's value; the bootstrapping node (``default`` given) writes its
+        size when the key does not exist yet."""
         raw = client.get(self.keys.ideal_size)[0]
-        if raw is None and default is not None:
+        if raw is None and default is not None and parse_ideal_size(str(default)).size is not None:
             client.put_if_not_exists(self.keys.ideal_size, str(default))
-            return default
-        try:
-            return max(1, int(raw)) if raw else 1
-        except ValueError:
-            return 1
+            raw = str(default).encode()
+        return parse_ideal_size(raw)
 
     # --- one round ----------------------------------------------------------------
     def round(self, client, endpoints: list[str], role: str, engine: dict,
@@ -203,7 +237,9 @@ class ClusterMembership:
         out = Round(members=members, leader=leader, is_leader=leader == self.me.host)
         raw = client.get(self.keys.nomination(self.me.host))[0]
         out.nomination = json.loads(raw) if raw else None
-        out.ideal_size = self.ideal_size(client, bootstrap_ideal)
+        ideal, out.ideal_problem = self.ideal.update(self.read_ideal_size(client, bootstrap_ideal),
+                                                     leading=out.is_leader)
+        out.ideal_size = ideal or 0
         out.below_ideal = sum(1 for m in members if not m.is_learner) < out.ideal_size
         if out.is_leader:
             if self.runner is None or self.runner.client is not client:
@@ -213,10 +249,11 @@ class ClusterMembership:
             now = time.time()
             observed = observe(
                 client=client, keys=self.keys, members=members, tracker=self.tracker, now=now,
-                self_host=self.me.host, ideal_size=out.ideal_size,
+                self_host=self.me.host, ideal_size=ideal,
                 failed_hosts=self.runner.recent_failures(now), grace_period=self.grace_period,
                 learner_deadline=self.learner_deadline)
             actions = planner.plan(observed)
+            out.waiting = "; ".join(a.reason for a in actions if isinstance(a, planner.Wait))
             lost = [a for a in actions if isinstance(a, planner.LostQuorum)]
             if lost:
                 out.lost_quorum = f"{lost[0].healthy}/{lost[0].voters} voters healthy"
@@ -233,6 +270,9 @@ class ClusterMembership:
             self.tracker = HealthTracker()  # a future leader starts its own grace periods
             if self.access is not None:
                 self.access.lost_leadership()
+        self.report = {"ideal_size": ideal, "ideal_problem": out.ideal_problem}
+        if out.is_leader:
+            self.report["waiting"] = out.waiting
         return out
 
     def withdraw(self, client) -> None:

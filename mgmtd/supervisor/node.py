@@ -287,6 +287,8 @@ class Supervisor(ClusterRounds):
             parts.append(f"QUORUM LOST: {self.quorum_lost}")
         elif self.unreachable_since is not None:
             parts.append("cluster unreachable")
+        if round_.ideal_problem:
+            parts.append(round_.ideal_problem)
         if self.last_error:
             parts.append(f"last error: {self.last_error}")
         return "; ".join(parts)

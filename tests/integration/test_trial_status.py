@@ -1,0 +1,87 @@
+"""Issue 13, what an outside trial broke: a bad or missing ideal size must not
+shrink the cluster (13.3), and ``mgmtctl status`` without quorum must tell the
+member that answers from the ones that do not (13.5)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.cluster import etcdctl, mgmtctl, wait_for
+from tests.integration.test_cluster import (
+    GROW,
+    endpoints,
+    start_cluster,
+    stop_all,
+    tail,
+    voter_names,
+    wait_settled,
+)
+
+KEY = "/mgmtd/cluster/ideal-size"
+
+
+def status_json(urls: str) -> dict | None:
+    out = mgmtctl("--endpoints", urls, "status", "-o", "json")
+    return json.loads(out.stdout) if out.returncode in (0, 2) and out.stdout else None
+
+
+def wait_status(urls: str, check, timeout: float, what: str, nodes) -> dict:
+    seen: dict = {}
+
+    def probe():
+        summary = status_json(urls)
+        seen["last"] = summary
+        return summary if summary is not None and check(summary) else None
+
+    try:
+        return wait_for(probe, timeout, what, interval=0.3)
+    except AssertionError as err:
+        logs = "\n".join(tail(n) for n in nodes)
+        raise AssertionError(f"{err}\nlast status: {seen.get('last')}\n{logs}") from None
+
+
+def member_ids(urls: str) -> dict[str, tuple[int, bool]]:
+    listed = etcdctl(urls, "member", "list", "-w", "json")
+    assert listed.returncode == 0, listed.stderr
+    members = json.loads(listed.stdout)["members"]
+    return {m.get("name", ""): (int(m["ID"]), bool(m.get("isLearner"))) for m in members}
+
+
+def test_bad_or_missing_ideal_size_changes_no_membership(make_node):
+    nodes = start_cluster(make_node, 3)
+    wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
+    urls = endpoints(nodes)
+    before = member_ids(urls)
+    assert len(before) == 3
+
+    for change, fragment in ((("put", KEY, "banana"), "'banana'"), (("del", KEY), "is missing"),
+                             (("put", KEY, "0"), "'0'")):
+        done = etcdctl(urls, *change)
+        assert done.returncode == 0, done.stderr
+        # the leader publishes what it found after the round that planned with it: once
+        # the problem shows, that round is over and any change it made would be visible
+        summary = wait_status(urls, lambda s, f=fragment: f in s.get("leader_ideal_problem", ""), 20,
+                              f"the leader to report the ideal size {fragment}", nodes)
+        assert summary["leader_ideal_size"] == 3, summary
+        assert member_ids(urls) == before, f"membership changed after {change}"
+        text = mgmtctl("--endpoints", urls, "status")
+        assert text.returncode == 0, text.stdout + text.stderr
+        assert "ideal     PROBLEM:" in text.stdout and fragment in text.stdout, text.stdout
+        assert "keeps its last valid size, 3" in text.stdout, text.stdout
+        assert any(fragment in n.log() and "keeping the last valid size 3" in n.log() for n in nodes)
+
+    # mgmtctl refuses what the leader would refuse, with one line
+    refused = mgmtctl("--endpoints", urls, "set", "ideal-cluster-size", "3.0")
+    assert refused.returncode == 2 and "whole number from 1 to 9" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    # a valid value is followed again
+    out = mgmtctl("--endpoints", urls, "set", "ideal-cluster-size", "2")
+    assert out.returncode == 0, out.stderr
+    view = wait_settled(nodes, 2, GROW)
+    summary = wait_status(urls, lambda s: not s["leader_ideal_problem"] and not s["ideal_problem"], 20,
+                          "the problem to clear", nodes)
+    assert summary["ideal_size"] == 2 and summary["leader_ideal_size"] == 2
+    assert "PROBLEM" not in mgmtctl("--endpoints", urls, "status").stdout
+    assert voter_names(view) < {n.name for n in nodes}
+    stop_all(nodes)
