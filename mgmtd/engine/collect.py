@@ -208,6 +208,7 @@ class Collector:
         self.restart = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="collect", daemon=True)
         self.snapshot: dict[str, Export] = {}
+        self.force_publish = False
 
     def start(self) -> None:
         self.thread.start()
@@ -219,6 +220,12 @@ class Collector:
             self.thread.join(timeout=5)
 
     def endpoints_changed(self) -> None:
+        self.restart.set()
+
+    def resync(self) -> None:
+        """Reads every export afresh (SIGHUP) and hands the result on even if
+        nothing seems to have changed."""
+        self.force_publish = True
         self.restart.set()
 
     def _loop(self) -> None:
@@ -279,7 +286,8 @@ class Collector:
                 LOG.debug("cancel watch: %s", err)
 
     def _publish(self, snapshot: dict[str, Export]) -> None:
-        if snapshot == self.snapshot and self.snapshot:
+        forced, self.force_publish = self.force_publish, False
+        if snapshot == self.snapshot and self.snapshot and not forced:
             return
         self.snapshot = snapshot
         self.on_change(list(snapshot.values()))

@@ -26,24 +26,41 @@ def export_value(res: Resource, host: str) -> str:
 
 
 class ExportPublisher:
+    """Keeps etcd's exports of this host equal to the newest ``publish()``.
+
+    Every publish is a new generation; the loop writes the newest one it sees
+    and counts it synced only if no newer one came in meanwhile, so a publish
+    that lands while a sync is in flight is written by the next round, never
+    lost."""
+
     def __init__(self, connection: Connection, host: str, namespace: str) -> None:
         self.connection = connection
         self.host = host
         self.keys = Keys(namespace)
+        self.lock = threading.Lock()
         self.desired: dict[str, str] | None = None
+        self.generation = 0          # of ``desired``; bumped by every publish
+        self.synced_generation = 0   # the generation etcd is known to hold
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.synced = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
 
     def publish(self, exports: list[Resource]) -> None:
-        self.desired = {self.keys.export(self.host, r.kind, r.name): export_value(r, self.host)
-                        for r in exports}
-        self.synced.clear()
+        """Makes these the host's exports. Publishing the same set again is not
+        a no-op: it re-reads etcd and repairs whatever differs (SIGHUP)."""
+        desired = {self.keys.export(self.host, r.kind, r.name): export_value(r, self.host) for r in exports}
+        with self.lock:
+            self.desired = desired
+            self.generation += 1
         self.wake.set()
 
     def poke(self) -> None:
         self.wake.set()
+
+    @property
+    def synced(self) -> bool:
+        with self.lock:
+            return self.desired is not None and self.synced_generation == self.generation
 
     def start(self) -> None:
         self.thread.start()
@@ -54,22 +71,30 @@ class ExportPublisher:
         if self.thread.is_alive():
             self.thread.join(timeout=5)
 
+    def _pending(self) -> tuple[int, dict[str, str]] | None:
+        with self.lock:
+            if self.desired is None or self.synced_generation == self.generation:
+                return None
+            return self.generation, self.desired
+
     def _loop(self) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping.is_set():
             self.wake.wait()
             self.wake.clear()
-            if self.stopping.is_set() or self.desired is None or self.synced.is_set():
-                continue
-            try:
-                self._sync(self.desired)
-                self.synced.set()
+            while not self.stopping.is_set() and (pending := self._pending()) is not None:
+                generation, desired = pending
+                try:
+                    self._sync(desired)
+                except Exception as err:  # etcd down or moving: try again, quietly at first
+                    delay = backoff.next_delay()
+                    LOG.log(backoff.level(), "cannot publish exports yet: %s", first_line(err))
+                    self.stopping.wait(delay)
+                    continue
                 backoff.reset()
-            except Exception as err:  # etcd down or moving: try again, quietly at first
-                delay = backoff.next_delay()
-                LOG.log(backoff.level(), "cannot publish exports yet: %s", first_line(err))
-                self.stopping.wait(delay)
-                self.wake.set()
+                with self.lock:
+                    # only what was written counts; a newer publish goes round again
+                    self.synced_generation = max(self.synced_generation, generation)
 
     def _sync(self, desired: dict[str, str]) -> None:
         if not desired and not self.connection.endpoints:

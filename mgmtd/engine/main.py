@@ -57,7 +57,8 @@ class Engine:
         self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
         self.spec: GraphSpec | None = None
         self.loaded_bytes: bytes | None = None
-        self.reloader = GraphReloader(options.graph_file, lambda: self.load(initial=False))
+        self.reloader = GraphReloader(options.graph_file,
+                                     lambda forced: self.load(initial=False, forced=forced))
         self.collector = Collector(self.connection, options.namespace, self._on_exports)
         self.exports_seen: list[Export] = []
         self.compose_lock = threading.Lock()
@@ -94,9 +95,13 @@ class Engine:
             graph_loaded=True, collected=self.collected,
         ))
 
-    def load(self, initial: bool) -> bool:
-        """Loads the graph file; on error keeps the last good graph."""
-        if not initial and self.options.graph_file is not None:
+    def load(self, initial: bool, forced: bool = False) -> bool:
+        """Loads the graph file; on error keeps the last good graph. Forced
+        (SIGHUP): even an unchanged file is loaded, its exports re-published
+        and the cluster's exports re-read."""
+        if forced:
+            self.collector.resync()
+        elif not initial and self.options.graph_file is not None:
             try:
                 with open(self.options.graph_file, "rb") as handle:
                     if handle.read() == self.loaded_bytes:
@@ -119,7 +124,9 @@ class Engine:
                 LOG.info("would export %s (noop: exports are not published)", res)
         else:
             self.exports.publish(spec.exports)
-        if not initial:
+        if forced:
+            LOG.info("graph %s reloaded from %s (requested): exports re-published", spec.name, spec.source)
+        elif not initial:
             LOG.info("graph %s reloaded from %s", spec.name, spec.source)
         return True
 
@@ -170,7 +177,7 @@ class Engine:
             threading.Thread(target=self._read_membership, name="membership", daemon=True).start()
         signal.signal(signal.SIGTERM, lambda *_: self.scheduler.stop())
         signal.signal(signal.SIGINT, lambda *_: self.scheduler.stop())
-        signal.signal(signal.SIGHUP, lambda *_: self.reloader.request())
+        signal.signal(signal.SIGHUP, lambda *_: self.reloader.request(forced=True))
         if self.spec.collect:
             self.scheduler.hold("collect")  # converged means "with what the cluster exports"
         self.exports.start()

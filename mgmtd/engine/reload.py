@@ -2,7 +2,9 @@
 
 Editors save by writing in place or by renaming a new file over the old one,
 so the file's directory is watched, not the file. Bursts of events are
-coalesced: one reload per quiet moment, always of the newest content."""
+coalesced: one reload per quiet moment, always of the newest content. A
+forced request (SIGHUP, ``systemctl reload``) reloads even an unchanged file:
+the operator's way to say "make it so again"."""
 
 from __future__ import annotations
 
@@ -22,15 +24,18 @@ SETTLE_MS = 10
 
 
 class GraphReloader:
-    def __init__(self, path: str | None, reload: Callable[[], object]) -> None:
+    def __init__(self, path: str | None, reload: Callable[[bool], object]) -> None:
         self.path = path
-        self.reload = reload
+        self.reload = reload          # reload(forced)
         self.requested = threading.Event()
+        self.forced = threading.Event()
         self.stopping = threading.Event()
         self.inotify: WakeableINotify | None = None
         self.threads: list[threading.Thread] = []
 
-    def request(self) -> None:
+    def request(self, forced: bool = False) -> None:
+        if forced:
+            self.forced.set()
         self.requested.set()
 
     def start(self) -> None:
@@ -73,4 +78,6 @@ class GraphReloader:
             if self.stopping.is_set():
                 return
             self.requested.clear()
-            self.reload()
+            forced = self.forced.is_set()
+            self.forced.clear()
+            self.reload(forced)
