@@ -13,6 +13,7 @@ from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
+from mgmtd.cluster.observe import HEALTHY, NO_LEADER
 from mgmtd.cluster.planner import has_majority
 from mgmtd.cluster.view import (
     ClusterUnreachable,
@@ -108,7 +109,7 @@ def forget_host(endpoints: list[str], namespace: str, host: str) -> str:
 
 def summarize(view: ClusterView) -> dict:
     voters = [n for n in view.nodes if n.role in ("leader", "voter")]
-    healthy = [n for n in voters if n.health == "healthy"]
+    healthy = [n for n in voters if n.health == HEALTHY]
     engines: dict[str, int] = {}
     for node in view.nodes:
         engines[node.engine or "unknown"] = engines.get(node.engine or "unknown", 0) + 1
@@ -118,7 +119,12 @@ def summarize(view: ClusterView) -> dict:
         "learners": sum(1 for n in view.nodes if n.role == "learner"),
         "clients": sum(1 for n in view.nodes if n.role == "client"),
         "quorum": has_majority(len(healthy), len(voters)),
-        "unhealthy": [n.name for n in voters if n.health != "healthy"],
+        "unhealthy": [n.name for n in voters if n.health != HEALTHY],
+        # who answered, so that a member cut off from the majority is not lumped in with
+        # the dead: without quorum the one that still answers is where to look first
+        "reachable": [n.name for n in voters if n.health in (HEALTHY, NO_LEADER)],
+        "no_leader": [n.name for n in voters if n.health == NO_LEADER],
+        "unreachable": [n.name for n in voters if n.health not in (HEALTHY, NO_LEADER)],
         "engines": engines,
         "readable": view.readable,
         "ideal_problem": view.ideal_problem,
@@ -145,7 +151,7 @@ def render_status(summary: dict) -> str:
     if summary["waiting"]:
         lines.append(f"planner   waiting: {summary['waiting']}")
     if summary["unhealthy"]:
-        lines.append(f"unhealthy {', '.join(summary['unhealthy'])}")
+        lines += _reachability_lines(summary)
     if summary["quorum"]:
         lines.append("quorum    ok")
     else:
@@ -153,6 +159,23 @@ def render_status(summary: dict) -> str:
                      "the cluster accepts no writes and mgmtd changes no membership.")
         lines.append(f"recovery  {RECOVERY}")
     return "\n".join(lines)
+
+
+def _reachability_lines(summary: dict) -> list[str]:
+    """Which voters answered (and whether they know a raft leader), which did not."""
+    lines = []
+    if summary["reachable"]:
+        names = ", ".join(summary["reachable"])
+        if summary["no_leader"] == summary["reachable"]:
+            note = " (answer" + ("s" if len(summary["reachable"]) == 1 else "") + ", but no raft leader)"
+        elif summary["no_leader"]:
+            note = f" (without a raft leader: {', '.join(summary['no_leader'])})"
+        else:
+            note = ""
+        lines.append(f"reachable {names}{note}")
+    if summary["unreachable"]:
+        lines.append(f"down      {', '.join(summary['unreachable'])} (no answer)")
+    return lines
 
 
 def _ideal_lines(summary: dict) -> list[str]:

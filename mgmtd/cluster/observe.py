@@ -16,6 +16,15 @@ from mgmtd.cluster.planner import Member, Nomination, Observed, Volunteer
 # a learner this close to the leader's raft index may be promoted (etcd checks again)
 CATCH_UP_RATIO = 0.9
 
+# A member's health, one definition for the planner, the supervisor's quorum
+# check and mgmtctl: it answers status and knows a raft leader. A member that
+# answers without a leader is reachable but cut off from a majority (lost
+# quorum, a partition): not the same as one that does not answer at all.
+HEALTHY = "healthy"
+NO_LEADER = "no-leader"        # answers, but knows no raft leader
+UNREACHABLE = "unreachable"    # does not answer
+UNSTARTED = "unstarted"        # added to etcd, never started (no name yet)
+
 
 @dataclass
 class HealthTracker:
@@ -58,6 +67,16 @@ def probe(member: etcdapi.MemberInfo) -> etcdapi.EndpointStatus | None:
     return None
 
 
+def health(member: etcdapi.MemberInfo, status: etcdapi.EndpointStatus | None) -> str:
+    """``status`` is ``probe(member)``. A learner counts as healthy as soon as it
+    answers: it is still catching up, and ``caught_up`` decides its promotion."""
+    if not member.name:
+        return UNSTARTED
+    if status is None:
+        return UNREACHABLE
+    return HEALTHY if member.is_learner or status.leader_id != 0 else NO_LEADER
+
+
 def probe_all(members: list[etcdapi.MemberInfo]) -> list[etcdapi.EndpointStatus | None]:
     if not members:
         return []
@@ -84,7 +103,7 @@ def observe(*, client, keys: Keys, members: list[etcdapi.MemberInfo], tracker: H
     leader_index = max((s.raft_index for s in statuses if s is not None), default=0)
     planned = []
     for info, status in zip(members, statuses, strict=True):
-        healthy = status is not None and (info.is_learner or status.leader_id != 0)
+        healthy = health(info, status) == HEALTHY
         caught_up = (info.is_learner and status is not None
                      and status.raft_index >= CATCH_UP_RATIO * leader_index)
         planned.append(Member(

@@ -3,13 +3,12 @@ and the registered hosts. Gathered over the network, rendered by ``mgmtctl``."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from mgmtd.cluster import etcdapi
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.keys import IdealSize, Keys, parse_ideal_size
-from mgmtd.cluster.observe import read_json_prefix
+from mgmtd.cluster.observe import health, probe_all, read_json_prefix
 
 
 @dataclass
@@ -19,7 +18,7 @@ class NodeRow:
     role: str                    # leader | voter | learner | client
     peer_urls: list[str] = field(default_factory=list)
     client_urls: list[str] = field(default_factory=list)
-    health: str = ""             # healthy | unhealthy | unstarted | "" (client)
+    health: str = ""             # observe.health: healthy | no-leader | unreachable | unstarted; "" (client)
     engine: str = ""             # converged | converging | failed | starting | ""
     raft_leader: bool = False
 
@@ -57,19 +56,6 @@ def first_member_list(endpoints: list[str]) -> tuple[int, list[etcdapi.MemberInf
     raise ClusterUnreachable("no etcd endpoint answered: " + "; ".join(errors))
 
 
-def _probe(member: etcdapi.MemberInfo) -> tuple[str, int]:
-    if not member.name or not member.client_urls:
-        return "unstarted", 0
-    for url in member.client_urls:
-        try:
-            status = etcdapi.status(url, timeout=1.0)
-        except etcdapi.EtcdApiError:
-            continue
-        healthy = etcdapi.healthy(url, timeout=1.0) or member.is_learner
-        return ("healthy" if healthy else "unhealthy"), status.leader_id
-    return "unhealthy", 0
-
-
 def gather(endpoints: list[str], namespace: str) -> ClusterView:
     cluster_id, members, endpoint = first_member_list(endpoints)
     keys = Keys(namespace)
@@ -87,11 +73,10 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
         readable = False
     finally:
         client.close()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        probes = list(pool.map(_probe, members))
-    raft_leader_ids = {lid for _, lid in probes if lid}
+    statuses = probe_all(members)
+    raft_leader_ids = {s.leader_id for s in statuses if s is not None and s.leader_id}
     rows = []
-    for member, (health, _) in zip(members, probes, strict=True):
+    for member, status in zip(members, statuses, strict=True):
         role = "learner" if member.is_learner else "voter"
         if role == "voter" and member.name and member.name == leader:
             role = "leader"
@@ -99,7 +84,7 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
         rows.append(NodeRow(
             name=member.name or "(not started)", id=f"{member.id:x}", role=role,
             peer_urls=list(member.peer_urls), client_urls=list(member.client_urls),
-            health=health, engine=(host.get("engine") or {}).get("state", ""),
+            health=health(member, status), engine=(host.get("engine") or {}).get("state", ""),
             raft_leader=member.id in raft_leader_ids,
         ))
     names = {m.name for m in members}

@@ -17,7 +17,7 @@ from mgmtd.backoff import first_line
 from mgmtd.cluster.access import Access, is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.observe import member_list_from, probe_all
+from mgmtd.cluster.observe import HEALTHY, UNREACHABLE, UNSTARTED, health, member_list_from, probe_all
 from mgmtd.cluster.planner import has_majority
 from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.engine_process import EngineProcess
@@ -145,11 +145,11 @@ class ClusterRounds:
         except Exception:
             return  # nothing answers at all: "unreachable" says it
         voters = [m for m in members if not m.is_learner]
-        statuses = probe_all(voters)
-        healthy = sum(1 for s in statuses if s is not None and s.leader_id != 0)
+        states = [health(m, s) for m, s in zip(voters, probe_all(voters), strict=True)]
+        healthy = states.count(HEALTHY)
         if has_majority(healthy, len(voters)):
             return
-        reachable = sum(1 for s in statuses if s is not None)
+        reachable = sum(1 for s in states if s not in (UNREACHABLE, UNSTARTED))
         lost = f"{reachable} of {len(voters)} voters reachable, {healthy} with a leader"
         if lost != self.quorum_lost:
             LOG.error("quorum lost: %s; no membership change is made. %s", lost, RECOVERY)

@@ -85,3 +85,31 @@ def test_bad_or_missing_ideal_size_changes_no_membership(make_node):
     assert "PROBLEM" not in mgmtctl("--endpoints", urls, "status").stdout
     assert voter_names(view) < {n.name for n in nodes}
     stop_all(nodes)
+
+
+def test_status_without_quorum_names_the_member_that_answers(make_node):
+    nodes = start_cluster(make_node, 3)
+    wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
+    survivor, *stopped = nodes
+    stop_all(stopped)   # together, so the cluster cannot shrink in between: quorum is lost
+    down = {n.name for n in stopped}
+    urls = endpoints(nodes)
+    # the survivor's etcd still answers, but knows no raft leader once an election timeout has passed
+    summary = wait_status(urls, lambda s: s.get("no_leader") == [survivor.name], 20,
+                          f"{survivor.name} reported as answering without a leader", nodes)
+    assert summary["reachable"] == [survivor.name], summary
+    assert set(summary["unreachable"]) == down, summary
+    assert not summary["quorum"] and summary["healthy_voters"] == 0, summary
+
+    out = mgmtctl("--endpoints", urls, "status")
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert survivor.name in lines["reachable"] and "no raft leader" in lines["reachable"], out.stdout
+    assert all(name in lines["down"] for name in down), out.stdout
+    assert survivor.name not in lines["down"], out.stdout
+    assert "LOST: 0 of 3 voters healthy" in out.stdout, out.stdout
+
+    members = mgmtctl("--endpoints", urls, "members", "-o", "json")
+    health = {n["name"]: n["health"] for n in json.loads(members.stdout)["nodes"]}
+    assert health == {survivor.name: "no-leader", **dict.fromkeys(down, "unreachable")}, health
+    stop_all([survivor])
