@@ -9,7 +9,7 @@ import socket
 import sys
 
 from mgmtd import __version__, log, tls
-from mgmtd.cluster.keys import DEFAULT_NAMESPACE
+from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE
 from mgmtd.hostnames import check_hostname
 from mgmtd.urls import parse_url_list
 
@@ -270,8 +270,10 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
             check_hostname(args.hostname)
         except ValueError as err:
             raise ValueError(f"--hostname: {err}") from None
-    if getattr(args, "ideal_cluster_size", None) is not None and args.ideal_cluster_size < 1:
-        raise ValueError("--ideal-cluster-size must be at least 1")
+    size = getattr(args, "ideal_cluster_size", None)
+    if size is not None and not MIN_IDEAL_SIZE <= size <= MAX_IDEAL_SIZE:
+        raise ValueError(f"--ideal-cluster-size: must be at least {MIN_IDEAL_SIZE} "
+                         f"and at most {MAX_IDEAL_SIZE}, not {size}")
     for dest in URL_FLAGS:
         if hasattr(args, dest):
             value = getattr(args, dest)

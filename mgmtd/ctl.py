@@ -23,6 +23,8 @@ from mgmtd.cluster.view import (
     render_members,
     render_table,
 )
+from mgmtd.hostnames import check_hostname
+from mgmtd.urls import parse_url_list
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 
@@ -95,6 +97,7 @@ def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: 
 
 
 def forget_host(endpoints: list[str], namespace: str, host: str) -> str:
+    check_hostname(host)  # 'h1/file' would otherwise select part of h1's exports
     keys = Keys(namespace)
     _, _, endpoint = first_member_list(endpoints)
     client = connect([endpoint], timeout=5.0)
@@ -211,8 +214,8 @@ def set_ideal_size(endpoints: list[str], namespace: str, size: int | str) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     try:
+        endpoints = list(parse_url_list("--endpoints", args.endpoints))
         tls.configure(tls.from_args(args.tls_ca, args.tls_cert, args.tls_key))
     except ValueError as err:
         print(f"mgmtctl: {err}", file=sys.stderr)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.cluster import MGMTD, free_port
+from tests.integration.cluster import MGMTCTL, MGMTD, free_port
 
 
 def refused(args: list[str], flag: str) -> str:
@@ -74,3 +74,26 @@ def test_engine_refuses_a_bad_endpoint(workdir, kind):
     line = refused(["engine", "--hostname", "h1", "--converged-timeout", "0", "--endpoints", url, "empty"],
                    "--endpoints")
     assert line.startswith(f"mgmtd: --endpoints: {url}: {problem}")
+
+
+@pytest.mark.parametrize("kind", ["port", "letters", "bracket", "scheme", "path"])
+def test_mgmtctl_refuses_a_bad_endpoint(kind):
+    url, problem = BAD_URLS[kind]
+    out = subprocess.run([MGMTCTL, "--endpoints", url, "members"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith(f"mgmtctl: --endpoints: {url}: {problem}")
+
+
+def test_mgmtctl_forget_refuses_a_name_that_is_not_a_host():
+    """'h1/file' once selected part of h1's exports for deletion while h1 ran."""
+    out = subprocess.run([MGMTCTL, "--endpoints", f"http://127.0.0.1:{free_port()}", "forget", "h1/file"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert "is not a valid host name" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ideal_cluster_size_beyond_what_the_cluster_accepts_is_refused(workdir):
+    line = refused([*run_args(workdir, "--hostname", "h1"), "--ideal-cluster-size", "12", "empty"],
+                   "--ideal-cluster-size")
+    assert "at most 9" in line
