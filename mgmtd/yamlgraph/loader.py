@@ -5,6 +5,8 @@ Everything is checked before anything is built, and every problem is one
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,14 +335,56 @@ def load_text(text: str, source: str = "<graph>") -> GraphSpec:
     return Loader(source).load(text)
 
 
-def load_file(path: str) -> GraphSpec:
+FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def file_type(mode: int) -> str:
+    return FILE_TYPES.get(stat.S_IFMT(mode), "not a plain file")
+
+
+def _open_failure(path: str, err: OSError) -> str:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        return f"not a regular file ({file_type(mode)})"   # a socket cannot be opened (ENXIO)
+    return f"cannot read graph: {err.strerror}"
+
+
+def read_graph_bytes(path: str) -> bytes:
+    """The graph file's bytes, at most MAX_BYTES. Only a regular file is read:
+    opening a FIFO would wait for a writer (forever), a device could stream
+    without end. The open itself does not wait (O_NONBLOCK) and the type is
+    taken from the opened file, so a file swapped in meanwhile cannot slip by."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise GraphError(Location(path), _open_failure(path, err)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise GraphError(Location(path), f"not a regular file ({file_type(mode)})")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as err:
         raise GraphError(Location(path), f"cannot read graph: {err.strerror}") from None
-    if len(data) > MAX_BYTES:
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
         raise GraphError(Location(path), f"graph is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    return b"".join(chunks)
+
+
+def load_file(path: str) -> GraphSpec:
+    data = read_graph_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
