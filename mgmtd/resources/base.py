@@ -3,13 +3,51 @@ checks against before anything is built."""
 
 from __future__ import annotations
 
+import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+SHOWN_MAX = 60             # characters of a value quoted in an error message
+
 
 class ResourceError(Exception):
     """A resource could not be brought into state; the message says why."""
+
+
+class _Shortener(reprlib.Repr):
+    """``repr`` that looks at a bounded part of a value: an alias-shared or
+    merely huge value must never be expanded to build an error message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = 4
+        self.maxstring = self.maxother = SHOWN_MAX
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr of a huge int is quadratic, and refused past 4300 digits
+        if x.bit_length() <= 100:
+            return repr(x)
+        return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        text = repr(x[:self.maxstring])
+        return text if len(x) <= self.maxstring else text + "..."
+
+    def repr_bytearray(self, x: bytearray, level: int) -> str:
+        return self.repr_bytes(bytes(x[:self.maxstring + 1]), level)
+
+
+_SHORTENER = _Shortener()
+
+
+def shown(value: Any, limit: int = SHOWN_MAX) -> str:
+    """A value as an error message quotes it: its ``repr``, cut to ``limit``
+    characters, built from a bounded part of the value whatever its size."""
+    text = _SHORTENER.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError
+from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError, shown
 
 KILL_GRACE = 2.0           # seconds between SIGTERM and SIGKILL for a stopped command
 WATCH_BACKOFF_MAX = 60.0   # longest wait before restarting a watch command that ended
@@ -68,7 +68,7 @@ def split_command(command: str, shell: str | None, field_name: str, args: list |
     try:
         argv = shlex.split(command)
     except ValueError as err:
-        raise FieldError(field_name, f"cannot split {field_name} {command!r}: {err}") from None
+        raise FieldError(field_name, f"cannot split {field_name} {shown(command)}: {err}") from None
     if not argv:
         raise FieldError(field_name, f"{field_name} is empty")
     return argv + [str(arg) for arg in args or ()]
@@ -139,7 +139,7 @@ class ExecResource(Resource):
             raise FieldError("args", "args cannot be used when cmd has arguments of its own")
         for arg in self.args or ():
             if not isinstance(arg, str | int | float) or isinstance(arg, bool):
-                raise FieldError("args", f"args must be strings, not {arg!r}")
+                raise FieldError("args", f"args must be strings, not {shown(arg)}")
         self.argv()
         if self.ifcmd:
             self.if_argv()
@@ -148,17 +148,17 @@ class ExecResource(Resource):
         for name in ("cwd", "ifcwd", "watchcwd", "creates"):
             value = getattr(self, name)
             if value and not os.path.isabs(value):
-                raise FieldError(name, f"{name} must be an absolute path: {value!r}")
+                raise FieldError(name, f"{name} must be an absolute path: {shown(value)}")
         for name in ("timeout", "pollint"):
             if (getattr(self, name) or 0) < 0:
                 raise FieldError(name, f"{name} must not be negative")
         for key, value in (self.env or {}).items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-                raise FieldError("env", f"bad environment variable name: {key!r}")
+                raise FieldError("env", f"bad environment variable name: {shown(key)}")
             if not isinstance(value, str | int | float) or isinstance(value, bool):
-                raise FieldError("env", f"env {key}: value must be a string, not {value!r}")
+                raise FieldError("env", f"env {shown(key)}: value must be a string, not {shown(value)}")
         if self.state not in (None, "", "present"):
-            raise FieldError("state", f"exec state must be 'present' (or left out), not {self.state!r}")
+            raise FieldError("state", f"exec state must be 'present' (or left out), not {shown(self.state)}")
 
     # --- autoedges ------------------------------------------------------------
     def autoedge_requires(self) -> list[str]:
@@ -185,7 +185,7 @@ class ExecResource(Resource):
         except (OSError, ValueError, KeyError) as err:
             reason = getattr(err, "strerror", None) or str(err)
             where = f" in {cwd}" if cwd else ""
-            raise ResourceError(f"cannot start {argv[0]!r}{where}: {reason}") from None
+            raise ResourceError(f"cannot start {shown(argv[0])}{where}: {reason}") from None
 
     def _run(self, argv: list[str], cwd: str | None, what: str) -> tuple[int, str, str]:
         """Runs one command to its end; returns (status, stdout, stderr)."""
@@ -267,7 +267,7 @@ class ExecResource(Resource):
             else:
                 failure = f"exit status {status}"
             detail = last_line(err) or last_line(out) or "no output"
-            raise ResourceError(f"command {self.command!r} failed: {failure}: {detail}")
+            raise ResourceError(f"command {shown(self.command)} failed: {failure}: {detail}")
         with self._lock:
             self._ran_generation = generation
         return False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mgmtd.cluster.keys import Keys
-from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError
+from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError, shown
 
 CMP_INT, CMP_STRING = 0, 1
 RECHECK_FIRST, RECHECK_MAX = 2.0, 60.0   # seconds, after a failure to reach etcd
@@ -80,12 +80,12 @@ class KVResource(Resource):
             raise FieldError("key", "key must not be empty")
         if self.skipcmpstyle not in CMP_STYLES:
             raise FieldError("skipcmpstyle", f"skipcmpstyle must be 0 ('int') or 1 ('string'), "
-                             f"not {self.skipcmpstyle!r}")
+                             f"not {shown(self.skipcmpstyle)}")
         if self.skiplessthan and self._style() == CMP_INT and self.wanted is not None:
             try:
                 int(self.wanted)
             except ValueError:
-                raise FieldError("value", f"skiplessthan compares integers: {self.wanted!r} "
+                raise FieldError("value", f"skiplessthan compares integers: {shown(self.wanted)} "
                                  "is not one") from None
 
     def _style(self) -> int:
@@ -141,13 +141,14 @@ class KVResource(Resource):
         if stored == wanted:
             return True
         if wanted is not None and stored is not None and self._skip(stored):
-            self.ctx.report("debug", f"{self}: {key} is {stored!r}, not less than {wanted!r}: left alone")
+            self.ctx.report("debug", f"{self}: {key} is {shown(stored)}, not less than {shown(wanted)}: "
+                                     "left alone")
             return True
         if not apply:
             if wanted is None:
-                self.ctx.report("info", f"{self}: would delete {key} (now {stored!r})")
+                self.ctx.report("info", f"{self}: would delete {key} (now {shown(stored)})")
             else:
-                self.ctx.report("info", f"{self}: would set {key} to {wanted!r} (now {stored!r})")
+                self.ctx.report("info", f"{self}: would set {key} to {shown(wanted)} (now {shown(stored)})")
             return False
         try:
             if wanted is None:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from mgmtd import log
-from mgmtd.resources.base import Field, FieldError, Meta, Resource
+from mgmtd.resources.base import Field, FieldError, Meta, Resource, shown
 
 LOG = log.get("msg")
 
@@ -44,14 +44,14 @@ class MsgResource(Resource):
 
     def validate(self) -> None:
         if self.priority and self.priority.lower() not in PRIORITIES:
-            raise FieldError("priority", f"unknown priority {self.priority!r} (expected one of: Emerg, "
+            raise FieldError("priority", f"unknown priority {shown(self.priority)} (expected one of: Emerg, "
                              "Alert, Crit, Err, Warning, Notice, Info, Debug)")
         for key, value in (self.fields or {}).items():
             if not isinstance(key, str) or not FIELD_NAME.match(key):
-                raise FieldError("fields", f"field name {key!r} must be letters, digits and '_', "
+                raise FieldError("fields", f"field name {shown(key)} must be letters, digits and '_', "
                                  "not starting with '_'")
             if not isinstance(value, str | int | float) or isinstance(value, bool):
-                raise FieldError("fields", f"fields.{key} must be a string, not {value!r}")
+                raise FieldError("fields", f"field {shown(key)} must be a string, not {shown(value)}")
 
     def message(self) -> str:
         extra = " ".join(f"{key}={value}" for key, value in sorted((self.fields or {}).items()))

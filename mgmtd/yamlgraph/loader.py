@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +15,18 @@ import yaml
 
 from mgmtd.engine import graph as graphs
 from mgmtd.resources import KINDS, kind_names
-from mgmtd.resources.base import Field, FieldError, Meta, Resource
+from mgmtd.resources.base import Field, FieldError, Meta, Resource, shown
 from mgmtd.yamlgraph.errors import GraphError, Location
 
 EXPORT_MARK = "@@"
 MAX_BYTES = 16 * 1024 * 1024
+# What a graph may hold with every alias expanded (an alias counts as a copy
+# of what it names): a few aliases nested in each other ("billion laughs")
+# would otherwise stand for more than any memory holds. A million nodes take
+# about 300 MB once composed.
+MAX_NODES = 1_000_000
+MAX_TEXT = MAX_BYTES    # characters of scalar text, likewise expanded
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,51 @@ class Loader:
         return GraphError(loc, message, subject)
 
     # --- YAML -> nodes ------------------------------------------------------
+    def measure(self, events: Iterable[yaml.Event]) -> None:
+        """Refuses a document that, with its aliases expanded, holds more than
+        MAX_NODES nodes or MAX_TEXT characters, or an alias inside the node it
+        names. Runs on the parser's events, before anything is composed, so
+        neither check costs more memory than the document's anchors."""
+        nodes = text = 0
+        aliased = False
+        sizes: dict[str, tuple[int, int]] = {}        # anchor -> expanded (nodes, characters)
+        open_nodes: list[tuple[str | None, int, int]] = []   # (anchor, nodes, text) at its start
+        for event in events:
+            if isinstance(event, yaml.AliasEvent):
+                aliased = True
+                if event.anchor not in sizes:
+                    if any(anchor == event.anchor for anchor, _, _ in open_nodes):
+                        raise self.error(self.mark_loc(event), f"alias {shown('*' + event.anchor)} is "
+                                         "inside the node it names (a recursive structure)")
+                    return   # undefined: composing reports it
+                more_nodes, more_text = sizes[event.anchor]
+                nodes, text = nodes + more_nodes, text + more_text
+            elif isinstance(event, yaml.ScalarEvent):
+                nodes, text = nodes + 1, text + len(event.value)
+                if event.anchor is not None:
+                    sizes[event.anchor] = (1, len(event.value))
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if event.anchor is not None:
+                    sizes.pop(event.anchor, None)   # a redefined anchor names the new node from here
+                open_nodes.append((event.anchor, nodes, text))
+                nodes += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, nodes_before, text_before = open_nodes.pop()
+                if anchor is not None:
+                    sizes[anchor] = (nodes - nodes_before, text - text_before)
+            if nodes > MAX_NODES or text > MAX_TEXT:
+                what = "aliases expand the graph" if aliased else "the graph is"
+                raise self.error(self.mark_loc(event), f"{what} beyond {MAX_NODES} YAML nodes or "
+                                 f"{MAX_TEXT // (1024 * 1024)} MiB of text")
+
+    def mark_loc(self, event: yaml.Event) -> Location:
+        mark = event.start_mark
+        return Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
+
     def compose(self, text: str) -> yaml.Node | None:
         try:
-            return yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            self.measure(yaml.parse(text, Loader=SAFE_LOADER))
+            return yaml.compose(text, Loader=SAFE_LOADER)
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             loc = Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
@@ -120,7 +170,7 @@ class Loader:
             if not isinstance(key, str):
                 raise self.error(key_node, f"{what}: keys must be strings", subject)
             if key in out:
-                raise self.error(key_node, f"{what}: key {key!r} appears twice", subject)
+                raise self.error(key_node, f"{what}: key {shown(key)} appears twice", subject)
             out[key] = (key_node, value_node)
         return out
 
@@ -142,8 +192,7 @@ class Loader:
         if isinstance(value, int) and not isinstance(value, bool) and float in spec.types:
             return value
         if not spec.accepts(value):
-            shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-            raise self.error(node, f"field {name!r} must be {spec.type_name()}, not {shown}", subject)
+            raise self.error(node, f"field {name!r} must be {spec.type_name()}, not {shown(value)}", subject)
         return value
 
     # --- the graph ----------------------------------------------------------
@@ -155,7 +204,7 @@ class Loader:
         allowed = {"graph", "comment", "resources", "edges", "collect"}
         for key, (key_node, _) in top.items():
             if key not in allowed:
-                raise self.error(key_node, f"unknown top-level key {key!r} (expected one of: "
+                raise self.error(key_node, f"unknown top-level key {shown(key)} (expected one of: "
                                  f"{', '.join(sorted(allowed))})")
         name = self.string(top["graph"][1], "graph") if "graph" in top else "graph"
         spec = GraphSpec(name=name, source=self.source)
@@ -176,7 +225,7 @@ class Loader:
         for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
             cls = KINDS.get(kind)
             if cls is None:
-                raise self.error(kind_node, f"unknown resource kind {kind!r} (known: {kind_names()})")
+                raise self.error(kind_node, f"unknown resource kind {shown(kind)} (known: {kind_names()})")
             for item in self.sequence(list_node, f"resources.{kind}"):
                 res, exported = self.load_resource(cls, item)
                 loc = self.loc(item)
@@ -207,7 +256,7 @@ class Loader:
         if not isinstance(name, str) or not name.strip() or name == EXPORT_MARK:
             raise self.error(fields["name"][1], "name must be a non-empty string", cls.kind)
         if any(not ch.isprintable() for ch in name):
-            raise self.error(fields["name"][1], f"name {name!r} contains control characters", cls.kind)
+            raise self.error(fields["name"][1], f"name {shown(name)} contains control characters", cls.kind)
         exported = name.startswith(EXPORT_MARK)
         if exported:
             name = name[len(EXPORT_MARK):]
@@ -223,7 +272,7 @@ class Loader:
             field_spec = cls.FIELDS.get(key)
             if field_spec is None:
                 known = ", ".join(sorted(cls.FIELDS))
-                raise self.error(key_node, f"unknown field {key!r} for kind {cls.kind} "
+                raise self.error(key_node, f"unknown field {shown(key)} for kind {cls.kind} "
                                  f"(known: name, meta, {known})", subject)
             params[key] = self.typed(value_node, key, field_spec, subject)
         for key, field_spec in cls.FIELDS.items():
@@ -244,7 +293,7 @@ class Loader:
         for key, (key_node, value_node) in self.mapping(node, "meta", subject).items():
             spec = Meta.FIELDS.get(key)
             if spec is None:
-                raise self.error(key_node, f"unknown meta parameter {key!r} (known: "
+                raise self.error(key_node, f"unknown meta parameter {shown(key)} (known: "
                                  f"{', '.join(sorted(Meta.FIELDS))})", subject)
             value = self.typed(value_node, f"meta.{key}", spec, subject)
             if key == "retry" and value is not None and value < -1:
@@ -259,7 +308,7 @@ class Loader:
         fields = self.mapping(node, f"edge {what}")
         for key, (key_node, _) in fields.items():
             if key not in ("kind", "name"):
-                raise self.error(key_node, f"unknown field {key!r} in edge {what} (expected kind, name)")
+                raise self.error(key_node, f"unknown field {shown(key)} in edge {what} (expected kind, name)")
         if "kind" not in fields or "name" not in fields:
             raise self.error(node, f"edge {what} needs kind and name")
         kind = self.string(fields["kind"][1], "kind")
@@ -276,7 +325,7 @@ class Loader:
             fields = self.mapping(item, "an edge")
             for key, (key_node, _) in fields.items():
                 if key not in ("name", "from", "to", "notify"):
-                    raise self.error(key_node, f"unknown field {key!r} in edge "
+                    raise self.error(key_node, f"unknown field {shown(key)} in edge "
                                      "(expected name, from, to, notify)")
             if "from" not in fields or "to" not in fields:
                 raise self.error(item, "edge needs from and to")
@@ -295,14 +344,15 @@ class Loader:
             fields = self.mapping(item, "a collect rule")
             for key, (key_node, _) in fields.items():
                 if key not in ("kind", "pattern", "hosts", "set", "allow"):
-                    raise self.error(key_node, f"unknown field {key!r} in collect rule "
+                    raise self.error(key_node, f"unknown field {shown(key)} in collect rule "
                                      "(expected kind, pattern, hosts, set, allow)")
             if "kind" not in fields:
                 raise self.error(item, "collect rule needs a kind")
             kind = self.string(fields["kind"][1], "kind")
             cls = KINDS.get(kind)
             if cls is None:
-                raise self.error(fields["kind"][1], f"unknown resource kind {kind!r} (known: {kind_names()})")
+                raise self.error(fields["kind"][1], f"unknown resource kind {shown(kind)} "
+                                 f"(known: {kind_names()})")
             pattern = None
             if "pattern" in fields:
                 value = self.scalar(fields["pattern"][1])
@@ -317,14 +367,14 @@ class Loader:
                 for key, (key_node, value_node) in self.mapping(fields["set"][1], "set").items():
                     field_spec = cls.FIELDS.get(key)
                     if field_spec is None or key == "name":
-                        raise self.error(key_node, f"set: unknown field {key!r} for kind {kind}")
+                        raise self.error(key_node, f"set: unknown field {shown(key)} for kind {kind}")
                     overrides.append((key, self.typed(value_node, key, field_spec, f"collect {kind}")))
             allow: set[str] = set()
             if "allow" in fields:
                 for entry in self.sequence(fields["allow"][1], "allow"):
                     right = self.string(entry, "allow entry")
                     if right not in COLLECT_ALLOWANCES:
-                        raise self.error(entry, f"allow: unknown right {right!r} (known: "
+                        raise self.error(entry, f"allow: unknown right {shown(right)} (known: "
                                          f"{', '.join(sorted(COLLECT_ALLOWANCES))})")
                     allow.add(right)
             spec.collect.append(CollectRule(kind, pattern, hosts, tuple(overrides), self.loc(item),

@@ -1,5 +1,5 @@
 """Graph input that used to hang or blow up (issue 13): a graph file that is
-not a regular file.
+not a regular file, YAML aliases that expand beyond any memory.
 
 Tests that would hang or eat memory on a faulty loader run with a deadline (a
 thread or a child process with a memory limit)."""
@@ -7,7 +7,12 @@ thread or a child process with a memory limit)."""
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 
 import pytest
 
@@ -101,3 +106,115 @@ def test_read_graph_bytes_reads_a_regular_file_and_bounds_its_size(tmp_path):
         read_graph_bytes(str(path))
     with pytest.raises(GraphError, match="No such file"):
         read_graph_bytes(str(tmp_path / "missing.yaml"))
+
+
+# --- 11: aliases and document size ------------------------------------------------
+
+def laughs(levels: int, width: int = 10) -> list[str]:
+    """Anchors a0..a{levels}, each a list of ``width`` aliases to the one before
+    (as YAML lines under a ``comment:`` key): a{levels} stands for width**(levels+1) x's."""
+    lines = ["comment:", "  - &a0 [" + ",".join(["x"] * width) + "]"]
+    lines += [f"  - &a{i} [" + ",".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return lines
+
+
+def bomb_graph(levels: int) -> str:
+    # the bomb inside a field value, whose error message used to repr it
+    return "\n".join([*laughs(levels), "resources:", "  msg:", "  - name: m", "    fields:",
+                      f"      k: *a{levels}", ""])
+
+
+def test_alias_bomb_is_refused_quickly_in_bounded_memory(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb_graph(9))   # 10**10 nodes once expanded
+    code = ("import sys\nfrom mgmtd.yamlgraph.errors import GraphError\n"
+            "from mgmtd.yamlgraph.loader import load_file\n"
+            "try:\n    load_file(sys.argv[1])\nexcept GraphError as err:\n    print(err)\n")
+    limit = 1024**3   # far below what the expansion would take
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         timeout=60, preexec_fn=cap_memory)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == (f"{path}:7:38: aliases expand the graph beyond 1000000 YAML nodes "
+                                  "or 16 MiB of text")
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(("field", "line"), [
+    ("    args:", 10),                 # a list field: its error message used to show the value
+    ("    meta:\n      sema:", 11),   # an ignored one: it used to be accepted (and exported)
+])
+def test_alias_bomb_inside_a_field_is_refused_where_it_expands(field, line):
+    anchors = "\n".join("    " + entry for entry in laughs(6)[1:])
+    message = load_error(f"resources:\n  exec:\n  - name: e\n{field}\n{anchors}\n")
+    assert message == (f"{SOURCE}:{line}:42: aliases expand the graph beyond 1000000 YAML nodes "
+                       "or 16 MiB of text")
+
+
+def test_aliases_of_long_text_count_their_characters():
+    # modest aliases still work
+    spec = load_text(textwrap.dedent("""
+        resources:
+          file:
+          - name: a
+            path: /srv/a
+            content: &shared "same text\\n"
+          - name: b
+            path: /srv/b
+            content: *shared
+          exec:
+          - name: e
+            cmd: /bin/true
+            env: &env {A: "1", B: "2"}
+          - name: e2
+            cmd: /bin/true
+            env: *env
+        """).lstrip("\n"))
+    assert [r.content for r in spec.resources[:2]] == ["same text\n", "same text\n"]
+    assert spec.resources[3].env == {"A": "1", "B": "2"}
+    # 17 MB of text, once expanded, do not
+    text = "x" * 1_000_000
+    lines = [f"comment:\n  - &t {text}"] + ["  - *t"] * 20
+    message = load_error("\n".join(lines) + "\n")
+    assert message.startswith(f"{SOURCE}:18:5: aliases expand the graph beyond")
+
+
+def test_recursive_alias_is_refused():
+    assert load_error("comment: &a [x, *a]\n") == (
+        f"{SOURCE}:1:17: alias '*a' is inside the node it names (a recursive structure)")
+
+
+def test_too_many_nodes_without_aliases_is_refused():
+    message = load_error("comment: [" + "x," * 1_000_000 + "x]\n")
+    assert message.endswith("the graph is beyond 1000000 YAML nodes or 16 MiB of text")
+
+
+def test_error_messages_quote_a_bounded_part_of_a_value():
+    # below the expansion bound, but still 10**5 elements behind one alias
+    message = load_error(bomb_graph(4))
+    assert message.startswith(f"{SOURCE}:11:7: msg[m]: field 'k' must be a string")
+    assert len(message) < 200
+    message = load_error("resources:\n  timer:\n  - name: t\n    interval: '" + "9" * 100_000 + "'\n")
+    assert len(message) < 200 and "must be integer" in message
+
+
+def test_shown_is_bounded_for_any_value():
+    from mgmtd.resources.base import SHOWN_MAX, shown
+
+    shared: list = ["x"] * 10
+    for _ in range(30):          # 10**31 elements if expanded
+        shared = [shared] * 10
+    cyclic: list = []
+    cyclic.append(cyclic)
+    values = [shared, cyclic, "y" * 10**7, b"z" * 10**7, 7 ** 100_000, {str(i): i for i in range(10**5)},
+              float("nan")]
+    started = time.monotonic()
+    for value in values:
+        assert len(shown(value)) <= SHOWN_MAX
+    assert time.monotonic() - started < 2
+    assert shown("short") == "'short'"
+    assert shown(7 ** 100_000) == "<an integer of about 84510 digits>"
