@@ -9,6 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+# Upper bounds of numeric fields. Beyond them a value is a typo or an attack,
+# and the runtime would choke on it (thread waits overflow past ~292 years).
+YEAR = 365 * 24 * 3600     # the longest duration any field takes, in seconds
+COUNT_MAX = 2**31          # the largest count (retries, bursts)
+ID_MAX = 2**32 - 2         # the largest uid or gid (2**32 - 1 means "none")
+
 SHOWN_MAX = 60             # characters of a value quoted in an error message
 
 
@@ -50,26 +56,89 @@ def shown(value: Any, limit: int = SHOWN_MAX) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_number(value) and (isinstance(value, int) or math.isfinite(value))
+
+
+def _bound(limit: float) -> str:
+    return str(int(limit)) if float(limit).is_integer() else str(limit)
+
+
 @dataclass(frozen=True)
 class Field:
-    """One parameter of a kind: the Python types it accepts and its default."""
+    """One parameter of a kind: the Python types it accepts, its default and,
+    for a number, the range it must lie in. NaN is outside every range, and an
+    infinity too unless the bound on its side is itself infinite."""
 
     types: tuple[type, ...]
     default: Any = None
     required: bool = False
     doc: str = ""
+    min: float | None = None
+    max: float | None = None
 
     def accepts(self, value: Any) -> bool:
         if value is None and not self.required:
             return True
         if isinstance(value, bool) and bool not in self.types:
             return False
+        if isinstance(value, int) and not isinstance(value, bool) and float in self.types:
+            return True
         return isinstance(value, self.types)
 
     def type_name(self) -> str:
         names = {str: "string", int: "integer", bool: "boolean", float: "number",
                  list: "list", dict: "mapping"}
         return " or ".join(names.get(t, t.__name__) for t in self.types)
+
+    def range_name(self) -> str:
+        number = "a finite number" if float in self.types else "an integer"
+        if self.max == math.inf and self.min is not None:
+            return f"a number >= {_bound(self.min)} (or .inf)"
+        if self.min is not None and self.max is not None:
+            return f"{number} between {_bound(self.min)} and {_bound(self.max)}"
+        if self.min is not None:
+            return f"{number} >= {_bound(self.min)}"
+        if self.max is not None:
+            return f"{number} <= {_bound(self.max)}"
+        return number
+
+    def in_range(self, value: Any) -> bool:
+        """True unless ``value`` is a number outside this field's range (NaN
+        and the infinities are outside every range)."""
+        if not is_number(value):
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            bound = self.max if value > 0 else self.min
+            return bound == value   # nan equals nothing
+        # int and float compare exactly in Python, whatever the int's size
+        return ((self.min is None or value >= self.min)
+                and (self.max is None or value <= self.max))
+
+    def problem(self, name: str, value: Any) -> str:
+        """Why ``value`` does not fit this field, or "" when it does. ``None``
+        (not set) fits; whether a required field is set is checked apart."""
+        if value is None:
+            return ""
+        if not self.accepts(value):
+            return f"field {name!r} must be {self.type_name()}, not {shown(value)}"
+        if not self.in_range(value):
+            return f"field {name!r} must be {self.range_name()}, not {shown(value)}"
+        return ""
+
+
+def check_fields(fields: dict[str, Field], values: dict[str, Any], prefix: str = "") -> None:
+    """Raises ``FieldError`` for the first value that does not fit its field:
+    the one check of types and ranges, for graph files and collected exports alike."""
+    for key, value in values.items():
+        spec = fields.get(key)
+        problem = spec.problem(prefix + key, value) if spec is not None else ""
+        if problem:
+            raise FieldError(key, problem)
 
 
 @dataclass(frozen=True)
@@ -84,16 +153,23 @@ class Meta:
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
+    def __post_init__(self) -> None:
+        # collected exports build a Meta straight from JSON: check them here too
+        check_fields(Meta.FIELDS, {key: getattr(self, key) for key in ("noop", "retry", "delay", "poll",
+                                                                    "autoedge")}, "meta.")
+
 
 Meta.FIELDS = {
     "noop": Field((bool,), False, doc="report what would change, change nothing"),
-    "retry": Field((int,), 0, doc="extra attempts after a failure, -1 for forever"),
-    "delay": Field((int, float), 0, doc="seconds to wait between attempts"),
-    "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events"),
+    "retry": Field((int,), 0, doc="extra attempts after a failure, -1 for forever", min=-1, max=COUNT_MAX),
+    "delay": Field((int, float), 0, doc="seconds to wait between attempts", min=0, max=YEAR),
+    "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events",
+                  min=0, max=YEAR),
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),
     # accepted for compatibility with mgmt graphs; they change nothing here
-    "limit": Field((int, float), None, doc="(mgmt compatibility, ignored)"),
-    "burst": Field((int,), None, doc="(mgmt compatibility, ignored)"),
+    # mgmt's own examples write ``limit: .inf``: its default, no limit
+    "limit": Field((int, float), None, doc="(mgmt compatibility, ignored)", min=0, max=math.inf),
+    "burst": Field((int,), None, doc="(mgmt compatibility, ignored)", min=0, max=COUNT_MAX),
     "autogroup": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "sema": Field((list,), None, doc="(mgmt compatibility, ignored)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
@@ -122,6 +198,8 @@ class Resource:
     FIELDS: ClassVar[dict[str, Field]] = {}
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
+        # a value that does not fit its field never reaches the code that uses it
+        check_fields(self.FIELDS, params)
         self.name = name
         self.meta = meta or Meta()
         for key, spec in self.FIELDS.items():

@@ -25,7 +25,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgmtd.resources.base import Field, FieldError, Meta, Resource, ResourceError, shown
+from mgmtd.resources.base import (
+    ID_MAX,
+    YEAR,
+    Field,
+    FieldError,
+    Meta,
+    Resource,
+    ResourceError,
+    is_finite_number,
+    shown,
+)
 
 KILL_GRACE = 2.0           # seconds between SIGTERM and SIGKILL for a stopped command
 WATCH_BACKOFF_MAX = 60.0   # longest wait before restarting a watch command that ended
@@ -58,6 +68,11 @@ def clip(text: str) -> str:
     return text if len(text) <= OUTPUT_LIMIT else "..." + text[-OUTPUT_LIMIT:]
 
 
+def _plain(value: object) -> bool:
+    """A string, or a finite number (an argument or variable written as a number)."""
+    return isinstance(value, str) or is_finite_number(value)
+
+
 def _unset_if_empty(value: str | int | None) -> str | int | None:
     return None if value == "" else value   # mgmt graphs spell "not set" as ''
 
@@ -85,9 +100,10 @@ class ExecResource(Resource):
                      "resource managing it"),
         "env": Field((dict,), None, doc="environment variables added to mgmtd's own"),
         "timeout": Field((int, float), 0, doc="seconds before cmd (and ifcmd) and all it started are "
-                         "killed, an error; 0 = no limit"),
-        "user": Field((str, int), None, doc="run the commands as this user (needs root)"),
-        "group": Field((str, int), None, doc="run the commands as this group (needs root)"),
+                         "killed, an error; 0 = no limit", min=0, max=YEAR),
+        "user": Field((str, int), None, doc="run the commands as this user (needs root)", min=0, max=ID_MAX),
+        "group": Field((str, int), None, doc="run the commands as this group (needs root)",
+                       min=0, max=ID_MAX),
         "creates": Field((str,), None, doc="absolute path; while it exists the exec is in state"),
         "ifcmd": Field((str,), None, doc="guard, run at every check: cmd runs only if this exits 0"),
         "ifshell": Field((str,), None, doc="shell for ifcmd, like shell"),
@@ -98,7 +114,7 @@ class ExecResource(Resource):
         "watchcwd": Field((str,), None, doc="working directory for watchcmd; default: cwd"),
         "pollint": Field((int, float), 0, doc="if > 0: every pollint seconds the exec is put out of state "
                          "(cmd runs again), as if watchcmd had printed a line. meta.poll, by contrast, "
-                         "only re-evaluates the guards"),
+                         "only re-evaluates the guards", min=0, max=YEAR),
         "refresh_only": Field((bool,), False, doc="(mgmtd) run only when refreshed over a notify edge"),
         "state": Field((str,), None, doc="(mgmt compatibility) 'present' or '', nothing else"),
     }
@@ -138,8 +154,8 @@ class ExecResource(Resource):
         if self.args and len(split_command(self.command, None, "cmd")) > 1:
             raise FieldError("args", "args cannot be used when cmd has arguments of its own")
         for arg in self.args or ():
-            if not isinstance(arg, str | int | float) or isinstance(arg, bool):
-                raise FieldError("args", f"args must be strings, not {shown(arg)}")
+            if not _plain(arg):
+                raise FieldError("args", f"args must be strings (or finite numbers), not {shown(arg)}")
         self.argv()
         if self.ifcmd:
             self.if_argv()
@@ -149,14 +165,12 @@ class ExecResource(Resource):
             value = getattr(self, name)
             if value and not os.path.isabs(value):
                 raise FieldError(name, f"{name} must be an absolute path: {shown(value)}")
-        for name in ("timeout", "pollint"):
-            if (getattr(self, name) or 0) < 0:
-                raise FieldError(name, f"{name} must not be negative")
         for key, value in (self.env or {}).items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise FieldError("env", f"bad environment variable name: {shown(key)}")
-            if not isinstance(value, str | int | float) or isinstance(value, bool):
-                raise FieldError("env", f"env {shown(key)}: value must be a string, not {shown(value)}")
+            if not _plain(value):
+                raise FieldError("env", f"env {shown(key)}: value must be a string (or a finite number), "
+                                 f"not {shown(value)}")
         if self.state not in (None, "", "present"):
             raise FieldError("state", f"exec state must be 'present' (or left out), not {shown(self.state)}")
 

@@ -31,12 +31,12 @@ class KVResource(Resource):
     FIELDS = {
         "key": Field((str,), None, doc="the key; default: the resource name"),
         "value": Field((str, int, float), None, doc="the value (a number is stored as text); "
-                       "left out = delete the key"),
+                       "left out = delete the key", min=-(2**63), max=2**63 - 1),
         "mapped": Field((bool,), False, doc="one value per node: the key gets '/{hostname}' appended"),
         "skiplessthan": Field((bool,), False, doc="leave a stored value that is greater than value "
                               "(compared as skipcmpstyle says) alone, except on a refresh"),
         "skipcmpstyle": Field((int, str), 0, doc="how skiplessthan compares: 0 or 'int' (as integers), "
-                              "1 or 'string' (as text)"),
+                              "1 or 'string' (as text)", min=0, max=1),
     }
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from mgmtd import log
-from mgmtd.resources.base import Field, FieldError, Meta, Resource, shown
+from mgmtd.resources.base import Field, FieldError, Meta, Resource, is_finite_number, shown
 
 LOG = log.get("msg")
 
@@ -50,8 +50,9 @@ class MsgResource(Resource):
             if not isinstance(key, str) or not FIELD_NAME.match(key):
                 raise FieldError("fields", f"field name {shown(key)} must be letters, digits and '_', "
                                  "not starting with '_'")
-            if not isinstance(value, str | int | float) or isinstance(value, bool):
-                raise FieldError("fields", f"field {shown(key)} must be a string, not {shown(value)}")
+            if not (isinstance(value, str) or is_finite_number(value)):
+                raise FieldError("fields", f"field {shown(key)} must be a string (or a finite number), "
+                                 f"not {shown(value)}")
 
     def message(self) -> str:
         extra = " ".join(f"{key}={value}" for key, value in sorted((self.fields or {}).items()))

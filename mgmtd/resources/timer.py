@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgmtd.resources.base import Field, FieldError, Meta, Resource
+from mgmtd.resources.base import YEAR, Field, FieldError, Meta, Resource
 
 
 class TimerResource(Resource):
     kind = "timer"
     FIELDS = {
-        "interval": Field((int,), None, required=True, doc="seconds between ticks, > 0"),
+        "interval": Field((int,), None, required=True, doc="seconds between ticks, > 0", min=1, max=YEAR),
     }
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:

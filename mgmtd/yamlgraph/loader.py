@@ -153,13 +153,18 @@ class Loader:
         except RecursionError:
             raise GraphError(Location(self.source, 1, 1), "YAML nesting is too deep") from None
 
-    def scalar(self, node: yaml.Node) -> Any:
+    def scalar(self, node: yaml.Node, subject: str = "") -> Any:
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as err:
-            raise self.error(node, f"bad value: {getattr(err, 'problem', err)}") from None
+            raise self.error(node, f"bad value: {getattr(err, 'problem', err)}", subject) from None
         except RecursionError:
-            raise self.error(node, "value is nested too deeply") from None
+            raise self.error(node, "value is nested too deeply", subject) from None
+        except ValueError as err:
+            # Python refuses integers of more than 4300 digits; datetime, impossible dates
+            if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
+                raise self.error(node, f"bad value: an integer of {len(node.value)} digits", subject) from None
+            raise self.error(node, f"bad value: {str(err).splitlines()[0][:100]}", subject) from None
 
     def mapping(self, node: yaml.Node, what: str, subject: str = "") -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
@@ -188,11 +193,10 @@ class Loader:
         return value
 
     def typed(self, node: yaml.Node, name: str, spec: Field, subject: str) -> Any:
-        value = self.scalar(node)
-        if isinstance(value, int) and not isinstance(value, bool) and float in spec.types:
-            return value
-        if not spec.accepts(value):
-            raise self.error(node, f"field {name!r} must be {spec.type_name()}, not {shown(value)}", subject)
+        value = self.scalar(node, subject)
+        problem = spec.problem(name, value)
+        if problem:
+            raise self.error(node, problem, subject)
         return value
 
     # --- the graph ----------------------------------------------------------
@@ -278,8 +282,8 @@ class Loader:
         for key, field_spec in cls.FIELDS.items():
             if field_spec.required and params.get(key) is None:
                 raise self.error(node, f"field {key!r} is required", subject)
-        res = cls(name, params, meta)
         try:
+            res = cls(name, params, meta)
             res.validate()
         except FieldError as err:
             where = fields[err.field][1] if err.field in fields else node
@@ -296,10 +300,6 @@ class Loader:
                 raise self.error(key_node, f"unknown meta parameter {shown(key)} (known: "
                                  f"{', '.join(sorted(Meta.FIELDS))})", subject)
             value = self.typed(value_node, f"meta.{key}", spec, subject)
-            if key == "retry" and value is not None and value < -1:
-                raise self.error(value_node, "meta.retry must be -1 (forever) or >= 0", subject)
-            if key in ("delay", "poll") and value is not None and value < 0:
-                raise self.error(value_node, f"meta.{key} must not be negative", subject)
             if key in ("noop", "retry", "delay", "poll", "autoedge") and value is not None:
                 values[key] = value
         return Meta(**values)
