@@ -1,6 +1,6 @@
-"""Graph input that used to hang or blow up (issue 13): a graph file that is
-not a regular file, YAML aliases that expand beyond any memory, numbers
-outside what the runtime can take.
+"""Graph input that used to hang or blow up (issue 13, items 10-13): a graph
+file that is not a regular file, YAML aliases that expand beyond any memory,
+numbers outside what the runtime can take, and the fields mgmt requires.
 
 Tests that would hang or eat memory on a faulty loader run with a deadline (a
 thread or a child process with a memory limit)."""
@@ -375,3 +375,21 @@ def test_collector_rejects_an_export_out_of_range():
 ])
 def test_numbers_inside_lists_and_mappings_must_be_finite(graph, words):
     assert words in load_error("resources:\n  " + graph)
+
+
+# --- 13: what mgmt's Validate() requires -------------------------------------------
+
+def test_required_fields_match_mgmt():
+    """mgmt (engine/resources/*.go, Validate): exec's cmd defaults to the name
+    (getCmd), kv's key too (getKey); timer needs an interval above 0 (a zero
+    ticker panics); msg's priority mgmtd defaults to Info; noop needs nothing."""
+    spec = load_text("resources:\n  exec:\n  - name: /bin/true\n  kv:\n  - name: k\n  msg:\n  - name: m\n"
+                     "  noop:\n  - name: n\n", SOURCE)
+    exec_res, kv_res, msg_res, _ = spec.resources
+    assert exec_res.argv() == ["/bin/true"]
+    assert kv_res.identity() == ("kv", "k", False)
+    assert msg_res.level == 20
+    assert load_error("resources:\n  timer:\n  - name: t\n") == (
+        f"{SOURCE}:3:5: timer[t]: field 'interval' is required")
+    with pytest.raises(FieldError, match="field 'interval' is required"):
+        KINDS["timer"]("t@h2", {}).validate()   # collected: no loader checked it
