@@ -56,8 +56,8 @@ def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
         raw = json.loads(value)
         params = raw["params"]
         meta = raw.get("meta", {})
-    except (ValueError, KeyError, TypeError):
-        return None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None  # RecursionError: nested deeper than json can parse; one bad export stops nothing
     if raw.get("host") != host or raw.get("kind") != kind:
         return None  # an export must say who made it, and match the key it sits under
     if not isinstance(params, dict) or not isinstance(meta, dict):

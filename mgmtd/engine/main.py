@@ -20,7 +20,7 @@ from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.resources.base import Context
 from mgmtd.yamlgraph.errors import GraphError
-from mgmtd.yamlgraph.loader import GraphSpec, load_file
+from mgmtd.yamlgraph.loader import GraphSpec, load_file, read_graph_bytes
 
 LOG = log.get("engine")
 
@@ -103,11 +103,10 @@ class Engine:
             self.collector.resync()
         elif not initial and self.options.graph_file is not None:
             try:
-                with open(self.options.graph_file, "rb") as handle:
-                    if handle.read() == self.loaded_bytes:
-                        return True  # touched, not changed
-            except OSError:
-                pass
+                if read_graph_bytes(self.options.graph_file) == self.loaded_bytes:
+                    return True  # touched, not changed
+            except GraphError:
+                pass  # load_spec below says why
         try:
             spec = load_spec(self.options.graph_file)  # checks cycles too
         except GraphError as err:

@@ -68,3 +68,10 @@ def test_an_export_must_name_its_own_host():
     assert parse_export("/mgmtd/exported/h1/file/a", forged, keys) is None
     assert parse_export("/mgmtd/exported/h1/file", good, keys) is None
     assert parse_export("/mgmtd/exported/h1/file/a", "not json", keys) is None
+
+
+def test_an_export_nested_too_deep_for_json_is_ignored_not_fatal():
+    """json.loads raises RecursionError, not ValueError: it once stopped all collection."""
+    keys = Keys("/mgmtd")
+    deep = '{"kind": "file", "host": "h1", "params": ' + "[" * 100000 + "]" * 100000 + "}"
+    assert parse_export("/mgmtd/exported/h1/file/x", deep, keys) is None
