@@ -12,7 +12,7 @@ import pwd
 import stat
 from dataclasses import dataclass
 
-from mgmtd.resources.base import Field, FieldError, Resource, ResourceError
+from mgmtd.resources.base import ID_MAX, Field, FieldError, Resource, ResourceError, shown
 from mgmtd.resources.fsplace import TEMP_PREFIX, MissingParent, Place, PlaceError, locate
 
 __all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
@@ -31,7 +31,7 @@ def parse_mode(value: int | str | None) -> int | None:
         try:
             mode = int(text, 8)
         except ValueError:
-            raise FieldError("mode", f"mode {value!r} is not an octal number like '0644'") from None
+            raise FieldError("mode", f"mode {shown(value)} is not an octal number like '0644'") from None
     if not 0 <= mode <= 0o7777:
         raise FieldError("mode", f"mode {oct(mode)} is out of range (0000..7777)")
     return mode
@@ -84,9 +84,9 @@ class FileResource(Resource):
         "content": Field((str,), None, doc="exact content; unset = content not managed"),
         "source": Field((str,), None, doc="copy content from this local file"),
         "state": Field((str,), "exists", doc="exists or absent"),
-        "mode": Field((int, str), None, doc="permissions, octal: '0644'"),
-        "owner": Field((str, int), None, doc="user name or uid"),
-        "group": Field((str, int), None, doc="group name or gid"),
+        "mode": Field((int, str), None, doc="permissions, octal: '0644'", min=0, max=0o7777),
+        "owner": Field((str, int), None, doc="user name or uid", min=0, max=ID_MAX),
+        "group": Field((str, int), None, doc="group name or gid", min=0, max=ID_MAX),
         "recurse": Field((bool,), False, doc="create missing parents; remove non-empty dirs"),
         "force": Field((bool,), False, doc="replace a file by a directory or the other way round"),
         "purge": Field((bool,), False, doc="directory with source: delete entries not in source"),
@@ -131,18 +131,21 @@ class FileResource(Resource):
             raise FieldError("path", "file needs a path (or dirname and basename)")
         path = self._full_path = self._compute_full_path()  # parameters are fixed from here on
         if not os.path.isabs(path):
-            raise FieldError("path", f"path must be absolute: {path!r}")
+            raise FieldError("path", f"path must be absolute: {shown(path)}")
         if ".." in path.split("/"):
-            raise FieldError("path", f"path must not contain '..': {path!r}")
+            raise FieldError("path", f"path must not contain '..': {shown(path)}")
         if self.state not in ("exists", "absent"):
-            raise FieldError("state", f"state must be 'exists' or 'absent', not {self.state!r}")
+            raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
         self.mode_bits = parse_mode(self.mode)
+        if self.state == "absent" and (self.content is not None or self.source is not None):
+            field = "content" if self.content is not None else "source"
+            raise FieldError(field, f"state: absent cannot have {field}")
         if self.content is not None and self.source is not None:
             raise FieldError("source", "give content or source, not both")
         if self.is_dir and self.content is not None:
             raise FieldError("content", f"{path} is a directory (trailing '/'): it has no content")
         if self.source is not None and not os.path.isabs(self.source):
-            raise FieldError("source", f"source must be an absolute path: {self.source!r}")
+            raise FieldError("source", f"source must be an absolute path: {shown(self.source)}")
 
     # --- autoedges / watches -----------------------------------------------
     def autoedge_provides(self) -> list[str]:

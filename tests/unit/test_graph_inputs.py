@@ -248,6 +248,9 @@ RANGES = {
     ("kv", "value"): (-(2**63), 2**63 - 1,
                       "a finite number between -9223372036854775808 and 9223372036854775807"),
     ("kv", "skipcmpstyle"): (0, 1, "an integer between 0 and 1"),
+    ("file", "mode"): (0, 0o7777, "an integer between 0 and 4095"),
+    ("file", "owner"): (0, 2**32 - 2, "an integer between 0 and 4294967294"),
+    ("file", "group"): (0, 2**32 - 2, "an integer between 0 and 4294967294"),
     ("timer", "interval"): (1, YEAR, f"an integer between 1 and {YEAR}"),
     ("meta", "retry"): (-1, 2**31, "an integer between -1 and 2147483648"),
     ("meta", "delay"): (0, YEAR, f"a finite number between 0 and {YEAR}"),
@@ -255,7 +258,7 @@ RANGES = {
     ("meta", "limit"): (0, math.inf, "a number >= 0 (or .inf)"),
     ("meta", "burst"): (0, 2**31, "an integer between 0 and 2147483648"),
 }
-NOT_DECLARED = {("file", "mode"), ("file", "owner"), ("file", "group")}
+NOT_DECLARED: set[tuple[str, str]] = set()
 
 BASE = {"exec": ("cmd", "/bin/true"), "timer": ("interval", "5"), "file": ("path", "/srv/x")}
 
