@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import re
 from dataclasses import dataclass
 
@@ -13,6 +14,18 @@ DEFAULT_NAMESPACE = "/mgmtd"
 # turning every node into a voter
 MIN_IDEAL_SIZE = 1
 MAX_IDEAL_SIZE = 9
+
+
+def json_object(raw: bytes | str | None) -> dict | None:
+    """A key's JSON object, or None when it is missing or not one (bad JSON,
+    another type, nested too deep to parse): bad data is never a crash."""
+    if not raw:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 @dataclass(frozen=True)

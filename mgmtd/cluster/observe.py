@@ -4,13 +4,12 @@ decisions are the planner's."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from mgmtd.cluster import etcdapi
-from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.keys import Keys, json_object
 from mgmtd.cluster.planner import Member, Nomination, Observed, Volunteer
 
 # a learner this close to the leader's raft index may be promoted (etcd checks again)
@@ -87,11 +86,8 @@ def probe_all(members: list[etcdapi.MemberInfo]) -> list[etcdapi.EndpointStatus 
 def read_json_prefix(client, prefix: str) -> dict[str, dict]:
     out = {}
     for value, meta in client.get_prefix(prefix):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            continue
-        if isinstance(parsed, dict):
+        parsed = json_object(value)
+        if parsed is not None:
             out[meta.key.decode().removeprefix(prefix)] = parsed
     return out
 

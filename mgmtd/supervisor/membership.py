@@ -19,7 +19,7 @@ from mgmtd.cluster import etcdapi, planner
 from mgmtd.cluster.access import Access, AccessKeeper, is_permission_denied
 from mgmtd.cluster.actions import ActionRunner
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.keys import IdealSize, Keys, parse_ideal_size
+from mgmtd.cluster.keys import IdealSize, Keys, json_object, parse_ideal_size
 from mgmtd.cluster.observe import HealthTracker, member_list_from, observe
 
 LOG = log.get("cluster")
@@ -102,6 +102,7 @@ class ClusterMembership:
         self.registered = ""
         self.tracker = HealthTracker()
         self.ideal = IdealSizeFollower(keys.ideal_size)
+        self.last_nomination: dict | None = None
         # what the last round found about the ideal size and the plan, published in this
         # node's host record for ``mgmtctl status``
         self.report: dict = {}
@@ -173,10 +174,7 @@ class ClusterMembership:
         )
         if not ok:
             current = responses[0][0][0] if responses and responses[0] else None
-            try:
-                holder = json.loads(current) if current else {}
-            except ValueError:
-                holder = {}
+            holder = json_object(current) or {}
             if holder.get("instance") not in (None, self.me.instance):
                 raise DuplicateHost(
                     f"hostname {self.me.host!r} is already registered by a running node "
@@ -236,7 +234,12 @@ class ClusterMembership:
         endpoint, members = member_list_from(endpoints)
         out = Round(members=members, leader=leader, is_leader=leader == self.me.host)
         raw = client.get(self.keys.nomination(self.me.host))[0]
-        out.nomination = json.loads(raw) if raw else None
+        out.nomination = json_object(raw)
+        if raw and out.nomination is None:
+            # unreadable is not "gone": starting or stopping etcd on it would be a guess
+            LOG.warning("nomination of %s is not a JSON object: keeping the last one read", self.me.host)
+            out.nomination = self.last_nomination
+        self.last_nomination = out.nomination
         ideal, out.ideal_problem = self.ideal.update(self.read_ideal_size(client, bootstrap_ideal),
                                                      leading=out.is_leader)
         out.ideal_size = ideal or 0
