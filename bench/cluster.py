@@ -9,17 +9,16 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-import psutil
-
 from bench.common import (
     MGMTD,
     Deadline,
     ScenarioTimeout,
     Workspace,
     etcd_command,
-    etcd_processes_mentioning,
+    etcd_processes_under,
     etcdctl,
     free_port,
+    kill_supervisor,
     mgmtctl,
     url,
     wait_until,
@@ -242,14 +241,7 @@ def learner_floor(deadline: Deadline) -> dict:
 def kill_node(node: MgmtdNode) -> None:
     """SIGKILL to the node's supervisor and to its etcd (which runs in its own
     session and would survive the supervisor otherwise)."""
-    supervisor = psutil.Process(node.proc.pid)
-    etcds = etcd_processes_mentioning(node.prefix)
-    for proc in [supervisor, *etcds]:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    node.proc.wait(timeout=10)
+    kill_supervisor(node.proc, node.prefix)
 
 
 def repair(grace: float, deadline: Deadline) -> dict:
@@ -261,7 +253,7 @@ def repair(grace: float, deadline: Deadline) -> dict:
                           deadline, "4 nodes: 3 healthy voters and a client", interval=0.2)
         victim_row = next(v for v in voters(view) if not v["raft_leader"] and v["role"] != "leader")
         victim = next(n for n in nodes if n.name == victim_row["name"])
-        if not etcd_processes_mentioning(victim.prefix):
+        if not etcd_processes_under(victim.prefix):
             raise ScenarioTimeout(f"no etcd found for {victim.name}")
         alive = [n for n in nodes if n is not victim]
         t0 = time.monotonic()

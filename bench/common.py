@@ -18,6 +18,15 @@ import psutil
 
 from mgmtd.supervisor.preflight import free_port  # noqa: F401  (bench.* import it from here)
 
+# the integration tests' helpers for processes that may be gone: one copy for both
+from tests.integration.cluster import (  # noqa: F401  (bench.* import them from here)
+    children_of,
+    cmdline_of,
+    etcd_processes_under,
+    kill_leftovers,
+    kill_supervisor,
+)
+
 VENV_BIN = Path(sys.executable).parent
 MGMTD = str(VENV_BIN / "mgmtd")
 MGMTCTL = str(VENV_BIN / "mgmtctl")
@@ -81,37 +90,6 @@ def url(port: int) -> str:
 
 
 # --- processes ------------------------------------------------------------------------------
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def processes_mentioning(text: str) -> list[psutil.Process]:
-    """Processes (other than this one) whose command line mentions ``text``."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if proc.pid != os.getpid() and any(text in part for part in cmdline):
-            found.append(proc)
-    return found
-
-
-def etcd_processes_mentioning(text: str) -> list[psutil.Process]:
-    out = []
-    for proc in processes_mentioning(text):
-        try:
-            if os.path.basename(proc.exe()) == "etcd" or os.path.basename(proc.cmdline()[0]) == "etcd":
-                out.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
-            continue
-    return out
-
-
 class Workspace:
     """A temp directory and every process started in it. On exit: SIGTERM to
     every live process at once, SIGKILL after a grace period, then SIGKILL to
@@ -185,14 +163,7 @@ class Workspace:
                 proc.wait(timeout=10)
         self.stop_seconds = time.monotonic() - began
         self.exit_codes = {name: p.returncode for name, p in self.procs}
-        leftovers = processes_mentioning(str(self.root))
-        for proc in leftovers:
-            try:
-                self.leaked.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:160]}")
-                proc.kill()
-            except psutil.NoSuchProcess:
-                continue
-        psutil.wait_procs(leftovers, timeout=10)
+        self.leaked = kill_leftovers(str(self.root))
         unclean = self.leaked or (not self.kill and any(
             code not in (0, None) for code in self.exit_codes.values()))
         if unclean and KEEP_LOGS_IN is not None:

@@ -23,6 +23,8 @@ from bench.common import (
     Deadline,
     ScenarioTimeout,
     Workspace,
+    children_of,
+    cmdline_of,
     free_port,
     median,
     percentile,
@@ -347,11 +349,8 @@ def node_memory(count: int, deadline: Deadline) -> dict:
 
             def roles(supervisor=supervisor):
                 found = {"supervisor": supervisor}
-                for child in supervisor.children(recursive=True):
-                    try:
-                        cmdline = child.cmdline()
-                    except psutil.Error:
-                        continue
+                for child in children_of(supervisor):
+                    cmdline = cmdline_of(child)
                     if "engine" in cmdline[:5]:
                         found["engine"] = child
                     elif cmdline and os.path.basename(cmdline[0]) == "etcd":

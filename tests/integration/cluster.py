@@ -1,5 +1,6 @@
-"""Helpers for integration tests: free loopback ports, mgmtd nodes as real
-subprocesses, and a check that nothing a test started outlives it."""
+"""Helpers for integration tests (and the bench): free loopback ports, mgmtd
+nodes as real subprocesses, signalling and killing processes that may be gone
+by then, and a check that nothing a test started outlives it."""
 
 from __future__ import annotations
 
@@ -39,13 +40,139 @@ def one_file_graph(path: Path, target, content: str) -> str:
     return str(path)
 
 
+# --- processes that may be gone -------------------------------------------------------
+# Any process a test looks at may exit between being listed and being used (a
+# child of a node that is restarting, an etcd being replaced): every helper
+# below treats "gone" as an answer, never as an error. ZombieProcess is a
+# NoSuchProcess; AccessDenied means the pid now belongs to someone else's process.
+GONE = (psutil.NoSuchProcess, psutil.AccessDenied)
+ProcessRef = int | psutil.Process
+
+
+def _handle(proc: ProcessRef) -> psutil.Process | None:
+    if isinstance(proc, psutil.Process):
+        return proc
+    try:
+        return psutil.Process(proc)
+    except GONE:
+        return None
+
+
+def gone(proc: ProcessRef) -> bool:
+    """No such process any more, or only a zombie waiting to be reaped."""
+    handle = _handle(proc)
+    try:
+        return handle is None or not handle.is_running() or handle.status() == psutil.STATUS_ZOMBIE
+    except GONE:
+        return True
+
+
+def send_signal(proc: ProcessRef, sig: int) -> bool:
+    """Signals the process; False when it is gone (psutil refuses a reused pid)."""
+    handle = _handle(proc)
+    if handle is None:
+        return False
+    try:
+        handle.send_signal(sig)
+        return True
+    except GONE:
+        return False
+
+
+def children_of(pid: ProcessRef, recursive: bool = True) -> list[psutil.Process]:
+    """The process's children (all descendants by default); [] when it is gone."""
+    handle = _handle(pid)
+    try:
+        return handle.children(recursive=recursive) if handle is not None else []
+    except GONE:
+        return []
+
+
+def cmdline_of(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except GONE:
+        return []
+
+
+def exe_name(proc: psutil.Process) -> str:
+    """The basename of the process's executable; "" when it is gone."""
+    try:
+        return os.path.basename(proc.exe() or (proc.cmdline() or [""])[0])
+    except GONE:
+        return ""
+
+
+def environ_of(proc: psutil.Process) -> dict[str, str] | None:
+    try:
+        return proc.environ()
+    except GONE:
+        return None
+
+
+def signal_tree(pid: ProcessRef, sig: int) -> list[psutil.Process]:
+    """Signals the process and every descendant (listed first: once the root is
+    gone its children are no longer its children). Returns those signalled."""
+    root = _handle(pid)
+    if root is None:
+        return []
+    family = [root, *children_of(root)]
+    return [proc for proc in family if send_signal(proc, sig)]
+
+
+def freeze_tree(pid: ProcessRef) -> list[psutil.Process]:
+    """SIGSTOPs the process and its descendants until a listing finds no new one:
+    a stopped process cannot start a child (a supervisor would restart the etcd
+    that was just killed). Returns the frozen processes."""
+    root = _handle(pid)
+    if root is None or not send_signal(root, signal.SIGSTOP):
+        return []
+    frozen = {root.pid: root}
+    for _ in range(100):  # each pass stops one more generation; trees are shallow
+        new = [p for p in children_of(root) if p.pid not in frozen]
+        if not new:
+            break
+        for proc in new:
+            send_signal(proc, signal.SIGSTOP)  # one that is gone is simply not listed again
+            frozen[proc.pid] = proc
+    return [p for p in frozen.values() if not gone(p)]
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float, what: str) -> None:
+    wait_for(lambda: all(gone(p) for p in procs), timeout, what)
+
+
+def kill_tree(pid: ProcessRef, timeout: float = 10) -> list[psutil.Process]:
+    """SIGKILLs the process and every descendant, frozen first so that none is
+    replaced meanwhile, and waits until each is gone (a zombie counts). Returns
+    those killed; a process that had already exited is simply not among them."""
+    killed = [proc for proc in freeze_tree(pid) if send_signal(proc, signal.SIGKILL)]
+    wait_gone(killed, timeout, f"pid {pid if isinstance(pid, int) else pid.pid} and its descendants to die")
+    return killed
+
+
+def kill_supervisor(proc: subprocess.Popen, prefix: str) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """SIGKILLs a node's supervisor and its etcd (in a session of its own, it
+    would outlive the supervisor), not its engine, which must go by itself when
+    its stdin closes. The supervisor is stopped first, so that it cannot replace
+    its etcd meanwhile. Returns the supervisor's descendants and the etcds found."""
+    proc.send_signal(signal.SIGSTOP)  # Popen's: a no-op once it has exited
+    children = children_of(proc.pid)
+    etcds = etcd_processes_under(prefix)
+    proc.kill()
+    for etcd in etcds:
+        send_signal(etcd, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return children, etcds
+
+
 def processes_under(directory: str) -> list[psutil.Process]:
-    """etcd/mgmtd processes whose command line mentions the directory."""
+    """Processes (other than this one) whose command line mentions the directory."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
             cmdline = proc.info["cmdline"] or []
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except GONE:
             continue
         if proc.pid != os.getpid() and any(directory in part for part in cmdline):
             found.append(proc)
@@ -53,14 +180,7 @@ def processes_under(directory: str) -> list[psutil.Process]:
 
 
 def etcd_processes_under(directory: str) -> list[psutil.Process]:
-    out = []
-    for proc in processes_under(directory):
-        try:
-            if os.path.basename(proc.exe()) == "etcd":
-                out.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return out
+    return [proc for proc in processes_under(directory) if exe_name(proc) == "etcd"]
 
 
 @dataclass
@@ -111,16 +231,30 @@ class Node:
         return self.proc.returncode
 
 
-def kill_leftovers(directory: str) -> list[str]:
+def wait_full_rounds(node: Node, rounds: int = 1, timeout: float = 30) -> None:
+    """Waits until the node's supervisor has made ``rounds`` complete passes of its
+    main loop (a cluster round in each) that began after this call. A SIGHUP is
+    logged ("reloading the graph") at the top of the pass that takes it, so the
+    pass before the next logged SIGHUP is over. What a test asserts did not happen
+    has had its chance to happen then: a positive event, not a guessed sleep."""
+    for _ in range(rounds + 1):
+        seen = node.log().count("reloading the graph")
+        node.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda seen=seen: node.log().count("reloading the graph") > seen, timeout,
+                 f"{node.name}'s supervisor to take a SIGHUP")
+
+
+def kill_leftovers(directory: str, timeout: float = 10) -> list[str]:
     """Kills whatever a test left running under its directory; returns their
     descriptions (a non-empty list is a leak, i.e. a bug)."""
-    leaked = []
+    leaked, killed = [], []
     for proc in processes_under(directory):
-        try:
-            leaked.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
-            proc.kill()
-        except psutil.NoSuchProcess:
-            continue
+        described = " ".join(cmdline_of(proc))[:200]
+        if described and send_signal(proc, signal.SIGKILL):
+            leaked.append(f"pid {proc.pid}: {described}")
+            killed.append(proc)
+    # not psutil.wait_procs: it would reap our own children behind their Popen's back
+    wait_gone(killed, timeout, f"leftovers under {directory} to die")
     return leaked
 
 

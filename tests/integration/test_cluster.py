@@ -18,11 +18,16 @@ import psutil
 
 from tests.integration.cluster import (
     Node,
+    children_of,
     etcd_processes_under,
     etcdctl,
+    exe_name,
     free_port,
+    kill_supervisor,
     mgmtctl,
+    send_signal,
     wait_for,
+    wait_gone,
 )
 
 GRACE = "3"             # seconds a voter may be unhealthy before it is replaced
@@ -77,25 +82,12 @@ def stop_all(nodes: list[Node], timeout: float = 60) -> None:
         assert node.proc.returncode == 0, f"{node.name} exited {node.proc.returncode}\n{tail(node)}"
 
 
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def kill_node(node: Node, needs_etcd: bool = True) -> None:
-    """SIGKILLs a node's supervisor and its etcd (own session: it would survive
-    otherwise); the engine must then go by itself (its stdin closes)."""
-    supervisor = psutil.Process(node.proc.pid)
-    children = supervisor.children(recursive=True)
-    etcds = etcd_processes_under(str(node.prefix))
-    assert etcds or not needs_etcd, f"{node.name} runs no etcd"
-    for proc in [supervisor, *etcds]:
-        proc.kill()
-    node.proc.wait(timeout=10)
-    wait_for(lambda: all(_gone(p) for p in [*etcds, *children]), 15,
-             f"{node.name}'s etcd and engine to exit after the supervisor was killed")
+    """SIGKILLs a node's supervisor and its etcd; the engine must then go by
+    itself (its stdin closes)."""
+    children, etcds = kill_supervisor(node.proc, str(node.prefix))
+    assert etcds or not needs_etcd, f"{node.name} ran no etcd"
+    wait_gone([*etcds, *children], 15, f"{node.name}'s etcd and engine to exit after the supervisor was killed")
 
 
 @contextlib.contextmanager
@@ -167,14 +159,17 @@ def settled(view: dict, size: int) -> bool:
             and bool(view["leader"]))
 
 
-def wait_view(nodes: list[Node], check, timeout: float, what: str) -> dict:
-    """Polls mgmtctl until ``check(view)`` holds; on timeout the last view and each
-    node's log tail are in the failure."""
+def wait_view(nodes: list[Node], check, timeout: float, what: str, every_read: bool = False) -> dict:
+    """Polls mgmtctl until ``check(view)`` holds (``check`` may also assert an
+    invariant of every view); on timeout or a failed assertion the last view and
+    each node's log tail are in the failure. ``every_read``: mgmtctl must read the
+    cluster every time."""
     last: dict = {}
 
     def probe():
         view = members_view(nodes)
         last["view"] = view
+        assert view is not None or not every_read, "mgmtctl could not read the cluster"
         return view if view is not None and check(view) else None
 
     try:
@@ -368,33 +363,30 @@ def test_stopped_etcd_is_replaced_and_resumes_harmlessly(make_node):
     victim = quiet_voter(view, nodes)
     others = {n.name for n in nodes} - {victim.name}
     etcd = node_etcd(victim)
-    etcd.send_signal(signal.SIGSTOP)
+    assert send_signal(etcd, signal.SIGSTOP), f"{victim.name}'s etcd exited on its own\n{tail(victim)}"
     try:
         view = wait_settled(nodes, 3, REPAIR, voters=others)
     finally:
-        if not _gone(etcd):
-            etcd.send_signal(signal.SIGCONT)
+        send_signal(etcd, signal.SIGCONT)
     assert victim.proc.poll() is None, f"{victim.name}'s supervisor exited\n{tail(victim)}"
 
-    # after it resumes: one cluster, at most one raft leader, the same voters
-    end = time.monotonic() + 6
-    while time.monotonic() < end:
-        again = members_view(nodes)
-        assert again is not None, "mgmtctl could not read the cluster"
-        assert again["cluster_id"] == cluster_id, again
-        assert sum(n["raft_leader"] for n in again["nodes"]) <= 1, again
+    def resumed_harmlessly(view: dict) -> bool:
+        """Every observation, from SIGCONT until the victim is settled as a voter or
+        as a client whose etcd is gone: one cluster, at most one raft leader."""
+        assert view["cluster_id"] == cluster_id, view
+        assert sum(n["raft_leader"] for n in view["nodes"]) <= 1, view
         status = etcdctl(endpoints(nodes), "--dial-timeout", "1s", "--command-timeout", "2s",
                          "endpoint", "status", "-w", "json")
         ids = {s["Status"]["header"]["cluster_id"] for s in json.loads(status.stdout or "[]")}
         assert len(ids) <= 1, status.stdout
-        time.sleep(0.5)
-    view = wait_view(nodes, lambda v: settled(v, 3) and roles(v).get(victim.name) in ("client", "voter")
-                     and voter_names(v) <= {n.name for n in nodes}, REPAIR,
-                     f"3 healthy voters with {victim.name} back as a client or voter")
+        role = roles(view).get(victim.name)
+        return (settled(view, 3) and voter_names(view) <= {n.name for n in nodes}
+                and (role == "voter" or role == "client" and not etcd_processes_under(str(victim.prefix))))
+
+    view = wait_view(nodes, resumed_harmlessly, REPAIR,
+                     f"3 healthy voters with {victim.name} back as a voter, or as a client without etcd",
+                     every_read=True)
     assert view["cluster_id"] == cluster_id
-    if roles(view)[victim.name] == "client":
-        wait_for(lambda: not etcd_processes_under(str(victim.prefix)), 30,
-                 f"{victim.name}'s removed etcd to be gone")
     cross_check(view)
     put_get(view, "/probe/after-sigcont", "consistent")
     assert_no_traceback(nodes)
@@ -477,8 +469,8 @@ resources:
         listed = json.loads(etcdctl(url, "member", "list", "-w", "json").stdout)["members"]
         assert [m["name"] for m in listed] == ["external"]
         assert not etcd_processes_under(str(node.prefix)), "mgmtd started an etcd for a --no-server node"
-        children = psutil.Process(node.proc.pid).children(recursive=True)
-        assert not any(p.name() == "etcd" for p in children), children
+        children = children_of(node.proc.pid)
+        assert not any(exe_name(p) == "etcd" for p in children), children
         assert "started etcd" not in node.log()
 
         assert node.stop() == 0, tail(node)
@@ -525,21 +517,30 @@ def test_node_stays_registered_while_its_etcd_cannot_restart(make_node):
     victim = quiet_voter(view, nodes)
     others = [n for n in nodes if n is not victim]
     etcd = node_etcd(victim)
-    etcd.kill()
-    # etcd's restarts fail from now on: its peer port is taken (before the first restart,
-    # 0.5 s away; a killed etcd's other threads may hold the port a moment longer)
-    with squat(victim.peer_port):
-        missing = []
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            got = etcdctl(endpoints(others), "get", f"/mgmtd/hosts/{victim.name}", "--print-value-only")
-            assert got.returncode == 0, got.stderr
-            assert victim.proc.poll() is None, tail(victim)
-            if not got.stdout.strip():
-                missing.append(time.strftime("%H:%M:%S"))
-            time.sleep(0.5)
-        assert "bind: address already in use" in victim.log(), tail(victim)
-        stop_all([victim])  # while its restarts still fail fast
+    # the supervisor is held still while its etcd is killed and the port taken: it
+    # restarts etcd 0.5 s after it exits, and on a loaded machine could win the port
+    victim.proc.send_signal(signal.SIGSTOP)
+    try:
+        send_signal(etcd, signal.SIGKILL)
+        wait_gone([etcd], 10, f"{victim.name}'s killed etcd")
+        # from now on etcd's restarts fail: its peer port is taken (a killed etcd's
+        # other threads may hold the port a moment longer)
+        with squat(victim.peer_port, timeout=10):
+            victim.proc.send_signal(signal.SIGCONT)
+            missing = []
+            end = time.monotonic() + 20
+            while time.monotonic() < end:
+                got = etcdctl(endpoints(others), "get", f"/mgmtd/hosts/{victim.name}", "--print-value-only")
+                assert got.returncode == 0, got.stderr
+                assert victim.proc.poll() is None, tail(victim)
+                if not got.stdout.strip():
+                    missing.append(time.strftime("%H:%M:%S"))
+                time.sleep(0.5)
+            wait_for(lambda: "bind: address already in use" in victim.log(), 30,
+                     f"{victim.name}'s etcd restart to fail on the taken port")
+            stop_all([victim])  # while its restarts still fail fast
+    finally:
+        victim.proc.send_signal(signal.SIGCONT)  # a no-op once it has exited
     stop_all(others)
     assert not missing, (f"the running {victim.name} was unregistered at {missing}\n{tail(victim)}")
 
@@ -550,9 +551,9 @@ def test_sigterm_stops_promptly_while_etcd_waits_for_quorum(make_node):
     wait_settled(nodes, 2, GROW, voters={first.name, second.name})
     assert second.stop() == 0, tail(second)  # one voter of two left: no quorum
     starts = first.log().count("started etcd")
-    node_etcd(first).kill()
+    send_signal(node_etcd(first), signal.SIGKILL)
+    # logged right before wait_ready, where it now stays: etcd serves no client before it has a leader
     wait_for(lambda: first.log().count("started etcd") > starts, 10, f"{first.name} to restart etcd")
-    time.sleep(1)  # now in wait_ready: etcd serves no client before it has a leader
     first.proc.send_signal(signal.SIGTERM)
     try:
         code = first.proc.wait(timeout=10)

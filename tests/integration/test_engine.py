@@ -47,14 +47,22 @@ def test_example_converges_through_mgmtd_run(example, make_node, workdir):
 
 
 def engine(graph: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([MGMTD, "engine", "--hostname", "t", *args, "yaml", graph],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """``mgmtd engine``, its log in ``engine.log`` next to the graph (a file, not a
+    pipe: the test reads it while the engine runs, and a full pipe would block it)."""
+    with open(log_of(graph), "ab") as log:
+        return subprocess.Popen([MGMTD, "engine", "--hostname", "t", *args, "yaml", graph],
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def log_of(graph: str) -> Path:
+    return Path(graph).with_name("engine.log")
 
 
 def stop(proc: subprocess.Popen) -> str:
+    """Stops the engine; returns its log."""
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    return err
+    proc.wait(timeout=30)
+    return log_of(proc.args[-1]).read_text(errors="replace")
 
 
 def test_timer_notifies_exec_repeatedly(workdir):
@@ -128,9 +136,14 @@ def test_hundred_rapid_reloads_end_in_the_last_graph(workdir):
     root = workdir / "r"
     graph = workdir / "g.yaml"
     write_graph(graph, root, ["a", "b"], "v0")
-    proc = engine(str(graph))
+    workers = 4
+    proc = engine(str(graph), "--workers", str(workers))
     try:
         wait_for(lambda: (root / "b").exists(), 20, "first graph applied")
+        # the pool has started at least one worker by now; it may start the others
+        # later, but no more: any thread beyond that bound is a stray
+        bound = psutil.Process(proc.pid).num_threads() + workers - 1
+
         def burst(offset: int) -> list[str]:
             for i in range(offset + 1, offset + 101):
                 names = [f"f{j}" for j in range(i % 7, i % 7 + 5)]
@@ -147,17 +160,21 @@ def test_hundred_rapid_reloads_end_in_the_last_graph(workdir):
                     return False
             return check
 
+        def threads() -> int:
+            return psutil.Process(proc.pid).num_threads()
+
         wait_for(final(burst(0), "v100"), 30, "the last graph's files")
-        time.sleep(0.5)
-        threads = psutil.Process(proc.pid).num_threads()
+        wait_for(lambda: threads() <= bound, 10, f"at most {bound} threads after 100 reloads")
         # a second burst must not leave more threads behind: no stray workers
-        wait_for(final(burst(100), "v200"), 30, "the last graph's files, again")
-        time.sleep(0.5)
-        assert psutil.Process(proc.pid).num_threads() <= threads + 1
-        # a file dropped from the graph is no longer managed
-        dropped = root / "a"
+        last = burst(100)
+        wait_for(final(last, "v200"), 30, "the last graph's files, again")
+        wait_for(lambda: threads() <= bound, 10, f"at most {bound} threads after 200 reloads")
+        # a file dropped from the graph is no longer managed: changed before a managed
+        # file, it is still as left once the engine has repaired the managed one
+        dropped, managed = root / "a", root / last[0]
         dropped.write_text("mine")
-        time.sleep(0.3)
+        managed.write_text("tampered")
+        wait_for(final(last[:1], "v200"), 10, f"{managed.name} repaired")
         assert dropped.read_text() == "mine"
         assert proc.poll() is None
     finally:
@@ -174,7 +191,8 @@ def test_bad_reload_keeps_the_last_good_graph(workdir):
     try:
         wait_for(lambda: (root / "x").exists(), 20, "first graph applied")
         graph.write_text("graph: g\nresources:\n  file:\n  - name: x\n    path: relative\n")
-        time.sleep(0.5)
+        wait_for(lambda: "the last good graph keeps running" in log_of(str(graph)).read_text(), 10,
+                 "the bad graph refused")
         (root / "x").write_text("tampered")
         wait_for(lambda: (root / "x").read_text() == "good", 5, "the last good graph enforced")
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tests.integration.cluster import etcdctl, mgmtctl, wait_for
@@ -26,6 +25,43 @@ def start_cluster(make_node, graphs: dict[str, str], *extra: str):
             node.start(["yaml", graph], "--seeds", first.client_url, *extra)
         nodes[name] = node
     return nodes
+
+
+def engine_record(node) -> dict:
+    """The engine's state as the node's supervisor published it in its host record."""
+    got = etcdctl(node.client_url, "get", f"/mgmtd/hosts/{node.name}", "--print-value-only")
+    try:
+        record = json.loads(got.stdout)
+    except ValueError:  # not there (yet), or etcd did not answer
+        return {}
+    return record.get("engine") or {}
+
+
+def wait_applied(node, local: int, collected: str) -> dict:
+    """Waits until the node's engine has run every resource of a graph that has
+    ``collected`` among its collected resources: a published state whose counts
+    are of that graph (``local`` resources of its own plus the collected ones),
+    each in state or failed. The graph is built from everything exported up to
+    the export it collected, so whatever was exported before has been considered."""
+    last: dict = {}
+
+    def done():
+        last.update(rec := engine_record(node))
+        names = rec.get("collected") or []
+        return rec if (collected in names and rec.get("resources") == local + len(names)
+                       and rec.get("ok", 0) + rec.get("failed", 0) == rec["resources"]) else None
+
+    try:
+        return wait_for(done, 60, f"{node.name} to run a graph with {collected} collected")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last published: {last}\n{node.log()[-3000:]}") from None
+
+
+def put_export(endpoint: str, host: str, kind: str, name: str, params: dict) -> None:
+    """An export written straight into etcd, as a host ``host`` would."""
+    value = json.dumps({"kind": kind, "name": name, "host": host, "params": params, "meta": {}})
+    put = etcdctl(endpoint, "put", f"/mgmtd/exported/{host}/{kind}/{name}", value)
+    assert put.returncode == 0, put.stderr
 
 
 def listing(root: Path) -> dict[str, list[str]]:
@@ -75,10 +111,16 @@ def test_several_directories_exported_one_collected_by_pattern(make_node, workdi
     collector = graph_with(workdir / "c.yaml", f'  - name: out\n    path: "{out}/"\n' + dirs,
                            f'collect:\n- kind: file\n  pattern: "{out}/db/"\n')
     nodes = start_cluster(make_node, {"h1": collector, "h2": exporter})
+    h1 = nodes["h1"]
     wait_for(lambda: (out / "db").is_dir() and sorted(p.name for p in (out / "db").iterdir())
              == ["f0", "f1", "f2"], 60, "the db files")
-    time.sleep(1)
-    assert sorted(p.name for p in (out / "db").iterdir()) == ["f0", "f1", "f2"]
+    # once all nine are in etcd, a later export collected by h1 proves it has seen them
+    wait_for(lambda: len(etcdctl(h1.client_url, "get", "--prefix", "--keys-only", "/mgmtd/exported/h2/")
+                         .stdout.split()) == 9, 30, "h2's nine exports in etcd")
+    put_export(h1.client_url, "h9", "file", "marker", {"path": f"{out}/db/marker", "content": "last"})
+    record = wait_applied(h1, 4, "h9/file/marker")
+    assert sorted(record["collected"]) == ["h2/file/db-0", "h2/file/db-1", "h2/file/db-2", "h9/file/marker"]
+    assert sorted(p.name for p in (out / "db").iterdir()) == ["f0", "f1", "f2", "marker"]
     assert list((out / "web").iterdir()) == [] and list((out / "cache").iterdir()) == []
     assert (out / "db" / "f1").read_text() == "db 1"
     assert "file[db-0@h2]: applied" in nodes["h1"].log()
@@ -133,8 +175,13 @@ def test_change_withdraw_conflict_and_exporter_restart(make_node, workdir):
     wait_for(lambda: (out / "x").read_text() == "two", 10, "repair from the stored export")
     nodes["h2"].start(["yaml", str(workdir / "g1.yaml")], "--seeds", nodes["h1"].client_url)
     wait_for(lambda: "graph g loaded" in nodes["h2"].log().split("stopped engine")[-1], 30, "h2 back")
+    # one more export: once h2 says it wrote it, it has compared x with etcd too
+    graph_with(workdir / "g1.yaml", file_res("@@x", f"{out}/x", "two") + file_res("@@z", f"{out}/z", "zed"))
+    wait_for(lambda: "exported file/z" in nodes["h2"].log(), 30, "h2 exporting z")
     after = etcdctl(nodes["h1"].client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
-    assert {kv["key"]: kv["mod_revision"] for kv in json.loads(after)["kvs"]} == revisions
+    after_revisions = {kv["key"]: kv["mod_revision"] for kv in json.loads(after)["kvs"]}
+    assert {k: v for k, v in after_revisions.items() if k in revisions} == revisions
+    assert len(after_revisions) == len(revisions) + 1
 
     # forget: a dead host's exports go for good
     assert nodes["h2"].stop() == 0
@@ -183,20 +230,20 @@ def test_hostile_exports_are_refused_by_the_collector(make_node, workdir):
     wait_for(lambda: "engine is converged" in h1.log(), 60, "h1 converged")
 
     def export(kind: str, name: str, params: dict) -> None:
-        value = json.dumps({"kind": kind, "name": name, "host": "h2", "params": params, "meta": {}})
-        put = etcdctl(h1.client_url, "put", f"/mgmtd/exported/h2/{kind}/{name}", value)
-        assert put.returncode == 0, put.stderr
+        put_export(h1.client_url, "h2", kind, name, params)
 
     export("exec", "evil", {"cmd": f"touch {outside}/pwned", "shell": "/bin/sh"})
     export("file", "dotdot", {"path": f"{inside}/../out/dotdot", "content": "escaped"})
     export("file", "symlink", {"path": f"{inside}/link/through-link", "content": "escaped"})
     export("file", "elsewhere", {"path": f"{outside}/plain", "content": "escaped"})
-    export("file", "ok", {"path": f"{inside}/ok", "content": "collected"})
-    wait_for(lambda: (inside / "ok").exists(), 30, "the legitimate export applied")
-    time.sleep(1.5)
+    export("file", "ok", {"path": f"{inside}/ok", "content": "collected"})  # the last one put
+    record = wait_applied(h1, 1, "h2/file/ok")
+    assert (inside / "ok").read_text() == "collected"
     assert sorted(p.name for p in outside.iterdir()) == [], "something escaped the collect rule"
     log = h1.log()
     assert "evil" not in log  # kind exec is named by no rule: never even built
-    assert "collect: file[symlink] from h2:" in log and "(through a symlink)" in log
+    # collected, but refused where it would be written (13.2: no symlink below the anchor is followed)
+    assert sorted(record["collected"]) == ["h2/file/ok", "h2/file/symlink"] and record["failed"] == 1
+    assert f"{inside}/link is a symbolic link: mgmtd does not write through it" in log
     assert "collect: file[dotdot] from h2: path must not contain '..'" in log
     assert "elsewhere" not in log  # outside the pattern: the rule does not select it at all

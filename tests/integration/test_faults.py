@@ -14,19 +14,22 @@ from pathlib import Path
 
 import psutil
 
-from tests.integration.cluster import etcdctl, mgmtctl, one_file_graph, wait_for
+from tests.integration.cluster import (
+    children_of,
+    cmdline_of,
+    etcdctl,
+    mgmtctl,
+    one_file_graph,
+    send_signal,
+    wait_for,
+    wait_full_rounds,
+)
 
 MGMTD = str(Path(sys.executable).parent / "mgmtd")
 
 
 def engine_child(node) -> psutil.Process | None:
-    for child in psutil.Process(node.proc.pid).children():
-        try:
-            if "engine" in child.cmdline():
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    return None
+    return next((c for c in children_of(node.proc.pid, recursive=False) if "engine" in cmdline_of(c)), None)
 
 
 def test_killed_engine_is_restarted_and_reapplies(make_node, workdir):
@@ -36,7 +39,7 @@ def test_killed_engine_is_restarted_and_reapplies(make_node, workdir):
     node.start(["yaml", graph])
     wait_for(lambda: target.exists() and target.read_text() == "wanted", 60, "first apply")
     first = wait_for(lambda: engine_child(node), 10, "the engine child")
-    first.kill()
+    assert send_signal(first, signal.SIGKILL), f"the engine exited on its own\n{node.log()}"
     target.write_text("changed while the engine was dead")
     wait_for(lambda: (e := engine_child(node)) is not None and e.pid != first.pid, 30, "a new engine")
     wait_for(lambda: target.read_text() == "wanted", 30, "the graph applied again")
@@ -64,12 +67,14 @@ def test_crash_while_writing_leaves_whole_files(workdir):
     for attempt in range(3):
         proc = subprocess.Popen([MGMTD, "engine", "--hostname", "t", "--log-level", "warning", "yaml",
                                  str(graph)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # kill it once it has started writing but (most likely) before it is done
-        wait_for(lambda: any((root / f"f{i}").read_text() == new[i] for i in range(count)), 60,
-                 "the first new file", interval=0.001)
-        time.sleep(rng.uniform(0.0, 0.05))
-        proc.kill()
-        proc.wait(timeout=10)
+        try:
+            # kill it once it has started writing but (most likely) before it is done
+            wait_for(lambda: any((root / f"f{i}").read_text() == new[i] for i in range(count)), 60,
+                     "the first new file", interval=0.001)
+            time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
         contents = {i: (root / f"f{i}").read_text() for i in range(count)}
         torn = [i for i, text in contents.items() if text not in (old[i], new[i])]
         assert not torn, f"attempt {attempt}: partial files {torn[:5]}"
@@ -122,6 +127,7 @@ def test_unreachable_seeds_say_so_and_local_graph_still_applies(make_node, workd
     wait_for(lambda: target.exists(), 30, "the local graph applied without a cluster")
     wait_for(lambda: "cannot reach the cluster at http://127.0.0.1:9" in node.log(), 30, "the warning")
     assert node.proc.poll() is None
+    wait_full_rounds(node)  # another round, again without the cluster: not said again
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=30) == 0
     assert node.log().count("cannot reach the cluster") == 1  # said once, not every round
@@ -146,8 +152,9 @@ def test_bad_cli_arguments_are_one_clear_line(workdir):
 
 def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir):
     first, second = make_node(), make_node()
-    first.start(["empty"], "--ideal-cluster-size", "2", "--grace-period", "2")
-    second.start(["empty"], "--seeds", first.client_url, "--grace-period", "2")
+    grace = 2
+    first.start(["empty"], "--ideal-cluster-size", "2", "--grace-period", str(grace))
+    second.start(["empty"], "--seeds", first.client_url, "--grace-period", str(grace))
     urls = f"{first.client_url},{second.client_url}"
 
     def two_voters():
@@ -156,12 +163,16 @@ def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir
 
     wait_for(two_voters, 90, "two healthy voters")
     assert second.stop() == 0  # one of two voters left: no quorum
+    lost_at = time.monotonic()
     wait_for(lambda: "quorum lost: 1 of 2 voters reachable, 0 with a leader" in first.log(), 30,
              "the supervisor saying so")
     status = mgmtctl("--endpoints", urls, "status")
     assert status.returncode == 2, status.stdout + status.stderr
     assert "LOST: 0 of 2 voters healthy" in status.stdout and "etcdctl snapshot restore" in status.stdout
-    time.sleep(4)  # past the grace period: still no membership change
+    # a whole round after the grace period has run out still changes nothing (the
+    # sleep only lets the grace period pass; the round is the event waited for)
+    time.sleep(max(0.0, lost_at + grace + 1 - time.monotonic()))
+    wait_full_rounds(first)
     assert "removed member" not in first.log()
     listed = etcdctl(first.client_url, "member", "list", "-w", "json")
     assert len(json.loads(listed.stdout)["members"]) == 2

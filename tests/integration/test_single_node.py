@@ -10,12 +10,12 @@ import socket
 import subprocess
 import time
 
-import psutil
-
 from tests.integration.cluster import (
     etcd_processes_under,
     etcdctl,
+    gone,
     mgmtctl,
+    send_signal,
     wait_for,
 )
 
@@ -102,11 +102,11 @@ def test_member_seen_by_etcdctl_and_mgmtctl_and_sigterm_cleans_up(make_node, wor
     (root / "a.txt").write_text("tampered")
     wait_for(lambda: (root / "a.txt").read_text() == "alpha\n", 5, "the tampered file to be repaired")
 
-    etcd_pids = [p.pid for p in etcd_processes_under(str(workdir))]
-    assert len(etcd_pids) == 1
+    etcds = etcd_processes_under(str(workdir))
+    assert len(etcds) == 1
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=60) == 0, node.log()
-    assert not psutil.pid_exists(etcd_pids[0]) or psutil.Process(etcd_pids[0]).status() == "zombie"
+    assert gone(etcds[0])  # psutil's handle: not fooled by a reused pid
     assert not etcd_processes_under(str(workdir))
 
 
@@ -117,7 +117,7 @@ def test_etcd_child_killed_is_restarted_with_its_data(make_node, workdir):
     wait_for(lambda: etcd_processes_under(str(workdir)), 30, "etcd to start")
     wait_for(lambda: etcdctl(node.client_url, "put", "/probe", "kept").returncode == 0, 30, "etcd")
     first = etcd_processes_under(str(workdir))[0]
-    first.kill()
+    send_signal(first, signal.SIGKILL)
     wait_for(lambda: [p for p in etcd_processes_under(str(workdir)) if p.pid != first.pid], 30,
              "a new etcd")
     got = wait_for(lambda: etcdctl(node.client_url, "get", "/probe", "--print-value-only").stdout,

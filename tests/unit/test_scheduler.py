@@ -63,15 +63,19 @@ class Probe(Resource):
     FIELDS = {"version": Field((int,), 0)}  # only so a swap can see a "changed" resource
 
     def __init__(self, name: str, rec: Recorder, *, changes: int = 1, fail: int = 0,
-                 sleep: float = 0.0, version: int = 0, meta: Meta | None = None) -> None:
+                 sleep: float = 0.0, version: int = 0, meta: Meta | None = None,
+                 meet: threading.Barrier | None = None) -> None:
         super().__init__(name, {"version": version}, meta)
         self.rec = rec
         self.changes = changes
         self.fail = fail
         self.sleep = sleep
+        self.meet = meet  # every probe sharing it must be inside check_apply at once
 
     def check_apply(self, apply: bool) -> bool:
         start, seq_start = time.monotonic(), self.rec.tick()
+        if self.meet is not None:
+            self.meet.wait(GUARD / 2)  # raises BrokenBarrierError (a failed call) when alone
         if self.sleep:
             time.sleep(self.sleep)
         if self.fail > 0:
@@ -130,10 +134,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = GUARD) -> None:
 
 
 class Background:
-    """A scheduler running with no timeout, stopped at the end of the test."""
+    """A scheduler running with no timeout, stopped at the end of the test. Its
+    summaries (what the engine reports) are kept: a summary with nothing pending
+    is the scheduler saying it has dealt with everything it was given."""
 
     def __init__(self, graph, workers: int = 4) -> None:
-        self.sched = Scheduler(Context(), workers=workers)
+        self.summaries: list = []
+        self.sched = Scheduler(Context(), workers=workers, on_summary=self.summaries.append)
         self.sched.swap(graph)
         self.result: list[int] = []
         self.thread = threading.Thread(target=lambda: self.result.append(self.sched.run()), daemon=True)
@@ -184,13 +191,12 @@ def test_dependant_waits_for_a_slow_dependency():
 
 
 def test_independent_resources_run_in_parallel():
+    # each waits inside check_apply for the other: run one after the other, both fail
     rec = Recorder()
-    rc, _ = run(graph_of([Probe("p1", rec, sleep=0.2), Probe("p2", rec, sleep=0.2)]), workers=2)
+    meet = threading.Barrier(2)
+    rc, _ = run(graph_of([Probe("p1", rec, meet=meet), Probe("p2", rec, meet=meet)]), workers=2)
+    assert [c.result for c in rec.calls] == ["changed", "changed"], "not run in parallel"
     assert rc == 0
-    calls = rec.calls
-    assert len(calls) == 2
-    span = max(c.end for c in calls) - min(c.start for c in calls)
-    assert span < 0.35, f"took {span:.3f}s: not run in parallel"
 
 
 def test_one_worker_runs_one_at_a_time():
@@ -209,8 +215,8 @@ def test_failed_resource_blocks_only_its_dependants():
                  Probe("other", rec), Probe("other2", rec)]
     bg = Background(graph_of(resources, [("bad", "child"), ("child", "grandchild"), ("other", "other2")]))
     try:
-        wait_for(lambda: rec.applied("other2") and rec.of("bad"))
-        time.sleep(0.1)  # give a wrong dispatch the chance to happen
+        # settled: every resource checked, failed or blocked, nothing left to dispatch
+        wait_for(lambda: any(s.state == "failed" and s.pending == 0 for s in bg.summaries))
     finally:
         assert bg.stop() == 0
     assert len(rec.of("bad")) == 1  # meta retry 0: one attempt
@@ -346,11 +352,13 @@ def test_hot_swap_keeps_unchanged_restarts_changed_closes_removed():
     keep, change, remove = Probe("keep", rec), Probe("change", rec), Probe("remove", rec)
     bg = Background(graph_of([keep, change, remove]))
     try:
-        wait_for(lambda: all(rec.applied(n) for n in ("keep", "change", "remove")))
+        # all three done (not only applied: their workers are back), so the swap retires
+        # them at once; the new "change" starts after the swap, by which time it has
+        # closed what it retires
+        wait_for(lambda: any(s.ok == 3 and s.pending == 0 for s in bg.summaries))
         keep2, change2, added = Probe("keep", rec), Probe("change", rec, version=2), Probe("added", rec)
         bg.sched.swap(graph_of([keep2, change2, added]))
         wait_for(lambda: rec.applied("added") and [c for c in rec.of("change") if c.instance == id(change2)])
-        time.sleep(0.1)
         with rec.lock:
             closed_before_stop = list(rec.closed)
     finally:
