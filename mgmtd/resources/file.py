@@ -137,9 +137,6 @@ class FileResource(Resource):
         if self.state not in ("exists", "absent"):
             raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
         self.mode_bits = parse_mode(self.mode)
-        if self.state == "absent" and (self.content is not None or self.source is not None):
-            field = "content" if self.content is not None else "source"
-            raise FieldError(field, f"state: absent cannot have {field}")
         if self.content is not None and self.source is not None:
             raise FieldError("source", "give content or source, not both")
         if self.is_dir and self.content is not None:

@@ -193,12 +193,15 @@ class EtcdProcess:
             is_ours = False
         if is_ours:
             LOG.warning("stopping leftover etcd (pid %d) from a previous run", pid)
-            proc.terminate()
             try:
-                proc.wait(timeout=10)
-            except psutil.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            except psutil.NoSuchProcess:
+                pass  # it went by itself meanwhile: what we wanted
         try:
             os.unlink(self.pid_file)
         except FileNotFoundError:

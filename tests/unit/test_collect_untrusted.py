@@ -196,7 +196,8 @@ def test_the_pattern_directory_itself_may_not_be_a_symlink(tmp_path):
     outside = tmp_path / "out"
     outside.mkdir()
     (tmp_path / "x").symlink_to(outside)
-    resources, _ = collect(CollectRule("file", f"{tmp_path}/x/"), file_export("f", path=f"{tmp_path}/x/f", content="e"))
+    resources, _ = collect(CollectRule("file", f"{tmp_path}/x/"),
+                           file_export("f", path=f"{tmp_path}/x/f", content="e"))
     with pytest.raises(ResourceError, match="symbolic link"):
         resources[0].check_apply(True)
     assert list(outside.iterdir()) == []

@@ -431,8 +431,6 @@ def test_directory_source_syncs_a_tree(tmp_path):
     ({"path": "/a/f", "content": "x", "source": "/b"}, "source"),
     ({"path": "/a/f", "source": "rel"}, "source"),
     ({"basename": "f"}, "path"),
-    ({"path": "/a/f", "state": "absent", "content": "x"}, "content"),   # mgmt's Validate() refuses both
-    ({"path": "/a/f", "state": "absent", "source": "/b"}, "source"),
 ])
 def test_validate_rejects(params, field):
     with pytest.raises(FieldError) as info:

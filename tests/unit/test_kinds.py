@@ -573,4 +573,10 @@ def test_mgmt_examples_load_unchanged(text):
 def test_exec_leaves_no_children_behind(tmp_path):
     res = make(ExecResource, cmd="true")
     res.check_apply(True)
-    assert not [c for c in psutil.Process(os.getpid()).children() if c.status() != psutil.STATUS_ZOMBIE]
+    def alive(child: psutil.Process) -> bool:
+        try:
+            return child.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:   # reaped between the listing and the look
+            return False
+
+    assert not [c for c in psutil.Process(os.getpid()).children() if alive(c)]
