@@ -4,11 +4,11 @@ flight is written by a later round, never marked synced by the older one."""
 from __future__ import annotations
 
 import threading
-import time
 from types import SimpleNamespace
 
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.resources.noop import NoopResource
+from tests.integration.cluster import wait_for
 
 
 class GatedEtcd:
@@ -39,15 +39,6 @@ def noops(*names: str) -> list[NoopResource]:
     return [NoopResource(name, {}) for name in names]
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def exported_names(etcd: GatedEtcd) -> set[str]:
     return {key.rsplit("/", 1)[1] for key in etcd.data}
 
@@ -62,8 +53,8 @@ def test_a_publish_during_a_sync_in_flight_is_written_not_lost():
         assert etcd.in_put.wait(10)            # the first sync is writing "old"...
         publisher.publish(noops("new"))        # ...when the graph changes
         etcd.gate.set()
-        assert wait_until(lambda: publisher.synced and exported_names(etcd) == {"new"}), \
-            f"etcd kept {exported_names(etcd)} (synced={publisher.synced})"
+        wait_for(lambda: publisher.synced and exported_names(etcd) == {"new"}, 10,
+                 "etcd to hold the newest exports, not the ones in flight")
     finally:
         publisher.stop()
 
@@ -76,9 +67,9 @@ def test_publishing_the_same_exports_again_repairs_etcd():
     publisher.start()
     try:
         publisher.publish(noops("a", "b"))
-        assert wait_until(lambda: publisher.synced and exported_names(etcd) == {"a", "b"})
+        wait_for(lambda: publisher.synced and exported_names(etcd) == {"a", "b"}, 10, "the first sync")
         etcd.data.clear()                      # lost behind our back (a restore, a hand delete)
         publisher.publish(noops("a", "b"))     # what SIGHUP does
-        assert wait_until(lambda: publisher.synced and exported_names(etcd) == {"a", "b"})
+        wait_for(lambda: publisher.synced and exported_names(etcd) == {"a", "b"}, 10, "the repair")
     finally:
         publisher.stop()
