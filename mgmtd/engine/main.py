@@ -15,9 +15,9 @@ from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
 from mgmtd.engine.collect import Collector, Export, select
 from mgmtd.engine.exports import ExportPublisher
-from mgmtd.engine.graph import Graph
 from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.scheduler import Scheduler, Summary
+from mgmtd.graph import Graph
 from mgmtd.resources.base import Context
 from mgmtd.yamlgraph.errors import GraphError
 from mgmtd.yamlgraph.loader import GraphSpec, load_file, read_graph_bytes

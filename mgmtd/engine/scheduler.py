@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mgmtd import log
-from mgmtd.engine.graph import Graph, Key, key_str
 from mgmtd.engine.watch import FileWatcher
+from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
 
 LOG = log.get("engine")

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from inotify_simple import flags as F
 
 from mgmtd import log
-from mgmtd.engine.graph import Key
 from mgmtd.engine.wakeable import WakeableINotify
+from mgmtd.graph import Key
 
 LOG = log.get("engine.watch")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mgmtd.engine import graph as graphs
+from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, kind_names
 from mgmtd.resources.base import Field, FieldError, Meta, Resource, shown
 from mgmtd.yamlgraph.errors import GraphError, Location

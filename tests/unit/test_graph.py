@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgmtd.engine.graph import CycleError, Edge, autoedges, build
+from mgmtd.graph import CycleError, Edge, autoedges, build
 from mgmtd.resources.base import Meta, Resource
 from mgmtd.resources.file import FileResource
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mgmtd.engine.graph import Edge
+from mgmtd.graph import Edge
 from mgmtd.resources.base import Meta
 from mgmtd.resources.file import FileResource
 from mgmtd.yamlgraph.errors import GraphError

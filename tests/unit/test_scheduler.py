@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgmtd.engine import scheduler as scheduler_module
-from mgmtd.engine.graph import Edge, build
 from mgmtd.engine.scheduler import BLOCKED, FAILED, OK, Scheduler
+from mgmtd.graph import Edge, build
 from mgmtd.resources.base import Context, Field, Meta, Resource, ResourceError
 
 GUARD = 5.0  # seconds before a run that should have ended is declared hung
