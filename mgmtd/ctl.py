@@ -12,6 +12,7 @@ from mgmtd.backoff import first_line
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.actions import RECOVERY
 from mgmtd.cluster.client import connect
+from mgmtd.cluster.exported import parse_export, subject_of
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
 from mgmtd.cluster.observe import HEALTHY, NO_LEADER
 from mgmtd.cluster.planner import has_majority
@@ -73,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: str | None) -> list[dict]:
     from mgmtd.cluster.observe import read_json_prefix
-    from mgmtd.engine.collect import parse_export, subject_of
 
     keys = Keys(namespace)
     _, _, endpoint = first_member_list(endpoints)

@@ -8,69 +8,25 @@ around it only reads etcd and hands each new selection to the engine."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mgmtd import log
 from mgmtd.backoff import Backoff, first_line
 from mgmtd.cluster.client import Connection
+from mgmtd.cluster.exported import Export, parse_export, subject_of
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources import KINDS
-from mgmtd.resources.base import Meta, Resource
+from mgmtd.resources.base import EFFECTIVE_META, Meta, Resource
 from mgmtd.resources.file import SPECIAL_BITS, Confinement, FileResource, parse_mode
 from mgmtd.resources.fsplace import anchor_of
 from mgmtd.yamlgraph.loader import CollectRule
 
 LOG = log.get("engine.collect")
 
-ExportKey = tuple[str, str, str]   # (exporting host, kind, name)
-
 NAME_DEFAULTED = {"exec": ("cmd",), "kv": ("key",)}
-
-
-@dataclass(frozen=True)
-class Export:
-    host: str
-    kind: str
-    name: str
-    params: dict[str, Any]
-    meta: dict[str, Any]
-
-    @property
-    def key(self) -> ExportKey:
-        return (self.host, self.kind, self.name)
-
-
-def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
-    """An export from its etcd key and JSON value; None when malformed."""
-    rest = key.removeprefix(keys.exported)
-    parts = rest.split("/", 2)
-    if len(parts) != 3:
-        return None
-    host, kind, name = parts
-    try:
-        raw = json.loads(value)
-        params = raw["params"]
-        meta = raw.get("meta", {})
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None  # RecursionError: nested deeper than json can parse; one bad export stops nothing
-    if raw.get("host") != host or raw.get("kind") != kind:
-        return None  # an export must say who made it, and match the key it sits under
-    if not isinstance(params, dict) or not isinstance(meta, dict):
-        return None
-    return Export(host, kind, name, params, meta)
-
-
-def subject_of(export: Export) -> str:
-    """What a pattern is matched against: a file's path, any other kind's name."""
-    if export.kind == "file":
-        path = export.params.get("path") or ""
-        return path
-    return export.name
 
 
 def pattern_matches(pattern: str | None, subject: str) -> bool:
@@ -106,7 +62,7 @@ def build_resource(export: Export, rule: CollectRule) -> Resource:
         if not params.get(field_name):
             params[field_name] = export.name
     params.update(dict(rule.set))
-    meta_fields = {k: v for k, v in export.meta.items() if k in ("noop", "retry", "delay", "poll", "autoedge")}
+    meta_fields = {k: v for k, v in export.meta.items() if k in EFFECTIVE_META}
     res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))
     if isinstance(res, FileResource):
         res.confinement = Confinement(anchor_of(rule.pattern), rule.allow)

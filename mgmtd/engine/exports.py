@@ -6,23 +6,16 @@ so restarting the exporter does not make collectors see it flap."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 from mgmtd import log
 from mgmtd.backoff import Backoff, first_line
 from mgmtd.cluster.client import Connection
+from mgmtd.cluster.exported import export_value
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources.base import Resource
 
 LOG = log.get("engine.export")
-
-
-def export_value(res: Resource, host: str) -> str:
-    params = {k: v for k, v in res.params.items() if v is not None}
-    meta = {k: getattr(res.meta, k) for k in ("noop", "retry", "delay", "poll", "autoedge")}
-    return json.dumps({"kind": res.kind, "name": res.name, "host": host, "params": params,
-                       "meta": meta}, sort_keys=True)
 
 
 class ExportPublisher:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import reprlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 # Upper bounds of numeric fields. Beyond them a value is a typo or an attack,
@@ -155,9 +155,13 @@ class Meta:
 
     def __post_init__(self) -> None:
         # collected exports build a Meta straight from JSON: check them here too
-        check_fields(Meta.FIELDS, {key: getattr(self, key) for key in ("noop", "retry", "delay", "poll",
-                                                                    "autoedge")}, "meta.")
+        check_fields(Meta.FIELDS, {key: getattr(self, key) for key in EFFECTIVE_META}, "meta.")
 
+
+# The meta parameters that take effect: Meta's own fields. The loader keeps
+# these, an export carries them and a collected resource gets them back; the
+# rest of Meta.FIELDS are accepted for mgmt compatibility and dropped.
+EFFECTIVE_META: tuple[str, ...] = tuple(f.name for f in fields(Meta))
 
 Meta.FIELDS = {
     "noop": Field((bool,), False, doc="report what would change, change nothing"),

@@ -15,7 +15,7 @@ import yaml
 
 from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, kind_names
-from mgmtd.resources.base import Field, FieldError, Meta, Resource, shown
+from mgmtd.resources.base import EFFECTIVE_META, Field, FieldError, Meta, Resource, shown
 from mgmtd.yamlgraph.errors import GraphError, Location
 
 EXPORT_MARK = "@@"
@@ -300,7 +300,7 @@ class Loader:
                 raise self.error(key_node, f"unknown meta parameter {shown(key)} (known: "
                                  f"{', '.join(sorted(Meta.FIELDS))})", subject)
             value = self.typed(value_node, f"meta.{key}", spec, subject)
-            if key in ("noop", "retry", "delay", "poll", "autoedge") and value is not None:
+            if key in EFFECTIVE_META and value is not None:
                 values[key] = value
         return Meta(**values)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from mgmtd.cluster.exported import Export, parse_export
 from mgmtd.cluster.keys import Keys
-from mgmtd.engine.collect import Export, parse_export, pattern_matches, select
+from mgmtd.engine.collect import pattern_matches, select
 from mgmtd.resources.file import FileResource
 from mgmtd.yamlgraph.loader import CollectRule
 

@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-from mgmtd.engine.collect import Export, select
+from mgmtd.cluster.exported import Export
+from mgmtd.engine.collect import select
 from mgmtd.resources.base import ResourceError
 from mgmtd.resources.file import FileResource
 from mgmtd.resources.fsplace import anchor_of

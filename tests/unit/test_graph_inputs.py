@@ -358,7 +358,8 @@ def test_collected_meta_is_checked_when_built(meta):
 
 
 def test_collector_rejects_an_export_out_of_range():
-    from mgmtd.engine.collect import CollectRule, Export, select
+    from mgmtd.cluster.exported import Export
+    from mgmtd.engine.collect import CollectRule, select
 
     exports = [Export("h2", "exec", "a", {"cmd": "/bin/true", "timeout": math.nan}, {}),
                Export("h2", "noop", "n", {}, {"delay": math.inf}),

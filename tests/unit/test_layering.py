@@ -18,7 +18,8 @@ The layers, bottom-up (a module may import its own layer and any below it):
 Some pairs the order alone would allow are kept apart as well (``APART``):
 the supervisor talks to the engine only through its process and the
 protocol, never by importing it; and ``mgmtctl`` is a client of the
-cluster: it loads neither the supervisor nor the ``mgmtd`` command.
+cluster: it reads exports with ``cluster.exported``, not the engine, and
+loads neither the supervisor nor the ``mgmtd`` command.
 
 Imports are read with ``ast``, nothing is imported, so a cycle is caught
 even where Python would happen to resolve it; imports inside functions and
@@ -48,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 APART: tuple[tuple[str, str], ...] = (   # (importer, imported): never, whatever the order says
     ("mgmtd.supervisor", "mgmtd.engine"),
+    ("mgmtd.ctl", "mgmtd.engine"),
     ("mgmtd.ctl", "mgmtd.supervisor"),
     ("mgmtd.ctl", "mgmtd.cli"),
 )
@@ -152,5 +154,7 @@ def test_the_check_sees_what_it_must() -> None:
         "mgmtd.yamlgraph.loader (yamlgraph) imports mgmtd.engine.main (engine)"]
     assert upward_imports({"mgmtd.supervisor.node": {"mgmtd.engine.main"}}) == [
         "mgmtd.supervisor.node imports mgmtd.engine.main: they are kept apart"]
+    assert upward_imports({"mgmtd.ctl": {"mgmtd.engine.collect"}}) == [
+        "mgmtd.ctl imports mgmtd.engine.collect: they are kept apart"]
     assert upward_imports({"mgmtd.resources.kv": {"mgmtd.cluster.keys", "mgmtd.log"}}) == []
     assert upward_imports({"mgmtd.nowhere": set()}) == ["mgmtd.nowhere has no layer: add it to LAYERS"]
