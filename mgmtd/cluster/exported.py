@@ -75,7 +75,9 @@ def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
 
 def subject_of(export: Export) -> str:
     """What a collect pattern is matched against: a file's path, any other
-    kind's name."""
+    kind's name. A path that is not a string (the exporter's JSON is
+    untrusted) matches no pattern; validating the resource reports it."""
     if export.kind == "file":
-        return export.params.get("path") or ""
+        path = export.params.get("path")
+        return path if isinstance(path, str) else ""
     return export.name
