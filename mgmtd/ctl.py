@@ -10,12 +10,13 @@ import sys
 from mgmtd import __version__, tls
 from mgmtd.backoff import first_line
 from mgmtd.cluster.access import is_permission_denied
-from mgmtd.cluster.actions import RECOVERY
+from mgmtd.cluster.act import RECOVERY
+from mgmtd.cluster.assess import HEALTHY, NO_LEADER
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.exported import parse_export, subject_of
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
-from mgmtd.cluster.observe import HEALTHY, NO_LEADER
-from mgmtd.cluster.planner import has_majority
+from mgmtd.cluster.model import has_majority
+from mgmtd.cluster.store import Store
 from mgmtd.cluster.view import (
     ClusterUnreachable,
     ClusterView,
@@ -73,13 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: str | None) -> list[dict]:
-    from mgmtd.cluster.observe import read_json_prefix
-
     keys = Keys(namespace)
     _, _, endpoint = first_member_list(endpoints)
     client = connect([endpoint], timeout=5.0)
     try:
-        hosts = read_json_prefix(client, keys.hosts)
+        hosts = Store(client, keys).hosts()
         rows = []
         for value, meta in client.get_prefix(keys.exported):
             export = parse_export(meta.key.decode(), value, keys)

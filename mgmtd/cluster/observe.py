@@ -1,46 +1,19 @@
-"""Reads the cluster for the planner: etcd's member list, each member's health
-(probed in parallel), volunteers, nominations and the ideal size. I/O only; the
-decisions are the planner's."""
+"""``observe(...) -> Snapshot``: the raw facts of one round, gathered from etcd
+(the member list, each member's status, probed in parallel) and the store
+(leader, this node's nomination, ideal size, volunteers, nominations). I/O
+only: what the facts mean is ``assess``'s business. A cluster that cannot be
+read is a fact too (``reachable=False``), never an exception."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
+from mgmtd.backoff import first_line
 from mgmtd.cluster import etcdapi
-from mgmtd.cluster.keys import Keys, json_object
-from mgmtd.cluster.planner import Member, Nomination, Observed, Volunteer
-
-# a learner this close to the leader's raft index may be promoted (etcd checks again)
-CATCH_UP_RATIO = 0.9
-
-# A member's health, one definition for the planner, the supervisor's quorum
-# check and mgmtctl: it answers status and knows a raft leader. A member that
-# answers without a leader is reachable but cut off from a majority (lost
-# quorum, a partition): not the same as one that does not answer at all.
-HEALTHY = "healthy"
-NO_LEADER = "no-leader"        # answers, but knows no raft leader
-UNREACHABLE = "unreachable"    # does not answer
-UNSTARTED = "unstarted"        # added to etcd, never started (no name yet)
-
-
-@dataclass
-class HealthTracker:
-    """Remembers since when each member has looked unhealthy (the grace period
-    counts from there)."""
-
-    since: dict[int, float] = field(default_factory=dict)
-
-    def update(self, member_id: int, healthy: bool, now: float) -> float | None:
-        if healthy:
-            self.since.pop(member_id, None)
-            return None
-        return self.since.setdefault(member_id, now)
-
-    def forget_others(self, ids: set[int]) -> None:
-        for gone in set(self.since) - ids:
-            del self.since[gone]
+from mgmtd.cluster.access import is_permission_denied
+from mgmtd.cluster.model import Snapshot
+from mgmtd.cluster.store import Store
 
 
 def member_list_from(endpoints: Sequence[str]) -> tuple[str, list[etcdapi.MemberInfo]]:
@@ -66,58 +39,35 @@ def probe(member: etcdapi.MemberInfo) -> etcdapi.EndpointStatus | None:
     return None
 
 
-def health(member: etcdapi.MemberInfo, status: etcdapi.EndpointStatus | None) -> str:
-    """``status`` is ``probe(member)``. A learner counts as healthy as soon as it
-    answers: it is still catching up, and ``caught_up`` decides its promotion."""
-    if not member.name:
-        return UNSTARTED
-    if status is None:
-        return UNREACHABLE
-    return HEALTHY if member.is_learner or status.leader_id != 0 else NO_LEADER
-
-
-def probe_all(members: list[etcdapi.MemberInfo]) -> list[etcdapi.EndpointStatus | None]:
+def probe_all(members: Sequence[etcdapi.MemberInfo]) -> tuple[etcdapi.EndpointStatus | None, ...]:
     if not members:
-        return []
+        return ()
     with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
-        return list(pool.map(probe, members))
+        return tuple(pool.map(probe, members))
 
 
-def read_json_prefix(client, prefix: str) -> dict[str, dict]:
-    out = {}
-    for value, meta in client.get_prefix(prefix):
-        parsed = json_object(value)
-        if parsed is not None:
-            out[meta.key.decode().removeprefix(prefix)] = parsed
-    return out
-
-
-def observe(*, client, keys: Keys, members: list[etcdapi.MemberInfo], tracker: HealthTracker,
-            now: float, self_host: str, ideal_size: int, failed_hosts: frozenset[str],
-            grace_period: float, learner_deadline: float) -> Observed:
-    statuses = probe_all(members)
-    leader_index = max((s.raft_index for s in statuses if s is not None), default=0)
-    planned = []
-    for info, status in zip(members, statuses, strict=True):
-        healthy = health(info, status) == HEALTHY
-        caught_up = (info.is_learner and status is not None
-                     and status.raft_index >= CATCH_UP_RATIO * leader_index)
-        planned.append(Member(
-            id=info.id, name=info.name, peer_urls=info.peer_urls, client_urls=info.client_urls,
-            is_learner=info.is_learner, healthy=healthy,
-            unhealthy_since=tracker.update(info.id, healthy, now), caught_up=caught_up,
-        ))
-    tracker.forget_others({m.id for m in members})
-    volunteers = tuple(
-        Volunteer(host, tuple(v.get("peer_urls", ())), tuple(v.get("client_urls", ())))
-        for host, v in sorted(read_json_prefix(client, keys.volunteers).items())
-    )
-    nominations = tuple(
-        Nomination(host, tuple(n.get("peer_urls", ())), float(n.get("since", 0)))
-        for host, n in sorted(read_json_prefix(client, keys.nominated).items())
-    )
-    return Observed(
-        now=now, self_host=self_host, ideal_size=ideal_size, members=tuple(planned),
-        volunteers=volunteers, nominations=nominations, failed_hosts=failed_hosts,
-        grace_period=grace_period, learner_deadline=learner_deadline,
-    )
+def observe(store: Store | None, endpoints: Sequence[str], self_host: str, now: float) -> Snapshot:
+    """One round's facts. The leader (the holder of the leader key) probes
+    every member; so does a node that cannot read the store (is quorum lost?)."""
+    try:
+        endpoint, listed = member_list_from(endpoints)
+    except etcdapi.EtcdApiError as err:
+        return Snapshot(now, self_host, reachable=False, error=first_line(err))
+    members = tuple(listed)
+    try:
+        if store is None:
+            raise ConnectionError("no client")
+        leader = store.leader()
+        nomination = store.nomination(self_host)
+        ideal = store.ideal_size()
+        leading = leader == self_host
+        volunteers = store.volunteers() if leading else ()
+        nominations = store.nominations() if leading else ()
+    except Exception as err:  # no quorum, no user yet, or moving: say so, with what the probes say
+        denied = is_permission_denied(err)
+        return Snapshot(now, self_host, reachable=False, error=first_line(err), permission_denied=denied,
+                        endpoint=endpoint, members=members,
+                        statuses=None if denied else probe_all(members))
+    return Snapshot(now, self_host, endpoint=endpoint, members=members,
+                    statuses=probe_all(members) if leading else None, leader=leader,
+                    nomination=nomination, ideal=ideal, volunteers=volunteers, nominations=nominations)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from mgmtd.cluster import etcdapi
+from mgmtd.cluster.assess import health
 from mgmtd.cluster.client import connect
-from mgmtd.cluster.keys import IdealSize, Keys, parse_ideal_size
-from mgmtd.cluster.observe import health, probe_all, read_json_prefix
+from mgmtd.cluster.keys import IdealSize, Keys
+from mgmtd.cluster.observe import probe_all
+from mgmtd.cluster.store import Store
 
 
 @dataclass
@@ -65,10 +67,10 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
     client = connect([endpoint], timeout=3.0)
     readable = True
     try:
-        hosts = read_json_prefix(client, keys.hosts)
-        raw_leader = client.get(keys.leader)[0]
-        leader = raw_leader.decode(errors="replace") if raw_leader else ""
-        ideal = parse_ideal_size(client.get(keys.ideal_size)[0])
+        store = Store(client, keys)
+        hosts = store.hosts()
+        leader = store.leader()
+        ideal = store.ideal_size()
     except Exception:  # without quorum etcd serves no reads: the members still tell the story
         readable = False
     finally:

@@ -4,7 +4,6 @@ engine child, and an orderly stop."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -12,12 +11,16 @@ import threading
 from mgmtd import log, protocol
 from mgmtd.backoff import Backoff
 from mgmtd.cluster.access import Access
-from mgmtd.cluster.etcdapi import EtcdApiError
-from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.assess import Settings
+from mgmtd.cluster.keys import Keys, parse_ideal_size
+from mgmtd.cluster.local import AskToJoin, NominateSelf, StartEtcd, StopServing
+from mgmtd.cluster.loop import ClusterLoop, Round, merge
+from mgmtd.cluster.presence import Identity
+from mgmtd.cluster.store import DuplicateHost
 from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.engine_process import EngineProcess
-from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError, find_binary
-from mgmtd.supervisor.membership import ClusterMembership, DuplicateHost, Identity, Round
+from mgmtd.supervisor.etcd_process import EtcdStartError, find_binary
+from mgmtd.supervisor.local_etcd import LocalEtcd
 from mgmtd.supervisor.notify import Notifier
 from mgmtd.supervisor.preflight import (
     NodeState,
@@ -25,11 +28,9 @@ from mgmtd.supervisor.preflight import (
     check_graph,
     check_port_free,
     check_prefix,
-    free_port,
     is_loopback,
     lock_prefix,
 )
-from mgmtd.supervisor.rounds import ClusterRounds, merge
 from mgmtd.tls import TLSFiles, check_host_name, common_name
 
 LOG = log.get("supervisor")
@@ -38,31 +39,26 @@ TICK = 0.5          # seconds between rounds when nothing is moving
 FAST_TICK = 0.1     # while a membership change is under way
 
 
-class Supervisor(ClusterRounds):
+class Supervisor:
+    """Composes the node: this node's etcd (``LocalEtcd``), the engine child,
+    the cluster rounds (``ClusterLoop``) and systemd notifications."""
+
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.keys = Keys(config.namespace)
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()
-        self.etcd: EtcdProcess | None = None
+        self.local: LocalEtcd | None = None
         self.engine: EngineProcess | None = None
-        self.client = None
-        self.client_endpoints: tuple[str, ...] = ()
+        self.loop: ClusterLoop | None = None
         self.engine_state = protocol.EngineState(state="starting")
         self.state: NodeState | None = None
-        self.membership: ClusterMembership | None = None
-        self.serving = False                # this node's etcd should run
-        self.bootstrapped = False
         self.sent_membership: protocol.Membership | None = None
-        self.cluster_endpoints: list[str] = []
-        self.unreachable_since: float | None = None
-        self.last_round = Round()
+        self.last_round: Round | None = None
         self.notifier = Notifier()
         self.last_error = ""
-        self.quorum_lost = ""
         self.access: Access | None = None
-        self.join_asked_at: float | None = None
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
@@ -87,8 +83,8 @@ class Supervisor(ClusterRounds):
         if cfg.graph_file is not None:
             check_graph(cfg.graph_file)
         self.state = NodeState(cfg.prefix)
-        self.etcd = EtcdProcess(self._etcd_config(), os.path.join(cfg.prefix, "etcd.pid"))
-        self.etcd.stop_leftover()
+        self.local = LocalEtcd(cfg, self.stopping)
+        self.local.process.stop_leftover()
         if not cfg.no_server:
             for url in (*cfg.client_urls, *cfg.server_urls):
                 check_port_free(url)
@@ -96,11 +92,11 @@ class Supervisor(ClusterRounds):
             if exposed and cfg.tls is None:
                 LOG.warning("etcd serves %s without TLS: anyone who can reach it can change this "
                             "cluster and make every node write files or run commands", ",".join(exposed))
-        self.membership = ClusterMembership(
+        self.loop = ClusterLoop(
             Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
                      may_serve=not cfg.no_server),
-            self.keys, cfg.grace_period, cfg.learner_deadline, endpoints=lambda: self.cluster_endpoints,
-            access=self.access)
+            self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
+            fallback=lambda: merge(self.state.endpoints, cfg.seeds), access=self.access, pid=os.getpid())
 
     def _check_identity(self, files: TLSFiles) -> None:
         """etcd takes the user from the certificate's name: it must be this host's."""
@@ -114,21 +110,6 @@ class Supervisor(ClusterRounds):
             raise StartupError(f"--tls-cert {files.cert} is for {certified!r}, but --hostname is {name!r}: "
                                f"issue this node's own with 'mgmtd certs issue {name}'")
         self.access = Access(self.keys, files.ca)
-
-    def has_member_data(self) -> bool:
-        return os.path.isdir(os.path.join(self.data_dir, "member"))
-
-    def _etcd_config(self, initial_cluster: str = "", state: str = "new") -> EtcdConfig:
-        cfg = self.config
-        debug = cfg.log_level == "debug"
-        return EtcdConfig(
-            binary=cfg.etcd_binary, name=cfg.hostname, data_dir=self.data_dir,
-            listen_client_urls=cfg.client_urls, advertise_client_urls=cfg.advertised_clients,
-            listen_peer_urls=cfg.server_urls, advertise_peer_urls=cfg.advertised_peers,
-            initial_cluster=initial_cluster, initial_cluster_state=state,
-            cluster_token=f"mgmtd-{cfg.hostname}", log_level="info" if debug else "warn",
-            tls=cfg.tls,
-        )
 
     def _engine_args(self) -> list[str]:
         cfg = self.config
@@ -146,51 +127,23 @@ class Supervisor(ClusterRounds):
 
     def _first_role(self) -> None:
         cfg = self.config
-        if not cfg.no_server and self.has_member_data():
-            LOG.info("found etcd member data: rejoining as a server")
-            self.serving = True
-            try:
-                self._start_etcd(joining=True)
-            except EtcdStartError:
-                if not self.etcd.removed:
-                    raise
-                # removed while we were away: start afresh as a client and volunteer
-                self.etcd.kill()
-                self._stop_serving()
+        if not cfg.no_server and self.local.has_member_data():
+            self.local.rejoin()
         elif not cfg.seeds and not self.state.endpoints:
             if cfg.no_server:
                 raise StartupError("--no-server needs --seeds")
-            LOG.info("no seeds and no data: bootstrapping a new cluster")
-            self.serving = True
-            self.bootstrapped = True
-            if self.access is not None:
-                self._bootstrap_with_auth()
-            else:
-                self._start_etcd(joining=False)
+            self.local.bootstrap(self.access)
+            self.loop.endpoints = list(cfg.advertised_clients)
+            size = cfg.ideal_cluster_size
+            if size is not None and parse_ideal_size(str(size)).size is not None:
+                self.loop.set_ideal_size_if_missing(size)
         else:
             LOG.info("joining the cluster at %s as a client",
                      ",".join(cfg.seeds or self.state.endpoints))
-        self.cluster_endpoints = list(self.state.endpoints or cfg.seeds)
-        if self.serving:
-            self.cluster_endpoints = merge(self.config.advertised_clients, self.cluster_endpoints)
-
-    def _bootstrap_with_auth(self) -> None:
-        """The new etcd first listens where only this host can reach it, gets its
-        users and roles and auth turned on, and only then listens where the
-        other nodes can: none of them ever sees it without auth."""
-        public = self.etcd.config
-        private = (f"https://127.0.0.1:{free_port()}",)
-        self.etcd.config = dataclasses.replace(public, listen_client_urls=private,
-                                               advertise_client_urls=private)
-        self._start_etcd(joining=False)
-        try:
-            self.access.enable(self.etcd.client_url, self.config.hostname)
-        except EtcdApiError as err:
-            raise StartupError(f"cannot set up etcd's users and roles: {err}") from None
-        self.etcd.stop()
-        self.etcd.config = public
-        self._start_etcd(joining=False)
-        LOG.info("etcd auth is on: each node may write only its own keys")
+        endpoints = list(self.state.endpoints or cfg.seeds)
+        if self.local.serving:
+            endpoints = merge(cfg.advertised_clients, endpoints)
+        self.loop.endpoints = endpoints
 
     # --- signals / engine reports ------------------------------------------------------
     def _on_engine_state(self, state: protocol.EngineState) -> None:
@@ -248,7 +201,7 @@ class Supervisor(ClusterRounds):
                 self.notifier.reloading()
                 self.engine.reload()
                 self.notifier.reloaded()
-            if self.serving and not self.etcd.running():
+            if self.local.serving and not self.local.process.running():
                 if not self._restart_etcd(etcd_restarts):
                     continue
             if not self.engine.running():
@@ -268,34 +221,101 @@ class Supervisor(ClusterRounds):
             self._report()
         return 0
 
+    # --- one cluster round, and this node's share of it ------------------------------------
+    def _cluster_round(self) -> bool:
+        """One round of the cluster loop; then this node's own step. True when
+        the cluster could be read."""
+        round_ = self.loop.round(self.local.state(), self._engine_record())
+        self.last_round = round_
+        assessment = round_.assessment
+        if assessment.reachable:
+            self.state.remember(list(assessment.voter_endpoints))
+            self.last_error = ""
+        elif not assessment.permission_denied:
+            self.last_error = assessment.error[:200]
+        self._take(round_.step)
+        if assessment.reachable:
+            self._push_membership(round_)
+        return assessment.reachable
+
+    def _take(self, step) -> None:
+        if isinstance(step, AskToJoin):
+            self.last_error = self.loop.ask_to_join() or self.last_error
+        elif isinstance(step, NominateSelf):
+            self.loop.nominate_self(step.initial_cluster)
+            self.local.bootstrapped = False
+        elif isinstance(step, StartEtcd):
+            self.local.join(step.initial_cluster)
+        elif isinstance(step, StopServing):
+            self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        self.local.stop_serving()
+        self.loop.drop_endpoints(self.config.advertised_clients, instead=list(self.config.seeds))
+
+    def _membership_moving(self) -> bool:
+        """Round at the fast pace while the cluster changes: the leader while a
+        change is due or under way, a volunteer while the cluster is below its
+        ideal size (its nomination may come any moment), a server while there
+        is no leader yet."""
+        if self.last_round is None:
+            return True
+        assessment, decision = self.last_round.assessment, self.last_round.decision
+        serving = self.local.serving
+        volunteering = not serving and not self.config.no_server
+        return (decision.changed_membership or decision.change_pending
+                or any(m.is_learner for m in assessment.members)
+                or (assessment.nomination is not None and not serving)
+                or (volunteering and assessment.below_ideal)
+                or (serving and assessment.reachable and not assessment.leader))
+
+    def _engine_record(self) -> dict:
+        return {"state": self.engine_state.state, "resources": self.engine_state.resources,
+                "ok": self.engine_state.ok, "failed": self.engine_state.failed,
+                "collected": list(self.engine_state.collected)}
+
+    def _push_membership(self, round_: Round) -> None:
+        assessment = round_.assessment
+        membership = protocol.Membership(
+            endpoints=assessment.voter_endpoints,
+            members=tuple(m.name for m in assessment.voters if m.name), leader=assessment.leader,
+            ideal_size=assessment.ideal_size or 0)
+        if membership != self.sent_membership:
+            self.sent_membership = membership
+            self.engine.send(membership)
+
     def _report(self) -> None:
         """READY and STATUS for systemd (and the same line in mgmtctl's host record)."""
-        if self.engine_state.graph_loaded and self.unreachable_since is None:
+        reachable = self.last_round is not None and self.last_round.assessment.reachable
+        if self.engine_state.graph_loaded and reachable:
             self.notifier.ready()
         self.notifier.status(self.status_line())
 
     def status_line(self) -> str:
-        round_ = self.last_round
-        voters = sum(1 for m in round_.members if not m.is_learner and m.name)
-        role = "server" if self.serving else "client"
-        if round_.is_leader:
-            role += ", leader"
         engine = self.engine_state
-        parts = [f"{role}; {voters}/{round_.ideal_size or '?'} voters; engine {engine.state} "
+        role = "server" if self.local.serving else "client"
+        if self.last_round is None:
+            return f"{role}; engine {engine.state}"
+        assessment = self.last_round.assessment
+        voters = sum(1 for m in assessment.voters if m.name)
+        if assessment.is_leader:
+            role += ", leader"
+        parts = [f"{role}; {voters}/{assessment.ideal_size or '?'} voters; engine {engine.state} "
                  f"({engine.ok}/{engine.resources} in state)"]
-        if self.quorum_lost:
-            parts.append(f"QUORUM LOST: {self.quorum_lost}")
-        elif self.unreachable_since is not None:
+        if assessment.quorum_lost:
+            parts.append(f"QUORUM LOST: {assessment.quorum_lost}")
+        elif not assessment.reachable:
             parts.append("cluster unreachable")
-        if round_.ideal_problem:
-            parts.append(round_.ideal_problem)
+        if assessment.ideal_problem:
+            parts.append(assessment.ideal_problem)
         if self.last_error:
             parts.append(f"last error: {self.last_error}")
         return "; ".join(parts)
 
     def _restart_etcd(self, backoff: Backoff) -> bool:
-        detail = self.etcd.exit_reason()
-        if self.etcd.removed:
+        process = self.local.process
+        detail = process.exit_reason()
+        if process.removed:
             LOG.warning("etcd says this member was removed from the cluster (%s)", detail)
             self._stop_serving()
             return True
@@ -305,14 +325,14 @@ class Supervisor(ClusterRounds):
             return False
         # the cluster may have removed us meanwhile: ask before restarting
         self._cluster_round()
-        if not self.serving:
+        if not self.local.serving:
             return True
         try:
-            self._start_etcd(joining=True)
+            self.local.start(joining=True)
             backoff.reset()
         except EtcdStartError as err:
             LOG.error("%s", err)
-            self.etcd.kill()
+            process.kill()
             return False
         return True
 
@@ -320,9 +340,7 @@ class Supervisor(ClusterRounds):
         self.notifier.stopping()
         if self.engine is not None:
             self.engine.stop()
-        if self.membership is not None and self.client is not None:
-            self.membership.withdraw(self.client)
-        if self.client is not None:
-            self.client.close()
-        if self.etcd is not None:
-            self.etcd.stop()
+        if self.loop is not None:
+            self.loop.close()
+        if self.local is not None:
+            self.local.process.stop()

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from mgmtd.cluster.assess import Settings, assess
 from mgmtd.cluster.keys import (
     MAX_IDEAL_SIZE,
     MIN_IDEAL_SIZE,
@@ -14,11 +15,31 @@ from mgmtd.cluster.keys import (
     Keys,
     parse_ideal_size,
 )
+from mgmtd.cluster.loop import report_changes
+from mgmtd.cluster.model import Snapshot
 from mgmtd.cluster.planner import Wait, is_membership_change, plan
-from mgmtd.supervisor.membership import IdealSizeFollower
 from tests.unit.test_planner import dead, learner, nom, obs, voter
 
 KEY = Keys().ideal_size
+SETTINGS = Settings(grace_period=10.0, learner_deadline=30.0)
+
+
+class IdealSizeFollower:
+    """The rounds of one node, as far as the ideal size goes: each reading is a
+    snapshot that ``assess`` turns into the size in force (and the problem), and
+    ``report_changes`` says what changed; ``leading`` says whether this node
+    holds the leader key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.previous = None
+
+    def update(self, reading, leading: bool) -> tuple[int | None, str]:
+        snapshot = Snapshot(now=1000.0, self_host="a", leader="a" if leading else "b", ideal=reading)
+        assessment = assess(self.previous, snapshot, (), SETTINGS, self.key)
+        report_changes(self.previous, assessment, [], self.key)
+        self.previous = assessment
+        return assessment.ideal_size, assessment.ideal_problem
 
 
 @pytest.mark.parametrize(("raw", "size"), [

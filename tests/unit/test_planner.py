@@ -9,21 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgmtd.cluster.planner import (
+from mgmtd.cluster.assess import remember_failures
+from mgmtd.cluster.model import (
     AddLearner,
+    Assessment,
     LostQuorum,
     Member,
     Nomination,
-    Observed,
+    Outcome,
     Promote,
+    RemovalCause,
     RemoveMember,
+    Result,
     Unnominate,
     Volunteer,
     Wait,
     is_membership_change,
-    plan,
-    quorum_ok,
 )
+from mgmtd.cluster.planner import plan, quorum_ok
 
 NOW = 1000.0
 GRACE = 10.0
@@ -69,8 +72,8 @@ def obs(
     ideal: int = 3,
     self_host: str = "a",
     failed: frozenset[str] = frozenset(),
-) -> Observed:
-    return Observed(
+) -> Assessment:
+    return Assessment(
         now=NOW,
         self_host=self_host,
         ideal_size=ideal,
@@ -158,9 +161,9 @@ def test_grow_one_to_three_step_by_step() -> None:
     assert plan(obs((a,), vols)) == [AddLearner("b", peer("b"))]
     # added, nomination written, not started yet
     o = obs((a, learner(2, "b", started=False, healthy=False)), vols, (nom("b"),))
-    assert plan(o) == [Wait("learner b is starting or catching up")]
-    o = obs((a, learner(2, "b")), vols, (nom("b"),))
-    assert plan(o) == [Wait("learner b is starting or catching up")]
+    assert plan(o) == [Wait("learner b is starting")]
+    o = obs((a, replace(learner(2, "b"), progress=0.71)), vols, (nom("b"),))
+    assert plan(o) == [Wait("learner b is catching up (71% of the leader's log)")]
     o = obs((a, learner(2, "b", caught_up=True)), vols, (nom("b"),))
     assert plan(o) == [Promote(2, "b")]
     b = voter(2, "b")
@@ -211,7 +214,7 @@ def test_ideal_one_keeps_single_voter() -> None:
 def test_ideal_below_one_is_treated_as_one() -> None:
     assert plan(obs((voter(1, "a"),), ("a", "b"), ideal=0)) == []
     assert changes(plan(obs((voter(1, "a"), voter(2, "b")), ideal=0))) == [
-        RemoveMember(2, "b", "above ideal size")
+        RemoveMember(2, "b", RemovalCause.ABOVE_IDEAL)
     ]
 
 
@@ -224,7 +227,7 @@ def test_shrink_to_one_never_removes_the_leader(self_host: str) -> None:
 
 def test_leader_not_removed_even_when_first_by_name_and_unhealthy_within_grace() -> None:
     members = (voter(1, "a", healthy=False), voter(2, "b"), voter(3, "c"), voter(4, "d"))
-    assert plan(obs(members, ideal=3, self_host="a")) == [RemoveMember(2, "b", "above ideal size")]
+    assert plan(obs(members, ideal=3, self_host="a")) == [RemoveMember(2, "b", RemovalCause.ABOVE_IDEAL)]
 
 
 # --- shrink -----------------------------------------------------------------------
@@ -232,16 +235,16 @@ def test_leader_not_removed_even_when_first_by_name_and_unhealthy_within_grace()
 
 def test_shrink_five_to_three_one_at_a_time() -> None:
     members = tuple(voter(i + 1, h) for i, h in enumerate("abcde"))
-    assert plan(obs(members, "abcde")) == [RemoveMember(2, "b", "above ideal size")]
+    assert plan(obs(members, "abcde")) == [RemoveMember(2, "b", RemovalCause.ABOVE_IDEAL)]
     members = tuple(m for m in members if m.name != "b")
-    assert plan(obs(members, "abcde")) == [RemoveMember(3, "c", "above ideal size")]
+    assert plan(obs(members, "abcde")) == [RemoveMember(3, "c", RemovalCause.ABOVE_IDEAL)]
     members = tuple(m for m in members if m.name != "c")
     assert plan(obs(members, "abcde")) == []
 
 
 def test_shrink_prefers_unhealthy_voters() -> None:
     members = (voter(1, "a"), voter(2, "b"), voter(3, "c"), voter(4, "d", healthy=False))
-    assert plan(obs(members)) == [RemoveMember(4, "d", "above ideal size")]
+    assert plan(obs(members)) == [RemoveMember(4, "d", RemovalCause.ABOVE_IDEAL)]
 
 
 def test_shrink_waits_when_removing_a_healthy_voter_would_lose_quorum() -> None:
@@ -252,7 +255,7 @@ def test_shrink_waits_when_removing_a_healthy_voter_would_lose_quorum() -> None:
 def test_shrink_with_one_of_four_unhealthy() -> None:
     # 4 voters, 1 unhealthy within grace: removing it is fine (3/3 healthy) ...
     members = (voter(1, "a"), voter(2, "b"), voter(3, "c"), voter(4, "d", healthy=False))
-    assert plan(obs(members, ideal=2)) == [RemoveMember(4, "d", "above ideal size")]
+    assert plan(obs(members, ideal=2)) == [RemoveMember(4, "d", RemovalCause.ABOVE_IDEAL)]
     # ... but with two unhealthy (lost quorum) nothing is removed at all.
     members = (voter(1, "a"), voter(2, "b"), voter(3, "c", healthy=False), voter(4, "d", False))
     assert plan(obs(members, ideal=2)) == [LostQuorum(2, 4)]
@@ -266,7 +269,7 @@ def test_shrink_with_three_of_five_healthy_removes_an_unhealthy_one() -> None:
         voter(4, "d", False),
         voter(5, "e", False),
     )
-    assert plan(obs(members, ideal=3)) == [RemoveMember(4, "d", "above ideal size")]
+    assert plan(obs(members, ideal=3)) == [RemoveMember(4, "d", RemovalCause.ABOVE_IDEAL)]
 
 
 # --- repair -----------------------------------------------------------------------
@@ -275,7 +278,7 @@ def test_shrink_with_three_of_five_healthy_removes_an_unhealthy_one() -> None:
 def test_repair_removes_dead_voter_then_adds_replacement() -> None:
     vols = ("a", "b", "d")
     members = (voter(1, "a"), voter(2, "b"), dead(3, "c"))
-    assert plan(obs(members, vols)) == [RemoveMember(3, "c", "unhealthy past grace period")]
+    assert plan(obs(members, vols)) == [RemoveMember(3, "c", RemovalCause.DEAD)]
     assert plan(obs(members[:2], vols)) == [AddLearner("d", peer("d"))]
 
 
@@ -291,19 +294,20 @@ def test_unhealthy_without_timestamp_is_not_dead() -> None:
 
 def test_remove_dead_before_growing() -> None:
     members = (voter(1, "a"), voter(2, "b"), dead(3, "c"))
-    assert plan(obs(members, "abdef", ideal=5)) == [RemoveMember(3, "c", "unhealthy past grace period")]
+    assert plan(obs(members, "abdef", ideal=5)) == [RemoveMember(3, "c", RemovalCause.DEAD)]
 
 
 def test_dead_leader_is_removed_after_other_dead_voters() -> None:
     members = (dead(1, "a"), dead(2, "b"), voter(3, "c"), voter(4, "d"), voter(5, "e"))
-    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(2, "b", "unhealthy past grace period")]
+    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(2, "b", RemovalCause.DEAD)]
     members = (dead(1, "a"), voter(3, "c"), voter(4, "d"), voter(5, "e"))
-    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(1, "a", "unhealthy past grace period")]
+    assert changes(plan(obs(members, ideal=5))) == [RemoveMember(1, "a", RemovalCause.DEAD)]
 
 
 def test_dead_voter_waits_while_a_learner_is_in_flight() -> None:
     members = (voter(1, "a"), voter(2, "b"), dead(3, "c"), learner(4, "d"))
-    assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [Wait("learner d is starting or catching up")]
+    assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [
+        Wait("learner d is catching up (0% of the leader's log)")]
     members = (*members[:3], learner(4, "d", caught_up=True))
     assert plan(obs(members, "abd", (nom("d"),), ideal=4)) == [Promote(4, "d")]
 
@@ -315,17 +319,17 @@ def test_learner_past_deadline_is_removed() -> None:
     members = (voter(1, "a"), learner(2, "b", started=False, healthy=False))
     late = nom("b", since=NOW - DEADLINE - 1)
     assert plan(obs(members, "ab", (late,))) == [
-        RemoveMember(2, "b", "learner did not start and catch up before its deadline")
+        RemoveMember(2, "b", RemovalCause.LEARNER_DEADLINE)
     ]
     on_time = nom("b", since=NOW - DEADLINE)
-    assert plan(obs(members, "ab", (on_time,))) == [Wait("learner b is starting or catching up")]
+    assert plan(obs(members, "ab", (on_time,))) == [Wait("learner b is starting")]
 
 
 def test_started_learner_not_caught_up_past_deadline_is_removed() -> None:
     members = (voter(1, "a"), learner(2, "b"))
     late = nom("b", since=NOW - DEADLINE - 1)
     assert changes(plan(obs(members, "ab", (late,)))) == [
-        RemoveMember(2, "b", "learner did not start and catch up before its deadline")
+        RemoveMember(2, "b", RemovalCause.LEARNER_DEADLINE)
     ]
 
 
@@ -347,33 +351,34 @@ def test_unstarted_learner_is_never_promoted() -> None:
 
 def test_learner_without_nomination_is_removed() -> None:
     members = (voter(1, "a"), learner(2, "b", started=False, healthy=False))
-    assert plan(obs(members, "ab")) == [RemoveMember(2, "", "learner has no nomination")]
+    assert plan(obs(members, "ab")) == [RemoveMember(2, "", RemovalCause.NO_NOMINATION)]
     members = (voter(1, "a"), learner(2, "b", caught_up=True))
-    assert plan(obs(members, "ab")) == [RemoveMember(2, "b", "learner has no nomination")]
+    assert plan(obs(members, "ab")) == [RemoveMember(2, "b", RemovalCause.NO_NOMINATION)]
 
 
 def test_learner_whose_volunteer_is_gone_is_removed() -> None:
     members = (voter(1, "a"), learner(2, "b", started=False, healthy=False))
-    assert plan(obs(members, "a", (nom("b"),))) == [RemoveMember(2, "b", "learner's volunteer is gone")]
+    assert plan(obs(members, "a", (nom("b"),))) == [RemoveMember(2, "b", RemovalCause.VOLUNTEER_GONE)]
 
 
 def test_learner_no_longer_needed_is_removed() -> None:
     members = (voter(1, "a"), voter(2, "b"), learner(3, "c", caught_up=True))
     assert plan(obs(members, "abc", (nom("c"),), ideal=2)) == [
-        RemoveMember(3, "c", "learner no longer needed: voters already at ideal size")
+        RemoveMember(3, "c", RemovalCause.NOT_NEEDED)
     ]
 
 
 def test_learner_blocks_every_other_change() -> None:
     members = (*(voter(i + 1, h) for i, h in enumerate("abcde")), learner(9, "f"))
     vols = "abcdef"
-    assert plan(obs(members, vols, (nom("f"),), ideal=7)) == [Wait("learner f is starting or catching up")]
+    assert plan(obs(members, vols, (nom("f"),), ideal=7)) == [
+        Wait("learner f is catching up (0% of the leader's log)")]
 
 
 def test_two_learners_keep_the_ready_one() -> None:
     members = (voter(1, "a"), learner(2, "b"), learner(3, "c", caught_up=True))
     o = obs(members, "abc", (nom("b"), nom("c")), ideal=5)
-    assert plan(o) == [RemoveMember(2, "b", "only one learner at a time")]
+    assert plan(o) == [RemoveMember(2, "b", RemovalCause.EXTRA_LEARNER)]
 
 
 # --- nominations ------------------------------------------------------------------
@@ -390,7 +395,7 @@ def test_stale_nomination_is_removed_and_voter_nominations_kept() -> None:
 
 def test_nomination_of_unstarted_learner_is_kept() -> None:
     members = (voter(1, "a"), learner(2, "b", started=False, healthy=False))
-    assert plan(obs(members, "ab", (nom("b"),))) == [Wait("learner b is starting or catching up")]
+    assert plan(obs(members, "ab", (nom("b"),))) == [Wait("learner b is starting")]
 
 
 def test_host_with_stale_nomination_is_not_readded_in_the_same_round() -> None:
@@ -417,7 +422,7 @@ def _healthy(m: Member) -> bool:
     return m.healthy and m.name != ""
 
 
-def _is_dead(o: Observed, m: Member) -> bool:
+def _is_dead(o: Assessment, m: Member) -> bool:
     return not _healthy(m) and m.unhealthy_since is not None and o.now - m.unhealthy_since > o.grace_period
 
 
@@ -425,7 +430,7 @@ def _majority(healthy: int, total: int) -> bool:
     return total >= 1 and 2 * healthy > total
 
 
-def _eligible(o: Observed) -> list[Volunteer]:
+def _eligible(o: Assessment) -> list[Volunteer]:
     nominated = {n.host for n in o.nominations}
     return [
         v
@@ -436,7 +441,7 @@ def _eligible(o: Observed) -> list[Volunteer]:
     ]
 
 
-def check_invariants(o: Observed, actions: list) -> None:
+def check_invariants(o: Assessment, actions: list) -> None:
     """The safety rules of DESIGN.md section 3, restated without the planner's helpers."""
     vs = [m for m in o.members if not m.is_learner]
     ls = [m for m in o.members if m.is_learner]
@@ -508,7 +513,7 @@ def check_invariants(o: Observed, actions: list) -> None:
                     assert not _healthy(m), "shrinking removes unhealthy voters first"
 
 
-def _check_single_learner(o: Observed, learner: Member, voter_count: int, found: list) -> None:
+def _check_single_learner(o: Assessment, learner: Member, voter_count: int, found: list) -> None:
     (n,) = [n for n in o.nominations if learner.name == n.host or set(n.peer_urls) & set(learner.peer_urls)] or [
         None
     ]
@@ -537,7 +542,7 @@ def _often(draw: st.DrawFn, one_in: int) -> bool:
 
 
 @st.composite
-def observed_states(draw: st.DrawFn) -> Observed:
+def observed_states(draw: st.DrawFn) -> Assessment:
     """Random snapshots, mostly plausible (healthy quorum, few learners), sometimes odd."""
     hosts = draw(st.permutations(HOSTS))[: draw(st.integers(0, 7))]
     ids = draw(st.lists(st.integers(1, 10**6), min_size=len(hosts), max_size=len(hosts), unique=True))
@@ -566,7 +571,7 @@ def observed_states(draw: st.DrawFn) -> Observed:
         for h in sorted(nominated)
     )
     volunteers = {h for h in hosts if _often(draw, 5)} | _subset(draw, others)
-    return Observed(
+    return Assessment(
         now=NOW,
         self_host=draw(st.sampled_from(hosts or HOSTS)) if _often(draw, 5) else "zz",
         ideal_size=draw(st.integers(1, 7)),
@@ -581,13 +586,13 @@ def observed_states(draw: st.DrawFn) -> Observed:
 
 @settings(max_examples=500, deadline=None)
 @given(observed_states())
-def test_plan_respects_invariants(o: Observed) -> None:
+def test_plan_respects_invariants(o: Assessment) -> None:
     check_invariants(o, plan(o))
 
 
 @settings(max_examples=200, deadline=None)
 @given(observed_states(), st.randoms(use_true_random=False))
-def test_plan_is_deterministic_and_ignores_input_order(o: Observed, rnd) -> None:
+def test_plan_is_deterministic_and_ignores_input_order(o: Assessment, rnd) -> None:
     def shuffled(items: tuple) -> tuple:
         items = list(items)
         rnd.shuffle(items)
@@ -622,19 +627,19 @@ class Cluster:
     volunteers: set[str]
     bad: set[str]  # hosts whose etcd never starts
     nominations: dict[str, Nomination] = field(default_factory=dict)
-    failed: set[str] = field(default_factory=set)
+    failures: tuple[tuple[str, float], ...] = ()   # kept by production's remember_failures
     now: float = 0.0
     next_id: int = 100
 
-    def observe(self, ideal: int) -> Observed:
-        return Observed(
+    def observe(self, ideal: int) -> Assessment:
+        return Assessment(
             now=self.now,
             self_host="a",
             ideal_size=ideal,
             members=tuple(self.members.values()),
             volunteers=tuple(vol(h) for h in sorted(self.volunteers)),
             nominations=tuple(self.nominations.values()),
-            failed_hosts=frozenset(self.failed),
+            failed_hosts=frozenset(h for h, _ in self.failures),
             grace_period=GRACE,
             learner_deadline=SIM_DEADLINE,
         )
@@ -643,6 +648,9 @@ class Cluster:
         return [m for m in self.members.values() if not m.is_learner]
 
     def apply(self, actions: list) -> None:
+        # every act succeeds here; what a success means for the next round is production's to say
+        self.failures = remember_failures(
+            self.failures, tuple(Outcome(a, Result.DONE) for a in actions if is_membership_change(a)), self.now)
         for action in actions:
             match action:
                 case Unnominate(host=host):
@@ -655,11 +663,9 @@ class Cluster:
                     self.nominations[host] = Nomination(host, urls, self.now)
                 case Promote(member_id=mid):
                     self.members[mid] = replace(self.members[mid], is_learner=False)
-                case RemoveMember(member_id=mid, host=host, reason=reason):
+                case RemoveMember(member_id=mid, host=host):
                     del self.members[mid]
                     self.nominations.pop(host, None)
-                    if "deadline" in reason:
-                        self.failed.add(host)
         self.now += 1
         # Learners that can run start one round after the add and catch up one later.
         for mid, m in self.members.items():
