@@ -68,10 +68,8 @@ def add_tls(parser: argparse.ArgumentParser) -> None:
 
 
 def tls_from(args: argparse.Namespace) -> tls.TLSFiles | None:
-    """The TLS files, configured for every connection this process makes."""
-    files = tls.from_args(args.tls_ca, args.tls_cert, args.tls_key)
-    tls.configure(files)
-    return files
+    """The TLS files from --tls-*, for whatever this process connects to etcd with."""
+    return tls.from_args(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,12 +190,16 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from mgmtd.engine.main import EngineOptions, run
 
     log.setup(args.hostname, args.log_level)
-    tls_from(args)
+    try:
+        files = tls_from(args)
+    except ValueError as err:
+        log.get("engine").error("%s", err)
+        return 1
     return run(EngineOptions(
         hostname=args.hostname, namespace=args.namespace,
         graph_file=getattr(args, "graph_file", None), converged_timeout=args.converged_timeout,
         noop=args.noop, endpoints=args.endpoints, membership_from_stdin=args.stdin_membership,
-        report_state=args.report_state, workers=max(1, args.workers),
+        report_state=args.report_state, workers=max(1, args.workers), tls=files,
     ))
 
 

@@ -13,6 +13,7 @@ from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.act import RECOVERY
 from mgmtd.cluster.assess import HEALTHY, NO_LEADER
 from mgmtd.cluster.client import connect
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.exported import parse_export, subject_of
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
 from mgmtd.cluster.model import has_majority
@@ -73,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: str | None) -> list[dict]:
+def list_exported(api: EtcdApi, endpoints: list[str], namespace: str, host: str | None,
+                  kind: str | None) -> list[dict]:
     keys = Keys(namespace)
-    _, _, endpoint = first_member_list(endpoints)
-    client = connect([endpoint], timeout=5.0)
+    _, _, endpoint = first_member_list(api, endpoints)
+    client = connect([endpoint], timeout=5.0, tls=api.tls)
     try:
         hosts = Store(client, keys).hosts()
         rows = []
@@ -95,11 +97,11 @@ def list_exported(endpoints: list[str], namespace: str, host: str | None, kind: 
     return sorted(rows, key=lambda r: (r["host"], r["kind"], r["name"]))
 
 
-def forget_host(endpoints: list[str], namespace: str, host: str) -> str:
+def forget_host(api: EtcdApi, endpoints: list[str], namespace: str, host: str) -> str:
     check_hostname(host)  # 'h1/file' would otherwise select part of h1's exports
     keys = Keys(namespace)
-    _, _, endpoint = first_member_list(endpoints)
-    client = connect([endpoint], timeout=5.0)
+    _, _, endpoint = first_member_list(api, endpoints)
+    client = connect([endpoint], timeout=5.0, tls=api.tls)
     try:
         if client.get(keys.host(host))[0] is not None:
             raise ValueError(f"{host} is running: stop it first (its engine would export again)")
@@ -196,14 +198,14 @@ def _ideal_lines(summary: dict) -> list[str]:
             "Fix: mgmtctl set ideal-cluster-size N"]
 
 
-def set_ideal_size(endpoints: list[str], namespace: str, size: int | str) -> str:
+def set_ideal_size(api: EtcdApi, endpoints: list[str], namespace: str, size: int | str) -> str:
     parsed = parse_ideal_size(str(size))
     if parsed.size is None:
         raise ValueError(f"the ideal cluster size must be a whole number from {MIN_IDEAL_SIZE} "
                          f"to {MAX_IDEAL_SIZE}, not {size!r}")
     size = parsed.size
-    _, _, endpoint = first_member_list(endpoints)
-    client = connect([endpoint], timeout=5.0)
+    _, _, endpoint = first_member_list(api, endpoints)
+    client = connect([endpoint], timeout=5.0, tls=api.tls)
     try:
         client.put(Keys(namespace).ideal_size, str(size))
     finally:
@@ -215,19 +217,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         endpoints = list(parse_url_list("--endpoints", args.endpoints))
-        tls.configure(tls.from_args(args.tls_ca, args.tls_cert, args.tls_key))
+        api = EtcdApi(tls.from_args(args.tls_ca, args.tls_cert, args.tls_key))
     except ValueError as err:
         print(f"mgmtctl: {err}", file=sys.stderr)
         return 2
     try:
+        return run(args, api, endpoints)
+    finally:
+        api.close()
+
+
+def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
+    """One mgmtctl command against the cluster; returns the exit status."""
+    try:
         if args.command == "set":
-            print(set_ideal_size(endpoints, args.namespace, args.size))
+            print(set_ideal_size(api, endpoints, args.namespace, args.size))
             return 0
         if args.command == "forget":
-            print(forget_host(endpoints, args.namespace, args.host))
+            print(forget_host(api, endpoints, args.namespace, args.host))
             return 0
         if args.command == "exported":
-            rows = list_exported(endpoints, args.namespace, args.host, args.kind)
+            rows = list_exported(api, endpoints, args.namespace, args.host, args.kind)
             if args.output == "json":
                 print(json.dumps(rows, indent=2))
             else:
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                                      r["name"], r["subject"], ",".join(r["collected_by"]) or "-"]
                                     for r in rows]))
             return 0
-        view = gather(endpoints, args.namespace)
+        view = gather(api, endpoints, args.namespace)
     except ValueError as err:
         print(f"mgmtctl: {err}", file=sys.stderr)
         return 2

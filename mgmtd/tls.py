@@ -1,6 +1,8 @@
 """Mutual TLS for everything that talks to etcd: the node's etcd (peers and
 clients), the supervisor, the engine and mgmtctl share one set of files (the
-cluster CA, this node's certificate and key)."""
+cluster CA, this node's certificate and key). The files (``TLSFiles``, or None
+for plain http) are passed to whatever talks to etcd; nothing here remembers
+them."""
 
 from __future__ import annotations
 
@@ -41,18 +43,6 @@ def check_host_name(host: str) -> None:
         raise ValueError(f"{host!r} is reserved for etcd's own users; pick another host name")
 
 
-_current: TLSFiles | None = None
-
-
-def configure(files: TLSFiles | None) -> None:
-    global _current
-    _current = files
-
-
-def current() -> TLSFiles | None:
-    return _current
-
-
 def from_args(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
     given = [v for v in (ca, cert, key) if v]
     if not given:
@@ -80,19 +70,22 @@ def common_name(cert_file: str) -> str:
     return str(names[0].value)
 
 
-def ssl_context() -> ssl.SSLContext | None:
-    """For etcd's /health over HTTPS (urllib): verify the server, present our certificate."""
-    if _current is None:
+def ssl_context(files: TLSFiles | None) -> ssl.SSLContext | None:
+    """For etcd's /health over HTTPS (urllib): verify the server, present our
+    certificate. None without TLS."""
+    if files is None:
         return None
-    context = ssl.create_default_context(cafile=_current.ca)
-    context.load_cert_chain(_current.cert, _current.key)
+    context = ssl.create_default_context(cafile=files.ca)
+    context.load_cert_chain(files.cert, files.key)
     return context
 
 
-def grpc_credentials():
+def grpc_credentials(files: TLSFiles | None):
+    """gRPC channel credentials for mutual TLS; None without TLS. The files are
+    read on every call, so a new channel picks up renewed certificates."""
     import grpc
 
-    if _current is None:
+    if files is None:
         return None
-    with open(_current.ca, "rb") as ca, open(_current.key, "rb") as key, open(_current.cert, "rb") as cert:
+    with open(files.ca, "rb") as ca, open(files.key, "rb") as key, open(files.cert, "rb") as cert:
         return grpc.ssl_channel_credentials(ca.read(), key.read(), cert.read())

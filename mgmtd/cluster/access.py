@@ -28,7 +28,7 @@ import grpc
 
 from mgmtd import log
 from mgmtd.cluster import etcdapi
-from mgmtd.cluster.etcdapi import READ, READWRITE, WRITE, EtcdApiError
+from mgmtd.cluster.etcdapi import READ, READWRITE, WRITE, EtcdApi, EtcdApiError
 from mgmtd.cluster.keys import Keys
 from mgmtd.tls import JOIN_USER, ROOT_USER, check_host_name
 
@@ -124,47 +124,49 @@ def is_permission_denied(err: BaseException) -> bool:
 
 class Access:
     """Carries out the RBAC decisions against one endpoint (the leader's, or
-    the bootstrapping node's own etcd)."""
+    the bootstrapping node's own etcd), through ``api`` (which holds this
+    node's TLS files)."""
 
-    def __init__(self, keys: Keys, ca_file: str) -> None:
+    def __init__(self, keys: Keys, ca_file: str, api: EtcdApi) -> None:
         self.keys = keys
         self.ca_file = ca_file
+        self.api = api
 
     # --- roles and users --------------------------------------------------------
     # Each step reads first and writes only what is missing: every new leader runs
     # them, and etcd logs each refused or ignored write as a warning.
     def _names(self, endpoint: str, what: str) -> set[str]:
-        reply = etcdapi.call(endpoint, what)
+        reply = self.api.call(endpoint, what)
         return set(reply.users if what == "UserList" else reply.roles)
 
     def _role(self, endpoint: str, name: str, permissions: list[Permission], roles: set[str]) -> bool:
         """Returns True when something had to be written."""
         if name in roles:
             have = {(p.permType, p.key, p.range_end) for p in
-                    etcdapi.call(endpoint, "RoleGet", etcdapi.M["RoleGetRequest"](role=name)).perm}
+                    self.api.call(endpoint, "RoleGet", etcdapi.M["RoleGetRequest"](role=name)).perm}
         else:
-            etcdapi.call(endpoint, "RoleAdd", etcdapi.M["NameRequest"](name=name))
+            self.api.call(endpoint, "RoleAdd", etcdapi.M["NameRequest"](name=name))
             have = set()
         missing = [p for p in permissions if (p.perm, p.key, p.range_end) not in have]
         for p in missing:
             perm = etcdapi.M["Permission"](permType=p.perm, key=p.key, range_end=p.range_end)
-            etcdapi.call(endpoint, "RoleGrantPermission",
-                         etcdapi.M["RoleGrantPermissionRequest"](name=name, perm=perm))
+            self.api.call(endpoint, "RoleGrantPermission",
+                          etcdapi.M["RoleGrantPermissionRequest"](name=name, perm=perm))
         return name not in roles or bool(missing)
 
     def _user(self, endpoint: str, name: str, roles: list[str], users: set[str],
               password: str = "") -> bool:
         """Returns True when something had to be written."""
         if name in users:
-            have = set(etcdapi.call(endpoint, "UserGet", etcdapi.M["NameRequest"](name=name)).roles)
+            have = set(self.api.call(endpoint, "UserGet", etcdapi.M["NameRequest"](name=name)).roles)
         else:
             request = etcdapi.M["UserAddRequest"](name=name, password=password)
             request.options.no_password = not password
-            etcdapi.call(endpoint, "UserAdd", request, timeout=5.0)
+            self.api.call(endpoint, "UserAdd", request, timeout=5.0)
             have = set()
         missing = [role for role in roles if role not in have]
         for role in missing:
-            etcdapi.call(endpoint, "UserGrantRole", etcdapi.M["UserGrantRoleRequest"](user=name, role=role))
+            self.api.call(endpoint, "UserGrantRole", etcdapi.M["UserGrantRoleRequest"](user=name, role=role))
         return name not in users or bool(missing)
 
     def set_root(self, endpoint: str, host: str, root: bool) -> None:
@@ -172,8 +174,8 @@ class Access:
             self.provision(endpoint, host, root=True)
             return
         try:
-            etcdapi.call(endpoint, "UserRevokeRole",
-                         etcdapi.M["UserRevokeRoleRequest"](name=host, role=ROOT_USER))
+            self.api.call(endpoint, "UserRevokeRole",
+                          etcdapi.M["UserRevokeRoleRequest"](name=host, role=ROOT_USER))
         except EtcdApiError as err:
             if "role is not granted" not in str(err) and "user name not found" not in str(err):
                 raise
@@ -196,12 +198,12 @@ class Access:
         self._user(endpoint, JOIN_USER, [join_role(self.keys)], users, join_password(self.ca_file))
         self._user(endpoint, ROOT_USER, [ROOT_USER], users)
         self.provision(endpoint, self_host, root=True, known=(users, roles))
-        etcdapi.call(endpoint, "AuthEnable", timeout=5.0)
+        self.api.call(endpoint, "AuthEnable", timeout=5.0)
 
     def root_holders(self, endpoint: str) -> set[str]:
-        users = etcdapi.call(endpoint, "UserList").users
+        users = self.api.call(endpoint, "UserList").users
         return {u for u in users
-                if ROOT_USER in etcdapi.call(endpoint, "UserGet", etcdapi.M["NameRequest"](name=u)).roles}
+                if ROOT_USER in self.api.call(endpoint, "UserGet", etcdapi.M["NameRequest"](name=u)).roles}
 
     # --- a node without a user --------------------------------------------------------
     def request_join(self, endpoints: Sequence[str], host: str) -> None:
@@ -210,9 +212,9 @@ class Access:
         errors = []
         for endpoint in endpoints:
             try:
-                token = etcdapi.call(endpoint, "Authenticate", etcdapi.M["AuthenticateRequest"](
+                token = self.api.call(endpoint, "Authenticate", etcdapi.M["AuthenticateRequest"](
                     name=JOIN_USER, password=password), timeout=5.0).token
-                etcdapi.call(endpoint, "Put", etcdapi.M["PutRequest"](
+                self.api.call(endpoint, "Put", etcdapi.M["PutRequest"](
                     key=self.keys.join_request(host).encode(), value=str(time.time()).encode()),
                     token=token)
                 return

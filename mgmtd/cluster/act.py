@@ -1,4 +1,4 @@
-"""``act(store, assessment, actions) -> outcomes``: carries out the leader's
+"""``act(api, store, assessment, actions) -> outcomes``: carries out the leader's
 plan (etcd's member API over gRPC, nominations through the store). No
 decisions: each action's fate comes back as a typed ``Outcome`` that the next
 round's ``assess`` reads. etcd's own answers are the only text looked at:
@@ -7,7 +7,7 @@ those that mean "not yet" are told apart from real failures."""
 from __future__ import annotations
 
 from mgmtd.backoff import first_line
-from mgmtd.cluster import etcdapi
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.model import (
     Action,
     AddLearner,
@@ -31,14 +31,15 @@ RECOVERY = ("To recover: bring the stopped voters back (start mgmtd on their nod
             "'etcdctl snapshot restore' and start the others afresh (see docs/operations.md).")
 
 
-def act(store: Store, assessment: Assessment, actions: tuple[Action, ...]) -> tuple[Outcome, ...]:
+def act(api: EtcdApi, store: Store, assessment: Assessment,
+        actions: tuple[Action, ...]) -> tuple[Outcome, ...]:
     endpoint = assessment.raft_leader_url or assessment.endpoint
     outcomes = []
     for action in actions:
         if not is_membership_change(action) and not isinstance(action, Unnominate):
             continue  # Wait and LostQuorum are reports, not acts
         try:
-            detail = _one(store, assessment, endpoint, action)
+            detail = _one(api, store, assessment, endpoint, action)
         except Exception as err:  # etcd refused or did not answer: the next round plans again from what is
             text = first_line(err)
             result = Result.NOT_YET if any(t in text for t in TRANSIENT) else Result.FAILED
@@ -48,17 +49,17 @@ def act(store: Store, assessment: Assessment, actions: tuple[Action, ...]) -> tu
     return tuple(outcomes)
 
 
-def _one(store: Store, assessment: Assessment, endpoint: str, action: Action) -> str:
+def _one(api: EtcdApi, store: Store, assessment: Assessment, endpoint: str, action: Action) -> str:
     if isinstance(action, AddLearner):
-        added = etcdapi.member_add(endpoint, list(action.peer_urls), learner=True)
+        added = api.member_add(endpoint, list(action.peer_urls), learner=True)
         store.nominate(Nomination(action.host, action.peer_urls, assessment.now,
                                   initial_cluster(assessment.members, action.host, action.peer_urls)))
         return f"added {action.host} as a learner (id {added.id:x}) and nominated it"
     if isinstance(action, Promote):
-        etcdapi.member_promote(endpoint, action.member_id)
+        api.member_promote(endpoint, action.member_id)
         return f"promoted {action.host} (id {action.member_id:x}) to voter"
     if isinstance(action, RemoveMember):
-        etcdapi.member_remove(endpoint, action.member_id)
+        api.member_remove(endpoint, action.member_id)
         if action.host:
             store.unnominate(action.host)
         return f"removed member {action.host or '(never started)'} (id {action.member_id:x}): {action.reason}"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import etcd3
 import etcd3.watch
 
-from mgmtd import tls
+from mgmtd.tls import TLSFiles, grpc_credentials
 
 # python3-etcd3 0.13.0's watcher calls six.itervalues without importing six: when a
 # watch stream breaks its thread dies and no callback hears of it
@@ -25,12 +25,15 @@ def parse_endpoint(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or 2379
 
 
-def connect(endpoints: Sequence[str], timeout: float = 5.0) -> etcd3.MultiEndpointEtcd3Client:
-    """A client that fails over between the given client URLs."""
+def connect(endpoints: Sequence[str], timeout: float = 5.0, *,
+            tls: TLSFiles | None) -> etcd3.MultiEndpointEtcd3Client:
+    """A client that fails over between the given client URLs, with mutual TLS
+    when given the files (None: plain http). Required, so that no caller
+    falls back to plain http by forgetting them."""
     if not endpoints:
         raise ValueError("no etcd endpoints")
     eps = []
-    creds = tls.grpc_credentials()
+    creds = grpc_credentials(tls)
     for url in endpoints:
         host, port = parse_endpoint(url)
         eps.append(etcd3.Endpoint(host, port, secure=creds is not None, creds=creds, time_retry=1.0))
@@ -41,9 +44,11 @@ class Connection:
     """The current client, replaced when the endpoints change (the supervisor
     sends new ones whenever the membership does)."""
 
-    def __init__(self, endpoints: Sequence[str] = (), timeout: float = 5.0) -> None:
+    def __init__(self, endpoints: Sequence[str] = (), timeout: float = 5.0, *,
+                 tls: TLSFiles | None) -> None:
         self.lock = threading.Lock()
         self.timeout = timeout
+        self.tls = tls
         self.endpoints: tuple[str, ...] = tuple(endpoints)
         self.client: etcd3.MultiEndpointEtcd3Client | None = None
 
@@ -62,7 +67,7 @@ class Connection:
             if self.client is None:
                 if not self.endpoints:
                     raise ConnectionError("no etcd endpoints known yet")
-                self.client = connect(self.endpoints, self.timeout)
+                self.client = connect(self.endpoints, self.timeout, tls=self.tls)
             return self.client
 
     def close(self) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from mgmtd import tls
 from mgmtd.cluster.client import parse_endpoint
+from mgmtd.tls import TLSFiles, grpc_credentials, ssl_context
 
 
 class EtcdApiError(Exception):
@@ -143,86 +143,95 @@ _METHODS = {
 }
 
 
-# --- channels -----------------------------------------------------------------------
+# --- the API -----------------------------------------------------------------------
 # grpc's default reconnect back-off grows to two minutes: a member that was down
 # that long would look dead for up to two more after it came back
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 1000)]
 _MAX_CHANNELS = 64
-_channels: dict[str, grpc.Channel] = {}
-_channels_lock = threading.Lock()
 
 
-def _channel(endpoint: str) -> grpc.Channel:
-    with _channels_lock:
-        channel = _channels.get(endpoint)
-        if channel is None:
-            if len(_channels) >= _MAX_CHANNELS:  # members come and go over months
-                for old in _channels.values():
-                    old.close()
-                _channels.clear()
-            host, port = parse_endpoint(endpoint)
-            creds = tls.grpc_credentials()
-            target = f"{host}:{port}"
-            channel = (grpc.secure_channel(target, creds, _CHANNEL_OPTIONS) if creds is not None
-                       else grpc.insecure_channel(target, _CHANNEL_OPTIONS))
-            _channels[endpoint] = channel
-        return channel
-
-
-def call(endpoint: str, method: str, request=None, timeout: float = 2.0, token: str = ""):
-    """One unary call; grpc's errors become EtcdApiError with the etcd message."""
-    service, request_type, response_type = _METHODS[method]
-    stub = _channel(endpoint).unary_unary(
-        f"/etcdserverpb.{service}/{method}", request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=M[response_type].FromString)
-    try:
-        return stub(request if request is not None else M[request_type](), timeout=timeout,
-                    metadata=(("token", token),) if token else None)
-    except grpc.RpcError as err:
-        detail = err.details() if hasattr(err, "details") else str(err)
-        raise EtcdApiError(f"{endpoint}: {detail}", err.code() if hasattr(err, "code") else None) from None
-
-
-# --- cluster ------------------------------------------------------------------------
 def _member(raw) -> MemberInfo:
     return MemberInfo(id=raw.ID, name=raw.name, peer_urls=tuple(raw.peerURLs),
                       client_urls=tuple(raw.clientURLs), is_learner=raw.isLearner)
 
 
-def member_list(endpoint: str, timeout: float = 2.0) -> tuple[int, list[MemberInfo]]:
-    """Returns the cluster id and its members (learners flagged)."""
-    reply = call(endpoint, "MemberList", timeout=timeout)
-    return reply.header.cluster_id, [_member(m) for m in reply.members]
+class EtcdApi:
+    """etcd's member, status, health and auth calls, made with one set of TLS
+    files (None: plain http). Each process makes one from its flags and hands
+    it to whatever talks to etcd. It keeps one gRPC channel per endpoint, made
+    with its own files: two EtcdApi with different files never share one."""
 
+    def __init__(self, tls: TLSFiles | None) -> None:
+        self.tls = tls
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
 
-def member_add(endpoint: str, peer_urls: list[str], learner: bool, timeout: float = 5.0) -> MemberInfo:
-    reply = call(endpoint, "MemberAdd", M["MemberAddRequest"](peerURLs=peer_urls, isLearner=learner),
-                 timeout)
-    return _member(reply.member)
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(endpoint)
+            if channel is None:
+                if len(self._channels) >= _MAX_CHANNELS:  # members come and go over months
+                    self._close_channels()
+                host, port = parse_endpoint(endpoint)
+                creds = grpc_credentials(self.tls)
+                target = f"{host}:{port}"
+                channel = (grpc.secure_channel(target, creds, _CHANNEL_OPTIONS) if creds is not None
+                           else grpc.insecure_channel(target, _CHANNEL_OPTIONS))
+                self._channels[endpoint] = channel
+            return channel
 
+    def _close_channels(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
 
-def member_promote(endpoint: str, member_id: int, timeout: float = 5.0) -> None:
-    call(endpoint, "MemberPromote", M["MemberIdRequest"](ID=member_id), timeout)
+    def close(self) -> None:
+        with self._lock:
+            self._close_channels()
 
+    def call(self, endpoint: str, method: str, request=None, timeout: float = 2.0, token: str = ""):
+        """One unary call; grpc's errors become EtcdApiError with the etcd message."""
+        service, request_type, response_type = _METHODS[method]
+        stub = self._channel(endpoint).unary_unary(
+            f"/etcdserverpb.{service}/{method}", request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=M[response_type].FromString)
+        try:
+            return stub(request if request is not None else M[request_type](), timeout=timeout,
+                        metadata=(("token", token),) if token else None)
+        except grpc.RpcError as err:
+            detail = err.details() if hasattr(err, "details") else str(err)
+            raise EtcdApiError(f"{endpoint}: {detail}", err.code() if hasattr(err, "code") else None) from None
 
-def member_remove(endpoint: str, member_id: int, timeout: float = 5.0) -> None:
-    call(endpoint, "MemberRemove", M["MemberIdRequest"](ID=member_id), timeout)
+    # --- cluster --------------------------------------------------------------------
+    def member_list(self, endpoint: str, timeout: float = 2.0) -> tuple[int, list[MemberInfo]]:
+        """Returns the cluster id and its members (learners flagged)."""
+        reply = self.call(endpoint, "MemberList", timeout=timeout)
+        return reply.header.cluster_id, [_member(m) for m in reply.members]
 
+    def member_add(self, endpoint: str, peer_urls: list[str], learner: bool, timeout: float = 5.0) -> MemberInfo:
+        reply = self.call(endpoint, "MemberAdd",
+                          M["MemberAddRequest"](peerURLs=peer_urls, isLearner=learner), timeout)
+        return _member(reply.member)
 
-def status(endpoint: str, timeout: float = 1.0) -> EndpointStatus:
-    reply = call(endpoint, "Status", timeout=timeout)
-    return EndpointStatus(endpoint=endpoint, member_id=reply.header.member_id, leader_id=reply.leader,
-                          raft_index=reply.raftIndex, raft_term=reply.raftTerm, version=reply.version,
-                          errors=tuple(reply.errors))
+    def member_promote(self, endpoint: str, member_id: int, timeout: float = 5.0) -> None:
+        self.call(endpoint, "MemberPromote", M["MemberIdRequest"](ID=member_id), timeout)
 
+    def member_remove(self, endpoint: str, member_id: int, timeout: float = 5.0) -> None:
+        self.call(endpoint, "MemberRemove", M["MemberIdRequest"](ID=member_id), timeout)
 
-def healthy(endpoint: str, timeout: float = 1.0) -> bool:
-    """True when the endpoint answers /health with health=true (it has a leader
-    and can serve). Plain HTTPS: /health is not part of the etcdapi."""
-    try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/health", timeout=timeout,
-                                    context=tls.ssl_context()) as response:
-            return json.loads(response.read()).get("health") in (True, "true")
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    def status(self, endpoint: str, timeout: float = 1.0) -> EndpointStatus:
+        reply = self.call(endpoint, "Status", timeout=timeout)
+        return EndpointStatus(endpoint=endpoint, member_id=reply.header.member_id, leader_id=reply.leader,
+                              raft_index=reply.raftIndex, raft_term=reply.raftTerm, version=reply.version,
+                              errors=tuple(reply.errors))
+
+    def healthy(self, endpoint: str, timeout: float = 1.0) -> bool:
+        """True when the endpoint answers /health with health=true (it has a leader
+        and can serve). Plain HTTPS: /health is not part of the etcdapi."""
+        try:
+            with urllib.request.urlopen(endpoint.rstrip("/") + "/health", timeout=timeout,
+                                        context=ssl_context(self.tls)) as response:
+                return json.loads(response.read()).get("health") in (True, "true")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False

@@ -1,11 +1,11 @@
 """One cluster round, top to bottom (DESIGN.md section 3):
 
-    snapshot   = observe(store, endpoints)                  I/O: raw facts
+    snapshot   = observe(api, store, endpoints)             I/O: raw facts
     assessment = assess(previous, snapshot, outcomes)       pure
     actions    = plan(assessment)            on the leader  pure
     step       = decide_local(assessment, local)            pure
     announce this node (lease, host record, candidacy)      I/O
-    outcomes   = act(store, assessment, actions)            I/O, typed results
+    outcomes   = act(api, store, assessment, actions)       I/O, typed results
 
 The local step (start or stop etcd...) is handed back to the supervisor, which
 owns the etcd child. The last assessment and decision are kept: the host
@@ -25,6 +25,7 @@ from mgmtd.cluster.access import Access, AccessKeeper
 from mgmtd.cluster.act import RECOVERY, act
 from mgmtd.cluster.assess import Settings, assess
 from mgmtd.cluster.client import connect
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.local import LocalState, LocalStep, decide_local
 from mgmtd.cluster.model import Assessment, Decision, Nomination, Outcome, Result
@@ -47,8 +48,10 @@ class Round:
 
 class ClusterLoop:
     def __init__(self, identity: Identity, keys: Keys, settings: Settings, endpoints: list[str],
-                 fallback: Callable[[], list[str]], access: Access | None = None, pid: int = 0) -> None:
+                 fallback: Callable[[], list[str]], api: EtcdApi, access: Access | None = None,
+                 pid: int = 0) -> None:
         self.me = identity
+        self.api = api                    # member calls and probes, with this node's TLS files
         self.keys = keys
         self.settings = settings
         self.endpoints = list(endpoints)
@@ -56,7 +59,7 @@ class ClusterLoop:
         self.access = access
         self.keeper = AccessKeeper(access, identity.host) if access is not None else None
         self.pid = pid
-        self.presence = Presence(identity, lambda: self.endpoints)
+        self.presence = Presence(identity, lambda: self.endpoints, api.tls)
         self.client = None
         self.client_endpoints: tuple[str, ...] = ()
         self.previous: Assessment | None = None
@@ -67,7 +70,7 @@ class ClusterLoop:
     # --- the round --------------------------------------------------------------------
     def round(self, local: LocalState, engine: dict) -> Round:
         store = self._store()
-        snapshot = observe(store, self.endpoints, self.me.host, time.time())
+        snapshot = observe(self.api, store, self.endpoints, self.me.host, time.time())
         assessment = assess(self.previous, snapshot, self.outcomes, self.settings, self.keys.ideal_size)
         report_changes(self.previous, assessment, self.endpoints, self.keys.ideal_size)
         actions = tuple(plan(assessment)) if assessment.is_leader else ()
@@ -82,7 +85,7 @@ class ClusterLoop:
                 raise
             except Exception as err:  # etcd moving under us: the next round looks again
                 LOG.debug("cannot announce this node yet: %s", first_line(err))
-            outcomes = act(store, assessment, actions) if actions else ()
+            outcomes = act(self.api, store, assessment, actions) if actions else ()
             self._log_outcomes(outcomes)
             self._look_after_access(store, assessment)
         else:
@@ -160,7 +163,7 @@ class ClusterLoop:
         if self.client is None or endpoints != self.client_endpoints:
             self._drop_client()
             try:
-                self.client = connect(list(endpoints), timeout=3.0)
+                self.client = connect(list(endpoints), timeout=3.0, tls=self.api.tls)
             except Exception as err:
                 LOG.debug("cannot connect to %s: %s", ",".join(endpoints), err)
                 return None

@@ -12,45 +12,47 @@ from concurrent.futures import ThreadPoolExecutor
 from mgmtd.backoff import first_line
 from mgmtd.cluster import etcdapi
 from mgmtd.cluster.access import is_permission_denied
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.model import Snapshot
 from mgmtd.cluster.store import Store
 
 
-def member_list_from(endpoints: Sequence[str]) -> tuple[str, list[etcdapi.MemberInfo]]:
+def member_list_from(api: EtcdApi, endpoints: Sequence[str]) -> tuple[str, list[etcdapi.MemberInfo]]:
     """The member list from the first endpoint that answers; returns that endpoint too."""
     errors = []
     for endpoint in endpoints:
         try:
-            _, members = etcdapi.member_list(endpoint, timeout=1.5)
+            _, members = api.member_list(endpoint, timeout=1.5)
             return endpoint, members
         except etcdapi.EtcdApiError as err:
             errors.append(str(err))
     raise etcdapi.EtcdApiError("no endpoint answered the member list: " + "; ".join(errors))
 
 
-def probe(member: etcdapi.MemberInfo) -> etcdapi.EndpointStatus | None:
+def probe(api: EtcdApi, member: etcdapi.MemberInfo) -> etcdapi.EndpointStatus | None:
     if not member.name:
         return None
     for url in member.client_urls:
         try:
-            return etcdapi.status(url, timeout=0.8)
+            return api.status(url, timeout=0.8)
         except etcdapi.EtcdApiError:
             continue
     return None
 
 
-def probe_all(members: Sequence[etcdapi.MemberInfo]) -> tuple[etcdapi.EndpointStatus | None, ...]:
+def probe_all(api: EtcdApi, members: Sequence[etcdapi.MemberInfo]) -> tuple[etcdapi.EndpointStatus | None, ...]:
     if not members:
         return ()
     with ThreadPoolExecutor(max_workers=min(8, len(members))) as pool:
-        return tuple(pool.map(probe, members))
+        return tuple(pool.map(lambda member: probe(api, member), members))
 
 
-def observe(store: Store | None, endpoints: Sequence[str], self_host: str, now: float) -> Snapshot:
+def observe(api: EtcdApi, store: Store | None, endpoints: Sequence[str], self_host: str,
+            now: float) -> Snapshot:
     """One round's facts. The leader (the holder of the leader key) probes
     every member; so does a node that cannot read the store (is quorum lost?)."""
     try:
-        endpoint, listed = member_list_from(endpoints)
+        endpoint, listed = member_list_from(api, endpoints)
     except etcdapi.EtcdApiError as err:
         return Snapshot(now, self_host, reachable=False, error=first_line(err))
     members = tuple(listed)
@@ -67,7 +69,7 @@ def observe(store: Store | None, endpoints: Sequence[str], self_host: str, now: 
         denied = is_permission_denied(err)
         return Snapshot(now, self_host, reachable=False, error=first_line(err), permission_denied=denied,
                         endpoint=endpoint, members=members,
-                        statuses=None if denied else probe_all(members))
+                        statuses=None if denied else probe_all(api, members))
     return Snapshot(now, self_host, endpoint=endpoint, members=members,
-                    statuses=probe_all(members) if leading else None, leader=leader,
+                    statuses=probe_all(api, members) if leading else None, leader=leader,
                     nomination=nomination, ideal=ideal, volunteers=volunteers, nominations=nominations)

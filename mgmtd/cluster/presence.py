@@ -14,6 +14,7 @@ from mgmtd import log
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.store import HostRecord, Store
+from mgmtd.tls import TLSFiles
 
 LOG = log.get("cluster")
 
@@ -30,9 +31,10 @@ class Identity:
 
 
 class Presence:
-    def __init__(self, identity: Identity, endpoints: Callable[[], list[str]]) -> None:
+    def __init__(self, identity: Identity, endpoints: Callable[[], list[str]], tls: TLSFiles | None) -> None:
         self.me = identity
         self.endpoints = endpoints   # where the keeper connects
+        self.tls = tls
         self.lease: Lease | None = None
         self.lease_client = None
         self.registered = ""
@@ -52,7 +54,7 @@ class Presence:
                 continue
             try:
                 if client is None:
-                    client = connect(list(self.endpoints()), timeout=LEASE_TTL / 5)
+                    client = connect(list(self.endpoints()), timeout=LEASE_TTL / 5, tls=self.tls)
                 list(client.refresh_lease(lease.id))
             except Exception as err:  # try another connection next time
                 LOG.debug("background lease refresh failed: %s", err)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from mgmtd.cluster import etcdapi
 from mgmtd.cluster.assess import health
 from mgmtd.cluster.client import connect
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import IdealSize, Keys
 from mgmtd.cluster.observe import probe_all
 from mgmtd.cluster.store import Store
@@ -47,24 +48,24 @@ class ClusterUnreachable(Exception):
     pass
 
 
-def first_member_list(endpoints: list[str]) -> tuple[int, list[etcdapi.MemberInfo], str]:
+def first_member_list(api: EtcdApi, endpoints: list[str]) -> tuple[int, list[etcdapi.MemberInfo], str]:
     errors = []
     for endpoint in endpoints:
         try:
-            cluster_id, members = etcdapi.member_list(endpoint)
+            cluster_id, members = api.member_list(endpoint)
             return cluster_id, members, endpoint
         except etcdapi.EtcdApiError as err:
             errors.append(str(err))
     raise ClusterUnreachable("no etcd endpoint answered: " + "; ".join(errors))
 
 
-def gather(endpoints: list[str], namespace: str) -> ClusterView:
-    cluster_id, members, endpoint = first_member_list(endpoints)
+def gather(api: EtcdApi, endpoints: list[str], namespace: str) -> ClusterView:
+    cluster_id, members, endpoint = first_member_list(api, endpoints)
     keys = Keys(namespace)
     hosts: dict[str, dict] = {}
     leader = ""
     ideal = IdealSize(None)  # unknown until read
-    client = connect([endpoint], timeout=3.0)
+    client = connect([endpoint], timeout=3.0, tls=api.tls)
     readable = True
     try:
         store = Store(client, keys)
@@ -75,7 +76,7 @@ def gather(endpoints: list[str], namespace: str) -> ClusterView:
         readable = False
     finally:
         client.close()
-    statuses = probe_all(members)
+    statuses = probe_all(api, members)
     raft_leader_ids = {s.leader_id for s in statuses if s is not None and s.leader_id}
     rows = []
     for member, status in zip(members, statuses, strict=True):

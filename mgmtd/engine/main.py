@@ -19,6 +19,7 @@ from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.graph import Graph
 from mgmtd.resources.base import Context
+from mgmtd.tls import TLSFiles
 from mgmtd.yamlgraph.errors import GraphError
 from mgmtd.yamlgraph.loader import GraphSpec, load_file, read_graph_bytes
 
@@ -37,6 +38,7 @@ class EngineOptions:
     report_state: bool = False
     workers: int = 8
     converged_after: float = 3.0
+    tls: TLSFiles | None = None          # mutual TLS to etcd (--tls-*); None: plain http
 
 
 def load_spec(path: str | None) -> GraphSpec:
@@ -48,7 +50,7 @@ def load_spec(path: str | None) -> GraphSpec:
 class Engine:
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
-        self.connection = Connection(options.endpoints)
+        self.connection = Connection(options.endpoints, tls=options.tls)
         self.ctx = Context(host=options.hostname, namespace=options.namespace,
                            noop=options.noop, etcd=self.connection.get, report=self._report)
         self.scheduler = Scheduler(self.ctx, workers=options.workers,

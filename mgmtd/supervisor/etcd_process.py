@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from mgmtd import log
-from mgmtd.cluster import etcdapi
+from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
 from mgmtd.supervisor import child
 from mgmtd.tls import TLSFiles
 
@@ -136,8 +136,9 @@ def plain_line_level(text: str) -> int:
 
 
 class EtcdProcess:
-    def __init__(self, config: EtcdConfig, pid_file: str) -> None:
+    def __init__(self, config: EtcdConfig, pid_file: str, api: EtcdApi) -> None:
         self.config = config
+        self.api = api              # the readiness probes, with this node's TLS files
         self.pid_file = pid_file
         self.proc: subprocess.Popen | None = None
         self.last_error = ""
@@ -241,11 +242,11 @@ class EtcdProcess:
                 raise EtcdStartError(f"etcd exited during start-up: {detail}")
             if status_only:
                 try:
-                    etcdapi.status(self.client_url, timeout=1.0)
+                    self.api.status(self.client_url, timeout=1.0)
                     return
-                except etcdapi.EtcdApiError:
+                except EtcdApiError:
                     pass
-            elif etcdapi.healthy(self.client_url, timeout=1.0):
+            elif self.api.healthy(self.client_url, timeout=1.0):
                 return
             if stopping is not None and stopping.wait(delay):
                 raise EtcdStartError("stopped while waiting for etcd")

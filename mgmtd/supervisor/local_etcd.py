@@ -11,7 +11,7 @@ import threading
 
 from mgmtd import log
 from mgmtd.cluster.access import Access
-from mgmtd.cluster.etcdapi import EtcdApiError
+from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
 from mgmtd.cluster.local import LocalState
 from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError
@@ -21,11 +21,11 @@ LOG = log.get("supervisor")
 
 
 class LocalEtcd:
-    def __init__(self, config: NodeConfig, stopping: threading.Event) -> None:
+    def __init__(self, config: NodeConfig, stopping: threading.Event, api: EtcdApi) -> None:
         self.config = config
         self.stopping = stopping
         self.data_dir = os.path.join(config.prefix, "etcd")
-        self.process = EtcdProcess(self.etcd_config(), os.path.join(config.prefix, "etcd.pid"))
+        self.process = EtcdProcess(self.etcd_config(), os.path.join(config.prefix, "etcd.pid"), api)
         self.serving = False        # this node's etcd should run
         self.bootstrapped = False   # it started the cluster and has not nominated itself yet
 

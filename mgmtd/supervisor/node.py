@@ -12,6 +12,7 @@ from mgmtd import log, protocol
 from mgmtd.backoff import Backoff
 from mgmtd.cluster.access import Access
 from mgmtd.cluster.assess import Settings
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys, parse_ideal_size
 from mgmtd.cluster.local import AskToJoin, NominateSelf, StartEtcd, StopServing
 from mgmtd.cluster.loop import ClusterLoop, Round, merge
@@ -46,6 +47,7 @@ class Supervisor:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.keys = Keys(config.namespace)
+        self.api = EtcdApi(config.tls)   # every etcd call of the supervisor goes with its TLS files
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.wake = threading.Event()
@@ -83,7 +85,7 @@ class Supervisor:
         if cfg.graph_file is not None:
             check_graph(cfg.graph_file)
         self.state = NodeState(cfg.prefix)
-        self.local = LocalEtcd(cfg, self.stopping)
+        self.local = LocalEtcd(cfg, self.stopping, self.api)
         self.local.process.stop_leftover()
         if not cfg.no_server:
             for url in (*cfg.client_urls, *cfg.server_urls):
@@ -96,7 +98,8 @@ class Supervisor:
             Identity(cfg.hostname, self.state.instance, cfg.advertised_clients, cfg.advertised_peers,
                      may_serve=not cfg.no_server),
             self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
-            fallback=lambda: merge(self.state.endpoints, cfg.seeds), access=self.access, pid=os.getpid())
+            fallback=lambda: merge(self.state.endpoints, cfg.seeds), api=self.api, access=self.access,
+            pid=os.getpid())
 
     def _check_identity(self, files: TLSFiles) -> None:
         """etcd takes the user from the certificate's name: it must be this host's."""
@@ -109,7 +112,7 @@ class Supervisor:
         if certified != name:
             raise StartupError(f"--tls-cert {files.cert} is for {certified!r}, but --hostname is {name!r}: "
                                f"issue this node's own with 'mgmtd certs issue {name}'")
-        self.access = Access(self.keys, files.ca)
+        self.access = Access(self.keys, files.ca, self.api)
 
     def _engine_args(self) -> list[str]:
         cfg = self.config
@@ -344,3 +347,4 @@ class Supervisor:
             self.loop.close()
         if self.local is not None:
             self.local.process.stop()
+        self.api.close()
