@@ -7,21 +7,20 @@ import json
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 
-from bench.common import (
-    MGMTD,
-    Deadline,
-    ScenarioTimeout,
-    Workspace,
+from bench.common import Deadline, Workspace
+from tests.harness import (
     etcd_command,
-    etcd_processes_under,
     etcdctl,
     free_port,
-    kill_supervisor,
-    mgmtctl,
-    url,
-    wait_until,
+    healthy_at,
+    kill_node,
+    local_url,
+    members_view,
+    start_cluster,
+    voter_names,
+    voter_rows,
+    wait_for,
 )
 
 POLL = 0.05  # the "small sleep" between retries of one step
@@ -76,88 +75,34 @@ class MemberTimeline:
         return dict(sorted(self.events.items(), key=lambda kv: kv[1]))
 
 
-@dataclass
-class MgmtdNode:
-    name: str
-    client_port: int
-    peer_port: int
-    prefix: str
-    proc: object = None
-
-    @property
-    def client_url(self) -> str:
-        return url(self.client_port)
-
-
-def new_node(ws: Workspace, name: str) -> MgmtdNode:
-    return MgmtdNode(name, free_port(), free_port(), str(ws.path(name, "prefix")))
-
-
-def start_node(ws: Workspace, node: MgmtdNode, *args: str) -> None:
-    cmd = [MGMTD, "run", "--hostname", node.name, "--prefix", node.prefix,
-           "--client-urls", node.client_url, "--server-urls", url(node.peer_port),
-           *args, "empty"]
-    node.proc = ws.start(node.name, cmd)
-
-
-def start_cluster(ws: Workspace, count: int, ideal: int, *extra: str) -> list[MgmtdNode]:
-    """The first node bootstraps, the others join through it; all at once."""
-    nodes = [new_node(ws, f"n{i + 1}") for i in range(count)]
-    start_node(ws, nodes[0], "--ideal-cluster-size", str(ideal), *extra)
-    for node in nodes[1:]:
-        start_node(ws, node, "--seeds", nodes[0].client_url, *extra)
-    return nodes
-
-
-def members(nodes: list[MgmtdNode]) -> dict | None:
-    """``mgmtctl members -o json`` through every node's client URL."""
-    try:
-        out = mgmtctl(",".join(n.client_url for n in nodes), "members", "-o", "json", timeout=20)
-    except Exception:
-        return None
-    if out.returncode != 0:
-        return None
-    try:
-        return json.loads(out.stdout)
-    except ValueError:
-        return None
-
-
-def voters(view: dict) -> list[dict]:
-    return [n for n in view["nodes"] if n["role"] in ("leader", "voter")]
-
-
-def healthy_voters(view: dict | None, size: int, without: str | None = None) -> bool:
-    """Exactly ``size`` voters, all healthy, none of them ``without``, no learner."""
-    if view is None:
-        return False
-    found = voters(view)
-    return (len(found) == size and all(v["health"] == "healthy" for v in found)
-            and not any(n["role"] == "learner" for n in view["nodes"])
-            and all(v["name"] != without for v in found))
-
-
 def probe_until(check, deadline: Deadline, what: str) -> tuple[float, float]:
-    """Polls mgmtctl until ``check(view)``; returns (time the good answer
-    arrived, how long that mgmtctl call took = the resolution)."""
-    while True:
-        deadline.check(f"waiting for {what}")
+    """Polls until ``check()``; returns (time the good answer arrived, how long
+    that call took = the resolution)."""
+    timed: dict[str, float] = {}
+
+    def probe():
         began = time.monotonic()
-        view = check()
+        good = check()
         ended = time.monotonic()
-        if view:
-            return ended, ended - began
-        time.sleep(POLL)
+        timed.update(ended=ended, took=ended - began)
+        return good
+
+    wait_for(probe, deadline.within(), what, interval=POLL)
+    return timed["ended"], timed["took"]
+
+
+def node_names(count: int) -> list[str]:
+    return [f"n{i + 1}" for i in range(count)]
 
 
 # --- figure 1: formation ------------------------------------------------------------------
 def mgmtd_formation(deadline: Deadline) -> dict:
     with Workspace("form-mgmtd") as ws:
         t0 = time.monotonic()
-        nodes = start_cluster(ws, 3, 3)
+        nodes = start_cluster([ws.node(name) for name in node_names(3)], ideal=3)
         timeline = MemberTimeline([n.client_url for n in nodes], t0)
         try:
-            done, resolution = probe_until(lambda: healthy_voters(members(nodes), 3), deadline,
+            done, resolution = probe_until(lambda: healthy_at(members_view(nodes, timeout=20), 3), deadline,
                                            "3 healthy voters (mgmtd)")
         finally:
             steps = timeline.stop()
@@ -168,7 +113,7 @@ def mgmtd_formation(deadline: Deadline) -> dict:
 
 
 def health_all(endpoints: str, size: int) -> bool:
-    out = etcdctl(endpoints, "endpoint", "health", "--cluster", timeout=5)
+    out = etcdctl(endpoints, "endpoint", "health", "--cluster", timeout=10)
     text = out.stdout + out.stderr  # etcdctl 3.4 prints the health lines on stderr
     return out.returncode == 0 and text.count(" is healthy") == size
 
@@ -177,25 +122,24 @@ def static_bootstrap(deadline: Deadline) -> dict:
     with Workspace("form-static", kill=True) as ws:
         names = ["s1", "s2", "s3"]
         ports = {n: (free_port(), free_port()) for n in names}
-        initial = ",".join(f"{n}={url(p)}" for n, (_, p) in ports.items())
-        endpoints = ",".join(url(c) for c, _ in ports.values())
+        initial = ",".join(f"{n}={local_url(p)}" for n, (_, p) in ports.items())
+        endpoints = ",".join(local_url(c) for c, _ in ports.values())
         t0 = time.monotonic()
         for name, (client, peer) in ports.items():
             ws.start(name, etcd_command(name, ws.path(name), client, peer, initial))
-        wait_until(lambda: health_all(endpoints, 3), deadline, "3 healthy static members",
-                   interval=POLL)
+        wait_for(lambda: health_all(endpoints, 3), deadline.within(), "3 healthy static members",
+                 interval=POLL)
         return {"seconds": time.monotonic() - t0}
 
 
 def _retry(step, deadline: Deadline, what: str, counts: dict):
-    """Runs ``step`` until it returns something truthy, as soon as etcd allows."""
-    while True:
-        value = step()
+    """Runs ``step`` until it returns something truthy, as soon as etcd allows;
+    counts the attempts."""
+    def attempt():
         counts[what] = counts.get(what, 0) + 1
-        if value:
-            return value
-        deadline.check(f"retrying {what}")
-        time.sleep(POLL)
+        return step()
+
+    return wait_for(attempt, deadline.within(), what, interval=POLL)
 
 
 def learner_floor(deadline: Deadline) -> dict:
@@ -204,63 +148,61 @@ def learner_floor(deadline: Deadline) -> dict:
     with Workspace("form-learner", kill=True) as ws:
         names = ["l1", "l2", "l3"]
         ports = {n: (free_port(), free_port()) for n in names}
-        first_client = url(ports["l1"][0])
+        first_client = local_url(ports["l1"][0])
         counts: dict[str, int] = {}
         steps: dict[str, float] = {}
         t0 = time.monotonic()
         c, p = ports["l1"]
-        ws.start("l1", etcd_command("l1", ws.path("l1"), c, p, f"l1={url(p)}"))
-        cluster = [f"l1={url(p)}"]
+        ws.start("l1", etcd_command("l1", ws.path("l1"), c, p))
+        cluster = [f"l1={local_url(p)}"]
         for name in names[1:]:
             client, peer = ports[name]
 
             def add(name=name, peer=peer):
-                out = etcdctl(first_client, "member", "add", name, f"--peer-urls={url(peer)}",
-                              "--learner", "-w", "json", timeout=5)
+                out = etcdctl(first_client, "member", "add", name, f"--peer-urls={local_url(peer)}",
+                              "--learner", "-w", "json", timeout=10)
                 return json.loads(out.stdout)["member"]["ID"] if out.returncode == 0 else None
 
             member_id = _retry(add, deadline, f"add {name}", counts)
             steps[f"added {name}"] = time.monotonic() - t0
-            cluster.append(f"{name}={url(peer)}")
+            cluster.append(f"{name}={local_url(peer)}")
             ws.start(name, etcd_command(name, ws.path(name), client, peer, ",".join(cluster),
                                         state="existing"))
 
             def promote(member_id=member_id):
-                out = etcdctl(first_client, "member", "promote", f"{member_id:x}", timeout=5)
+                out = etcdctl(first_client, "member", "promote", f"{member_id:x}", timeout=10)
                 return out.returncode == 0
 
             _retry(promote, deadline, f"promote {name}", counts)
             steps[f"promoted {name}"] = time.monotonic() - t0
-        endpoints = ",".join(url(c) for c, _ in ports.values())
-        wait_until(lambda: health_all(endpoints, 3), deadline, "3 healthy members after promotion",
-                   interval=POLL)
+        endpoints = ",".join(local_url(c) for c, _ in ports.values())
+        wait_for(lambda: health_all(endpoints, 3), deadline.within(), "3 healthy members after promotion",
+                 interval=POLL)
         return {"seconds": time.monotonic() - t0, "attempts": counts, "steps": steps}
 
 
 # --- figure 2: repair ---------------------------------------------------------------------
-def kill_node(node: MgmtdNode) -> None:
-    """SIGKILL to the node's supervisor and to its etcd (which runs in its own
-    session and would survive the supervisor otherwise)."""
-    kill_supervisor(node.proc, node.prefix)
-
-
 def repair(grace: float, deadline: Deadline) -> dict:
     with Workspace("repair") as ws:
         extra = ("--grace-period", str(grace), "--learner-deadline", "8")
-        nodes = start_cluster(ws, 4, 3, *extra)
-        view = wait_until(lambda: (lambda v: v if healthy_voters(v, 3) and len(v["nodes"]) == 4
-                                   else None)(members(nodes)),
-                          deadline, "4 nodes: 3 healthy voters and a client", interval=0.2)
-        victim_row = next(v for v in voters(view) if not v["raft_leader"] and v["role"] != "leader")
+        nodes = start_cluster([ws.node(name) for name in node_names(4)], *extra, ideal=3)
+
+        def ready():
+            view = members_view(nodes, timeout=20)
+            return view if healthy_at(view, 3) and len(view["nodes"]) == 4 else None
+
+        view = wait_for(ready, deadline.within(), "4 nodes: 3 healthy voters and a client", interval=0.2)
+        victim_row = next(v for v in voter_rows(view) if not v["raft_leader"] and v["role"] != "leader")
         victim = next(n for n in nodes if n.name == victim_row["name"])
-        if not etcd_processes_under(victim.prefix):
-            raise ScenarioTimeout(f"no etcd found for {victim.name}")
         alive = [n for n in nodes if n is not victim]
         t0 = time.monotonic()
-        kill_node(victim)
-        done, resolution = probe_until(
-            lambda: healthy_voters(members(alive), 3, without=victim.name), deadline,
-            "3 healthy voters after the kill")
+        kill_node(victim)  # the supervisor and its etcd (in a session of its own, it would survive)
+
+        def repaired():
+            view = members_view(alive, timeout=20)
+            return healthy_at(view, 3) and victim.name not in voter_names(view)
+
+        done, resolution = probe_until(repaired, deadline, "3 healthy voters after the kill")
         seconds = done - t0
         return {"seconds": seconds, "grace": grace, "minus_grace": seconds - grace,
                 "victim": victim.name, "probe_seconds": resolution}

@@ -1,5 +1,6 @@
-"""What every scenario needs: free loopback ports, deadlines, timed polling,
-processes that are always cleaned up, and small statistics."""
+"""What every scenario needs besides the harness it shares with the tests
+(tests/harness.py: waiting, nodes, clusters, clients, processes): deadlines,
+workspaces that always clean up, and small statistics."""
 
 from __future__ import annotations
 
@@ -8,31 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
-from mgmtd.supervisor.preflight import free_port  # noqa: F401  (bench.* import it from here)
+from tests.harness import Node, free_port, kill_leftovers, start_logged, stop_processes
 
-# the integration tests' helpers for processes that may be gone: one copy for both
-from tests.integration.cluster import (  # noqa: F401  (bench.* import them from here)
-    children_of,
-    cmdline_of,
-    etcd_processes_under,
-    kill_leftovers,
-    kill_supervisor,
-)
-
-VENV_BIN = Path(sys.executable).parent
-MGMTD = str(VENV_BIN / "mgmtd")
-MGMTCTL = str(VENV_BIN / "mgmtctl")
-ETCD = shutil.which("etcd") or "etcd"
-ETCDCTL = shutil.which("etcdctl") or "etcdctl"
-LOOPBACK = "127.0.0.1"
 # where a workspace copies its logs when a process did not stop cleanly (set by run.py)
 KEEP_LOGS_IN: Path | None = None
 
@@ -54,6 +38,10 @@ class Deadline:
     def left(self) -> float:
         return self.end - time.monotonic()
 
+    def within(self, limit: float | None = None) -> float:
+        """The seconds a wait may take: what is left, and at most ``limit``."""
+        return self.left() if limit is None else min(limit, self.left())
+
     def check(self, doing: str = "") -> None:
         if self.left() <= 0:
             raise ScenarioTimeout(f"{self.what}: deadline of {self.seconds:.0f}s passed {doing}".rstrip())
@@ -68,25 +56,6 @@ class Deadline:
     def __exit__(self, *exc) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self.previous)
-
-
-def wait_until(predicate: Callable[[], object], deadline: Deadline, what: str,
-               interval: float = 0.05, limit: float | None = None):
-    """Polls ``predicate`` until it returns something truthy; returns it."""
-    end = time.monotonic() + limit if limit is not None else None
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if end is not None and time.monotonic() > end:
-            raise ScenarioTimeout(f"{deadline.what}: gave up after {limit:.0f}s waiting for {what}")
-        deadline.check(f"waiting for {what}")
-        time.sleep(interval)
-
-
-# --- ports --------------------------------------------------------------------------------
-def url(port: int) -> str:
-    return f"http://{LOOPBACK}:{port}"
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -104,6 +73,7 @@ class Workspace:
         self.exit_codes: dict[str, int | None] = {}
         self.kept_logs: Path | None = None
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.nodes: list[Node] = []
         self.leaked: list[str] = []
 
     def __enter__(self) -> Workspace:
@@ -121,14 +91,18 @@ class Workspace:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
-    def start(self, name: str, cmd: list[str], env: dict | None = None,
-              stdin=subprocess.DEVNULL) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=stdin,
-                                env={**os.environ, **(env or {})})
-        log.close()
+    def start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+        """Starts ``cmd``, its output in NAME.log."""
+        proc = start_logged(cmd, self.root / f"{name}.log", env)
         self.procs.append((name, proc))
         return proc
+
+    def node(self, name: str) -> Node:
+        """An mgmtd node of this workspace (its prefix NAME, its log NAME.log, free
+        loopback ports); stopped with the rest."""
+        node = Node(name, self.path(name), free_port(), free_port())
+        self.nodes.append(node)
+        return node
 
     def log(self, name: str) -> str:
         try:
@@ -137,32 +111,15 @@ class Workspace:
             return ""
 
     def stop(self, proc: subprocess.Popen, timeout: float = 20) -> int | None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_processes([proc], timeout)
         return proc.returncode
 
     def cleanup(self, grace: float = 20) -> None:
         began = time.monotonic()
-        live = [p for _, p in self.procs if p.poll() is None]
-        for proc in live:
-            try:
-                proc.send_signal(signal.SIGKILL if self.kill else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        end = time.monotonic() + grace
-        for proc in live:
-            try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        named = self.procs + [(n.name, n.proc) for n in self.nodes if n.proc is not None]
+        stop_processes([p for _, p in named], grace, signal.SIGKILL if self.kill else signal.SIGTERM)
         self.stop_seconds = time.monotonic() - began
-        self.exit_codes = {name: p.returncode for name, p in self.procs}
+        self.exit_codes = {name: p.returncode for name, p in named}
         self.leaked = kill_leftovers(str(self.root))
         unclean = self.leaked or (not self.kill and any(
             code not in (0, None) for code in self.exit_codes.values()))
@@ -173,30 +130,6 @@ class Workspace:
                 shutil.copy(log, self.kept_logs / log.name)
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-# --- clients --------------------------------------------------------------------------------
-def etcdctl(endpoints: str, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
-    return subprocess.run([ETCDCTL, "--endpoints", endpoints, "--dial-timeout", "2s",
-                           "--command-timeout", f"{max(1, int(timeout))}s", *args],
-                          capture_output=True, text=True, timeout=timeout + 5,
-                          env={**os.environ, "ETCDCTL_API": "3"})
-
-
-def mgmtctl(endpoints: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([MGMTCTL, "--endpoints", endpoints, *args], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def etcd_command(name: str, data_dir: Path, client_port: int, peer_port: int,
-                 initial_cluster: str, state: str = "new", token: str = "bench") -> list[str]:
-    """The stock etcd as mgmtd starts it (same flags, same logger)."""
-    return [ETCD, "--name", name, "--data-dir", str(data_dir),
-            "--listen-client-urls", url(client_port), "--advertise-client-urls", url(client_port),
-            "--listen-peer-urls", url(peer_port), "--initial-advertise-peer-urls", url(peer_port),
-            "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
-            "--initial-cluster-token", token,
-            "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -18,19 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import (
-    MGMTD,
-    Deadline,
-    ScenarioTimeout,
-    Workspace,
-    children_of,
-    cmdline_of,
-    free_port,
-    median,
-    percentile,
-    url,
-    wait_until,
-)
+from bench.common import Deadline, ScenarioTimeout, Workspace, median, percentile
+from tests.harness import MGMTD, children_of, cmdline_of, start_cluster, wait_for
 
 CONVERGED_TIMEOUT = 1.0   # the engine exits after being converged this long
 FLOOR_AGENT = str(Path(__file__).with_name("floor_agent.py"))
@@ -127,7 +116,7 @@ def wait_idle(pid: int, deadline: Deadline, window: float = 0.3, limit: float = 
         time.sleep(window)
         return cpu() - before < 0.03 * window
 
-    wait_until(idle, deadline, f"pid {pid} to go idle", interval=0, limit=limit)
+    wait_for(idle, deadline.within(limit), f"pid {pid} to go idle", interval=0)
 
 
 # --- the floor -------------------------------------------------------------------------------
@@ -195,20 +184,21 @@ def puppet_apply(ws: Workspace, name: str, directory: Path | None, wanted: dict[
 def edit_and_time(path: str, right: bytes, wrong: bytes, limit: float) -> float | None:
     """Overwrites the file in place with wrong content; returns how long until
     it holds the right content again (polled every ms), None if never."""
+    def repaired() -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read() == right
+        except FileNotFoundError:
+            return False
+
     t0 = time.monotonic()
     with open(path, "wb") as handle:
         handle.write(wrong)
-    end = t0 + limit
-    while True:
-        try:
-            with open(path, "rb") as handle:
-                if handle.read() == right:
-                    return time.monotonic() - t0
-        except FileNotFoundError:
-            pass
-        if time.monotonic() > end:
-            return None
-        time.sleep(0.001)
+    try:
+        wait_for(repaired, limit, f"{path} repaired", interval=0.001)
+    except AssertionError:
+        return None
+    return time.monotonic() - t0
 
 
 def repair_latencies(proc: subprocess.Popen, wanted: dict[str, str], edits: int,
@@ -237,29 +227,31 @@ def repair_latencies(proc: subprocess.Popen, wanted: dict[str, str], edits: int,
     return samples, missed
 
 
-def engine_repair(ws: Workspace, graph: Path, wanted: dict[str, str], edits: int,
-                  deadline: Deadline) -> dict:
-    proc = ws.start("engine-repair", [MGMTD, "engine", "--hostname", "bench", "--log-level",
-                                      "warning", "yaml", str(graph)])
+def repair_figures(ws: Workspace, proc: subprocess.Popen, wanted: dict[str, str], edits: int,
+                   deadline: Deadline, ready=lambda: True) -> dict:
+    """Repair latencies of the running ``proc`` (an engine or the floor agent),
+    once ``ready()``; stops it."""
     try:
+        wait_for(ready, deadline.within(30), "the repairing process to be ready", 0.01)
         samples, missed = repair_latencies(proc, wanted, edits, deadline, seed=len(wanted))
     finally:
         ws.stop(proc)
     return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "missed": missed,
             "samples": len(samples)}
+
+
+def engine_repair(ws: Workspace, graph: Path, wanted: dict[str, str], edits: int,
+                  deadline: Deadline) -> dict:
+    proc = ws.start("engine-repair", [MGMTD, "engine", "--hostname", "bench", "--log-level",
+                                      "warning", "yaml", str(graph)])
+    return repair_figures(ws, proc, wanted, edits, deadline)
 
 
 def floor_repair(ws: Workspace, wanted: dict[str, str], edits: int, deadline: Deadline) -> dict:
     spec = ws.path("floor-wanted.json")
     spec.write_text(json.dumps(wanted))
     proc = ws.start("floor-agent", [sys.executable, FLOOR_AGENT, str(spec)])
-    try:
-        wait_until(lambda: "ready" in ws.log("floor-agent"), deadline, "the floor agent", 0.01, 30)
-        samples, missed = repair_latencies(proc, wanted, edits, deadline, seed=len(wanted))
-    finally:
-        ws.stop(proc)
-    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "missed": missed,
-            "samples": len(samples)}
+    return repair_figures(ws, proc, wanted, edits, deadline, ready=lambda: "ready" in ws.log("floor-agent"))
 
 
 # --- figure 3: one size ---------------------------------------------------------------------------
@@ -337,14 +329,11 @@ def node_memory(count: int, deadline: Deadline) -> dict:
             if n:
                 graph = ws.path("graph.yaml")
                 write_graph(graph, ws.path("out"), n)
-            prefix = ws.path(f"node-{label}")
-            cmd = [MGMTD, "run", "--hostname", f"mem-{label}", "--prefix", str(prefix),
-                   "--client-urls", url(free_port()), "--server-urls", url(free_port()),
-                   "--ideal-cluster-size", "1", "--log-level", "warning",
-                   "--converged-timeout", str(CONVERGED_TIMEOUT),
-                   *(["yaml", str(graph)] if graph else ["empty"])]
+            node = ws.node(f"mem-{label}")
             t0 = time.monotonic()
-            proc = ws.start(f"node-{label}", cmd)
+            start_cluster([node], "--log-level", "warning", "--converged-timeout", str(CONVERGED_TIMEOUT),
+                          ideal=1, graphs=[str(graph)] if graph else ())
+            proc = node.proc
             supervisor = psutil.Process(proc.pid)
 
             def roles(supervisor=supervisor):
@@ -363,7 +352,7 @@ def node_memory(count: int, deadline: Deadline) -> dict:
                 except subprocess.TimeoutExpired:
                     raise ScenarioTimeout(f"mgmtd run ({label}) did not converge in time") from None
             if code != 0:
-                raise RuntimeError(f"mgmtd run ({label}) exited {code}: {ws.log(f'node-{label}')[-2000:]}")
+                raise RuntimeError(f"mgmtd run ({label}) exited {code}: {node.log()[-2000:]}")
             out[label] = {**sampler.peaks, "seconds": time.monotonic() - t0 - CONVERGED_TIMEOUT}
     out["resources"] = count + 1
     return out

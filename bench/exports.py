@@ -6,31 +6,15 @@ put -> watch latency on the same cluster, with the same client library."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
 from pathlib import Path
 
-from bench.common import (
-    MGMTD,
-    Deadline,
-    ScenarioTimeout,
-    Workspace,
-    free_port,
-    percentile,
-    url,
-    wait_until,
-)
+from bench.common import Deadline, ScenarioTimeout, Workspace, percentile
+from tests.harness import start_cluster, wait_for, write_atomically
 
 KEY_PREFIX = "/mgmtd/exported/h2/"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """How an editor or a deploy tool replaces a file: a temp file, then rename."""
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 def exporter_graph(out: Path, content: str) -> str:
@@ -111,18 +95,11 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
         g1, g2 = ws.path("collector.yaml"), ws.path("exporter.yaml")
         g1.write_text(collector_graph(out))
         write_atomically(g2, exporter_graph(out, "round 0\n"))
-        h1_client, h2_client = free_port(), free_port()
-        common = ["--log-level", "warning"]
-        ws.start("h1", [MGMTD, "run", "--hostname", "h1", "--prefix", str(ws.path("h1")),
-                        "--client-urls", url(h1_client), "--server-urls", url(free_port()),
-                        "--ideal-cluster-size", "1", *common, "yaml", str(g1)])
-        ws.start("h2", [MGMTD, "run", "--hostname", "h2", "--prefix", str(ws.path("h2")),
-                        "--client-urls", url(h2_client), "--server-urls", url(free_port()),
-                        "--seeds", url(h1_client), *common, "yaml", str(g2)])
+        h1, _ = start_cluster([ws.node("h1"), ws.node("h2")], "--log-level", "warning", ideal=1,
+                              graphs=[str(g1), str(g2)])
         target = out / "x"
-        wait_until(lambda: read(target) == "round 0\n", deadline, "the first export collected",
-                   interval=0.05, limit=90)
-        client = connect([url(h1_client)])
+        wait_for(lambda: read(target) == "round 0\n", deadline.within(90), "the first export collected")
+        client = connect([h1.client_url])
         try:
             watch = KeyWatch(client)
             total, exporter, collector, missed = [], [], [], 0
@@ -131,24 +108,21 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
                 content = f"round {k}\n"
                 t0 = time.monotonic()
                 write_atomically(g2, exporter_graph(out, content))
-                end = t0 + 20
-                while read(target) != content:
-                    if time.monotonic() > end:
-                        break
-                    time.sleep(0.001)
-                else:
-                    t1 = time.monotonic()
-                    total.append(t1 - t0)
-                    in_etcd = watch.when(content)
-                    if in_etcd is not None:
-                        exporter.append(in_etcd - t0)
-                        collector.append(t1 - in_etcd)
-                    time.sleep(0.01)
+                try:
+                    wait_for(lambda c=content: read(target) == c, 20, f"{content!r} collected", interval=0.001)
+                except AssertionError:
+                    missed += 1
+                    if missed > 5:
+                        raise ScenarioTimeout(f"{missed} changes never reached the collector:\n"
+                                              f"{ws.log('h1')[-1500:]}\n{ws.log('h2')[-1500:]}") from None
                     continue
-                missed += 1
-                if missed > 5:
-                    raise ScenarioTimeout(f"{missed} changes never reached the collector:\n"
-                                          f"{ws.log('h1')[-1500:]}\n{ws.log('h2')[-1500:]}")
+                t1 = time.monotonic()
+                total.append(t1 - t0)
+                in_etcd = watch.when(content)
+                if in_etcd is not None:
+                    exporter.append(in_etcd - t0)
+                    collector.append(t1 - in_etcd)
+                time.sleep(0.01)
             client.cancel_watch(watch.watch_id)
             raw = raw_put_watch(client, changes, deadline)
         finally:

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.integration.cluster import Node, free_port, kill_leftovers
+from tests.harness import Node, free_port, kill_leftovers
 
 _names = itertools.count(1)
 

@@ -12,42 +12,37 @@ import signal
 import threading
 import time
 
-from tests.integration.cluster import etcdctl, kill_tree, mgmtctl, wait_for
+from tests.harness import (
+    etcdctl,
+    healthy_at,
+    kill_tree,
+    members_view,
+    start_cluster,
+    voter_names,
+    wait_for,
+)
 
 ROUNDS = int(os.environ.get("MGMTD_CHURN_ROUNDS", "30"))
 BOUND = 60          # seconds for a round to settle back at the ideal size
 FLAGS = ("--grace-period", "2", "--learner-deadline", "8")
 
 
-def view(urls: list[str]) -> dict | None:
-    out = mgmtctl("--endpoints", ",".join(urls), "members", "-o", "json", timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def voters(v: dict | None) -> list[str]:
-    return sorted(n["name"] for n in (v or {}).get("nodes", ())
-                  if n["role"] in ("leader", "voter") and n["health"] == "healthy")
-
-
-def settled(urls: list[str]) -> list[str] | None:
-    v = view(urls)
-    names = voters(v)
-    if len(names) != 3 or any(n["role"] == "learner" for n in v["nodes"]):
+def settled(urls: list[str]) -> set[str] | None:
+    """Three healthy voters and no learner, and etcdctl lists the same voters."""
+    view = members_view(urls)
+    if not healthy_at(view, 3):
         return None
     listed = etcdctl(",".join(urls), "member", "list", "-w", "json")
     if listed.returncode != 0:
         return None
     etcd_names = sorted(m["name"] for m in json.loads(listed.stdout)["members"] if not m.get("isLearner"))
-    return names if etcd_names == names else None
+    names = voter_names(view)
+    return names if etcd_names == sorted(names) else None
 
 
 def test_rounds_of_random_stops_and_starts(make_node, workdir):
     rng = random.Random(20261125)
-    nodes = [make_node(f"c{i}") for i in range(1, 6)]
-    first = nodes[0]
-    first.start(["empty"], "--ideal-cluster-size", "3", *FLAGS)
-    for node in nodes[1:]:
-        node.start(["empty"], "--seeds", first.client_url, *FLAGS)
+    first, *_ = nodes = start_cluster([make_node(f"c{i}") for i in range(1, 6)], *FLAGS)
     urls = [n.client_url for n in nodes]
     wait_for(lambda: settled(urls), 90, "3 voters at the start")
 

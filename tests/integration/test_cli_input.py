@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.cluster import MGMTCTL, MGMTD, free_port
+from tests.harness import MGMTCTL, MGMTD, free_port
 
 
 def refused(args: list[str], flag: str) -> str:

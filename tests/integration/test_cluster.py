@@ -6,9 +6,7 @@ with the stock etcdctl."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,78 +14,44 @@ import time
 
 import psutil
 
-from tests.integration.cluster import (
+from tests.harness import (
+    FAST,
+    GROW,
+    LEARNER_DEADLINE,
+    REPAIR,
     Node,
     children_of,
+    endpoints,
+    etcd_command,
     etcd_processes_under,
     etcdctl,
     exe_name,
     free_port,
-    kill_supervisor,
+    kill_node,
+    local_url,
+    members_view,
     mgmtctl,
+    new_nodes,
+    roles,
     send_signal,
+    settled,
+    start_cluster,
+    start_logged,
+    stop_all,
+    stop_processes,
+    tail,
+    unique,
+    voter_names,
+    voter_rows,
     wait_for,
     wait_gone,
+    wait_settled,
+    wait_view,
 )
-
-GRACE = "3"             # seconds a voter may be unhealthy before it is replaced
-LEARNER_DEADLINE = "8"  # seconds a nominee has to start etcd and catch up
-FAST = ("--grace-period", GRACE, "--learner-deadline", LEARNER_DEADLINE)
-
-# etcd allows the next member change only once every voter has been connected for
-# about 5 s: growing takes ~6 s per added voter, repair a grace period more
-GROW = 60
-REPAIR = 75
-
-
-# --- starting nodes ----------------------------------------------------------------------
-_ids = itertools.count(1)
-
-
-def unique(label: str) -> str:
-    """A hostname no other test (or other mgmtd on this machine) uses, sorting in creation
-    order: the planner picks volunteers by name, so some tests rely on that order."""
-    return f"tc{os.getpid() % 1000:03d}x{next(_ids):03d}-{label}"
 
 
 def seed_args(first: Node) -> tuple[str, ...]:
     return ("--seeds", first.client_url, *FAST)
-
-
-def start_cluster(make_node, count: int, ideal: int = 3, names: list[str] | None = None,
-                  extra: tuple[str, ...] = ()) -> list[Node]:
-    """Starts ``count`` nodes at once: the first bootstraps, the others join through it.
-    ``extra`` flags come last (and so override FAST's)."""
-    nodes = [make_node(unique(name)) for name in (names or ["n"] * count)]
-    first, *others = nodes
-    first.start(["empty"], "--ideal-cluster-size", str(ideal), *FAST, *extra)
-    for node in others:
-        node.start(["empty"], *seed_args(first), *extra)
-    return nodes
-
-
-def stop_all(nodes: list[Node], timeout: float = 60) -> None:
-    """SIGTERMs every live node at once (a sequential stop would lose quorum one by
-    one), then waits for each; every one must stop cleanly."""
-    live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
-    for node in live:
-        node.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for node in live:
-        try:
-            node.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{node.name} did not stop within {timeout}s\n{tail(node)}") from None
-    for node in live:
-        assert node.proc.returncode == 0, f"{node.name} exited {node.proc.returncode}\n{tail(node)}"
-
-
-def kill_node(node: Node, needs_etcd: bool = True) -> None:
-    """SIGKILLs a node's supervisor and its etcd; the engine must then go by
-    itself (its stdin closes)."""
-    children, etcds = kill_supervisor(node.proc, str(node.prefix))
-    assert etcds or not needs_etcd, f"{node.name} ran no etcd"
-    wait_gone([*etcds, *children], 15, f"{node.name}'s etcd and engine to exit after the supervisor was killed")
 
 
 @contextlib.contextmanager
@@ -118,83 +82,6 @@ def node_etcd(node: Node) -> psutil.Process:
 
 
 # --- looking at the cluster -----------------------------------------------------------------
-def endpoints(nodes: list[Node | str]) -> str:
-    """Client URLs of the given nodes (or plain URLs, for an etcd mgmtd does not run)."""
-    return ",".join(n if isinstance(n, str) else n.client_url for n in nodes)
-
-
-def members_view(nodes: list[Node]) -> dict | None:
-    """mgmtctl's member table through every node's client URL (dead ones included)."""
-    out = mgmtctl("--endpoints", endpoints(nodes), "members", "-o", "json", timeout=30)
-    if out.returncode != 0:
-        return None
-    return json.loads(out.stdout)
-
-
-def voter_rows(view: dict) -> list[dict]:
-    return [n for n in view["nodes"] if n["role"] in ("leader", "voter")]
-
-
-def voter_names(view: dict) -> set[str]:
-    return {n["name"] for n in voter_rows(view)}
-
-
-def roles(view: dict) -> dict[str, str]:
-    return {n["name"]: n["role"] for n in view["nodes"]}
-
-
-def tail(node: Node, lines: int = 40) -> str:
-    text = node.log().splitlines()[-lines:]
-    return f"--- {node.name} ({node.client_url}) ---\n" + "\n".join(text)
-
-
-def settled(view: dict, size: int) -> bool:
-    """Exactly ``size`` voters, all healthy, no learner, one raft leader among them
-    and an elected mgmtd leader."""
-    voters = voter_rows(view)
-    return (len(voters) == size
-            and all(v["health"] == "healthy" for v in voters)
-            and not any(n["role"] == "learner" for n in view["nodes"])
-            and sum(v["raft_leader"] for v in voters) == 1
-            and bool(view["leader"]))
-
-
-def wait_view(nodes: list[Node], check, timeout: float, what: str, every_read: bool = False) -> dict:
-    """Polls mgmtctl until ``check(view)`` holds (``check`` may also assert an
-    invariant of every view); on timeout or a failed assertion the last view and
-    each node's log tail are in the failure. ``every_read``: mgmtctl must read the
-    cluster every time."""
-    last: dict = {}
-
-    def probe():
-        view = members_view(nodes)
-        last["view"] = view
-        assert view is not None or not every_read, "mgmtctl could not read the cluster"
-        return view if view is not None and check(view) else None
-
-    try:
-        return wait_for(probe, timeout, what, interval=0.3)
-    except AssertionError as err:
-        logs = "\n".join(tail(n) for n in nodes if isinstance(n, Node))
-        raise AssertionError(f"{err}\nlast view: {json.dumps(last.get('view'), indent=1)}\n{logs}") from None
-
-
-def wait_settled(nodes: list[Node], size: int, timeout: float, voters: set[str] | None = None,
-                 clients: set[str] = frozenset(), absent: set[str] = frozenset()) -> dict:
-    """Waits until the cluster is settled at ``size`` healthy voters (these ones, if
-    given), the given nodes are registered clients and the absent ones are gone."""
-    def check(view):
-        names = roles(view)
-        return (settled(view, size)
-                and (voters is None or voter_names(view) == voters)
-                and all(names.get(c) == "client" for c in clients)
-                and not absent & set(names))
-
-    what = f"{size} healthy voters" + (f" {sorted(voters)}" if voters else "") + \
-        (f", clients {sorted(clients)}" if clients else "") + (f", without {sorted(absent)}" if absent else "")
-    return wait_view(nodes, check, timeout, what)
-
-
 def cross_check(view: dict, timeout: float = 20) -> None:
     """etcdctl must see the same voters (names and ids) as mgmtctl, no learner, and
     every member healthy."""
@@ -252,22 +139,28 @@ def assert_no_traceback(nodes: list[Node]) -> None:
         assert "Traceback" not in node.log(), tail(node, 80)
 
 
-# --- scenarios ----------------------------------------------------------------------------------
-def test_three_nodes_started_at_once_become_three_voters(make_node):
-    nodes = start_cluster(make_node, 3)
-    view = wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
-    assert sum(n["role"] == "leader" for n in view["nodes"]) == 1, view
-    assert view["ideal_size"] == 3
+def check_and_stop(view: dict, nodes: list[Node], key: str, value: str) -> None:
+    """How a scenario ends: etcdctl agrees with mgmtctl, a write through one voter
+    is read back through every voter, no node logged a traceback, and all stop
+    cleanly."""
     cross_check(view)
-    put_get(view, "/probe/three", "ok")
+    put_get(view, key, value)
     assert_no_traceback(nodes)
     stop_all(nodes)
 
 
+# --- scenarios ----------------------------------------------------------------------------------
+def test_three_nodes_started_at_once_become_three_voters(make_node):
+    nodes = start_cluster(new_nodes(make_node, 3), *FAST)
+    view = wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
+    assert sum(n["role"] == "leader" for n in view["nodes"]) == 1, view
+    assert view["ideal_size"] == 3
+    check_and_stop(view, nodes, "/probe/three", "ok")
+
+
 def test_five_nodes_with_ideal_three_make_three_voters_and_two_clients(make_node):
-    nodes = start_cluster(make_node, 5, ideal=3)
-    view = wait_view(nodes, lambda v: settled(v, 3) and len(v["nodes"]) == 5, GROW,
-                     "3 healthy voters and 5 registered nodes")
+    nodes = start_cluster(new_nodes(make_node, 5), *FAST)
+    view = wait_settled(nodes, 3, GROW, registered=5)
     names = roles(view)
     assert sorted(names.values()).count("client") == 2, view
     assert set(names) == {n.name for n in nodes}, view
@@ -290,10 +183,9 @@ def test_five_nodes_with_ideal_three_make_three_voters_and_two_clients(make_node
 
 
 def test_ideal_size_changed_at_runtime(make_node):
-    nodes = start_cluster(make_node, 5, ideal=3)
+    nodes = start_cluster(new_nodes(make_node, 5), *FAST)
     all_names = {n.name for n in nodes}
-    view = wait_view(nodes, lambda v: settled(v, 3) and len(v["nodes"]) == 5, GROW,
-                     "3 healthy voters and 5 registered nodes")
+    view = wait_settled(nodes, 3, GROW, registered=5)
     cross_check(view)
 
     for size in (5, 1, 3):
@@ -315,32 +207,27 @@ def test_ideal_size_changed_at_runtime(make_node):
 
 
 def test_killed_voter_is_replaced_by_the_spare(make_node):
-    nodes = start_cluster(make_node, 4, ideal=3)
-    view = wait_view(nodes, lambda v: settled(v, 3) and len(v["nodes"]) == 4, GROW,
-                     "3 healthy voters and a spare")
+    nodes = start_cluster(new_nodes(make_node, 4), *FAST)
+    view = wait_settled(nodes, 3, GROW, registered=4)
     victim = quiet_voter(view, nodes)
     spare = next(n for n in nodes if roles(view)[n.name] == "client")
     kill_node(victim)
     survivors = [n for n in nodes if n is not victim]
     view = wait_settled(nodes, 3, REPAIR, voters={n.name for n in survivors}, absent={victim.name})
     assert roles(view)[spare.name] in ("voter", "leader")
-    cross_check(view)
-    put_get(view, "/probe/repaired", "yes")
-    assert_no_traceback(survivors)
-    stop_all(survivors)
+    check_and_stop(view, survivors, "/probe/repaired", "yes")
 
 
 def test_killed_leader_is_replaced_and_a_new_leader_elected(make_node):
     # Any supervisor may win the election, clients included (the joiners often beat the
     # bootstrapping node to it): let the first node win alone so that the leader's node
     # also runs a voter (and, most likely, etcd's raft leader).
-    first, *others = nodes = [make_node(unique("n")) for _ in range(4)]
+    first, *others = nodes = new_nodes(make_node, 4)
     first.start(["empty"], "--ideal-cluster-size", "3", *FAST)
     wait_view([first], lambda v: v["leader"] == first.name, 30, f"{first.name} to lead")
     for node in others:
         node.start(["empty"], *seed_args(first))
-    view = wait_view(nodes, lambda v: settled(v, 3) and len(v["nodes"]) == 4, GROW,
-                     "3 healthy voters and a spare")
+    view = wait_settled(nodes, 3, GROW, registered=4)
     by_name = {n.name: n for n in nodes}
     old_leader = by_name[view["leader"]]
     assert old_leader is first and roles(view)[first.name] == "leader", view
@@ -349,16 +236,12 @@ def test_killed_leader_is_replaced_and_a_new_leader_elected(make_node):
     view = wait_settled(nodes, 3, REPAIR, voters={n.name for n in survivors}, absent={old_leader.name})
     assert view["leader"] in {n.name for n in survivors}
     assert roles(view)[view["leader"]] == "leader", view
-    cross_check(view)
-    put_get(view, "/probe/new-leader", "yes")
-    assert_no_traceback(survivors)
-    stop_all(survivors)
+    check_and_stop(view, survivors, "/probe/new-leader", "yes")
 
 
 def test_stopped_etcd_is_replaced_and_resumes_harmlessly(make_node):
-    nodes = start_cluster(make_node, 4, ideal=3)
-    view = wait_view(nodes, lambda v: settled(v, 3) and len(v["nodes"]) == 4, GROW,
-                     "3 healthy voters and a spare")
+    nodes = start_cluster(new_nodes(make_node, 4), *FAST)
+    view = wait_settled(nodes, 3, GROW, registered=4)
     cluster_id = view["cluster_id"]
     victim = quiet_voter(view, nodes)
     others = {n.name for n in nodes} - {victim.name}
@@ -387,14 +270,11 @@ def test_stopped_etcd_is_replaced_and_resumes_harmlessly(make_node):
                      f"3 healthy voters with {victim.name} back as a voter, or as a client without etcd",
                      every_read=True)
     assert view["cluster_id"] == cluster_id
-    cross_check(view)
-    put_get(view, "/probe/after-sigcont", "consistent")
-    assert_no_traceback(nodes)
-    stop_all(nodes)
+    check_and_stop(view, nodes, "/probe/after-sigcont", "consistent")
 
 
 def test_restarted_node_rejoins_by_itself(make_node):
-    nodes = start_cluster(make_node, 3, ideal=3)
+    nodes = start_cluster(new_nodes(make_node, 3), *FAST)
     first = nodes[0]
     view = wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
     victim = quiet_voter(view, nodes)
@@ -402,10 +282,7 @@ def test_restarted_node_rejoins_by_itself(make_node):
     assert not etcd_processes_under(str(victim.prefix))
     victim.start(["empty"], *seed_args(first))
     view = wait_settled(nodes, 3, REPAIR, voters={n.name for n in nodes})
-    cross_check(view)
-    put_get(view, "/probe/restarted", "back")
-    assert_no_traceback(nodes)
-    stop_all(nodes)
+    check_and_stop(view, nodes, "/probe/restarted", "back")
 
 
 def test_nominee_whose_etcd_cannot_start_is_replaced(make_node):
@@ -433,16 +310,10 @@ def test_nominee_whose_etcd_cannot_start_is_replaced(make_node):
 
 
 def test_no_server_client_against_an_external_etcd(make_node, workdir):
-    client_port, peer_port = free_port(), free_port()
-    url, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-    external_log = open(workdir / "external-etcd.log", "ab")
-    external = subprocess.Popen(
-        ["etcd", "--name", "external", "--data-dir", str(workdir / "external-etcd"),
-         "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-         "--initial-cluster", f"external={peer}", "--logger", "zap", "--log-outputs", "stderr"],
-        stdout=external_log, stderr=external_log)
-    external_log.close()
+    client_port = free_port()
+    url = local_url(client_port)
+    external = start_logged(etcd_command("external", workdir / "external-etcd", client_port, free_port()),
+                            workdir / "external-etcd.log")
     try:
         wait_for(lambda: etcdctl(url, "endpoint", "health").returncode == 0, 30, "the external etcd")
         root = workdir / "managed"
@@ -478,12 +349,7 @@ resources:
         assert hosts.returncode == 0 and hosts.stdout.strip() == "", hosts.stdout
         assert_no_traceback([node])
     finally:
-        external.terminate()
-        try:
-            external.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            external.kill()
-            external.wait(timeout=5)
+        stop_processes([external], timeout=15)
 
 
 # --- bugs found and fixed: each test kept as a guard --------------------------------------------------------
@@ -493,10 +359,9 @@ def learner_adds(nodes: list[Node], host: str) -> int:
 
 def test_dead_voter_is_not_nominated_again(make_node):
     # names fix the order volunteers are picked in: the spare sorts after every voter
-    nodes = start_cluster(make_node, 4, ideal=3, names=["n", "n", "n", "spare"])
+    nodes = start_cluster([*new_nodes(make_node, 3), make_node(unique("spare"))], *FAST)
     spare = nodes[-1]
-    view = wait_view(nodes, lambda v: settled(v, 3) and roles(v).get(spare.name) == "client", GROW,
-                     "3 healthy voters and the spare")
+    view = wait_settled(nodes, 3, GROW, clients={spare.name})
     victim = quiet_voter(view, nodes)
     before = learner_adds(nodes, victim.name)
     kill_node(victim)
@@ -512,7 +377,7 @@ def test_dead_voter_is_not_nominated_again(make_node):
 
 def test_node_stays_registered_while_its_etcd_cannot_restart(make_node):
     # a long grace period: the broken voter must stay a member for the whole window
-    nodes = start_cluster(make_node, 3, ideal=3, extra=("--grace-period", "60"))
+    nodes = start_cluster(new_nodes(make_node, 3), *FAST, "--grace-period", "60")
     view = wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
     victim = quiet_voter(view, nodes)
     others = [n for n in nodes if n is not victim]
@@ -547,7 +412,7 @@ def test_node_stays_registered_while_its_etcd_cannot_restart(make_node):
 
 
 def test_sigterm_stops_promptly_while_etcd_waits_for_quorum(make_node):
-    first, second = nodes = start_cluster(make_node, 2, ideal=2)
+    first, second = nodes = start_cluster(new_nodes(make_node, 2), *FAST, ideal=2)
     wait_settled(nodes, 2, GROW, voters={first.name, second.name})
     assert second.stop() == 0, tail(second)  # one voter of two left: no quorum
     starts = first.log().count("started etcd")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import stat
-from pathlib import Path
 
-from tests.integration.cluster import etcdctl, wait_for
+from tests.harness import etcdctl, graph_with, put_export, wait_for, write_atomically
 
 EXPORTS = 60
 
@@ -22,12 +20,6 @@ def storm_graph(generation: int) -> str:
         lines += [f"  - name: \"@@e{index}\"", f"    path: \"/srv/never/e{index}\"",
                   f"    content: \"generation {generation}\\n\""]
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(path.name + ".new")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 def exported(node, host: str) -> dict[str, str]:
@@ -59,11 +51,6 @@ def test_a_storm_of_edits_leaves_etcd_with_the_final_exports_and_sighup_repairs(
     node.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: exported(node, "h1") == want, 60, "SIGHUP to re-publish the exports")
     assert "exports re-published" in node.log()
-
-
-def graph_with(path: Path, resources: str, collect: str) -> str:
-    path.write_text(f"graph: g\nresources:\n  file:\n{resources}{collect}")
-    return str(path)
 
 
 def test_a_directory_equal_to_its_pattern_is_collected_before_its_file(make_node, workdir):
@@ -100,9 +87,7 @@ def test_hostile_exports_cannot_reach_root_on_the_collector(make_node, workdir):
     wait_for(lambda: "engine is converged" in node.log(), 60, "h1 converged")
 
     def export(name: str, params: dict) -> None:
-        value = json.dumps({"kind": "file", "name": name, "host": "h2", "params": params, "meta": {}})
-        put = etcdctl(node.client_url, "put", f"/mgmtd/exported/h2/file/{name}", value)
-        assert put.returncode == 0, put.stderr
+        put_export(node.client_url, "h2", "file", name, params)
 
     export("chmod-link", {"path": f"{inside}/link", "mode": "0666"})                    # 6
     export("steal", {"path": f"{inside}/stolen", "source": str(victim), "mode": "0644"})  # 7

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.cluster import wait_for
+from tests.harness import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "yaml"
 MGMTD = str(Path(sys.executable).parent / "mgmtd")

@@ -4,27 +4,19 @@ overrides, conflicts, withdrawal, churn."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from tests.integration.cluster import etcdctl, mgmtctl, wait_for
+from tests.harness import (
+    etcdctl,
+    file_res,
+    graph_with,
+    mgmtctl,
+    put_export,
+    start_cluster,
+    wait_for,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "yaml"
-
-
-def start_cluster(make_node, graphs: dict[str, str], *extra: str):
-    """h1 bootstraps with ideal size 1 (fast); the others join as clients."""
-    nodes = {}
-    first = None
-    for name, graph in graphs.items():
-        node = make_node(name)
-        if first is None:
-            node.start(["yaml", graph], "--ideal-cluster-size", "1", *extra)
-            first = node
-        else:
-            node.start(["yaml", graph], "--seeds", first.client_url, *extra)
-        nodes[name] = node
-    return nodes
 
 
 def engine_record(node) -> dict:
@@ -57,13 +49,6 @@ def wait_applied(node, local: int, collected: str) -> dict:
         raise AssertionError(f"{err}; last published: {last}\n{node.log()[-3000:]}") from None
 
 
-def put_export(endpoint: str, host: str, kind: str, name: str, params: dict) -> None:
-    """An export written straight into etcd, as a host ``host`` would."""
-    value = json.dumps({"kind": kind, "name": name, "host": host, "params": params, "meta": {}})
-    put = etcdctl(endpoint, "put", f"/mgmtd/exported/{host}/{kind}/{name}", value)
-    assert put.returncode == 0, put.stderr
-
-
 def listing(root: Path) -> dict[str, list[str]]:
     return {d.name: sorted(p.name for p in d.iterdir()) for d in sorted(root.iterdir()) if d.is_dir()}
 
@@ -77,7 +62,7 @@ def test_seed_examples_give_each_host_exactly_what_it_selects(make_node, workdir
         path = workdir / f"etcd1{letter}.yaml"
         path.write_text(text)
         graphs[host] = str(path)
-    nodes = start_cluster(make_node, graphs)
+    nodes = start_cluster([make_node(host) for host in graphs], ideal=1, graphs=list(graphs.values()))
     expected = {
         "mgmtA": ["fA", "fromB"],
         "mgmtB": ["fB"],
@@ -91,7 +76,7 @@ def test_seed_examples_give_each_host_exactly_what_it_selects(make_node, workdir
     assert (root / "mgmtA" / "fromB").read_text() == "i was exported by host B for host A\n"
     assert (root / "mgmtC" / "fD").read_text() == "i am fD, exported from host D\n"
     # and each host applied only what its own rules select
-    logs = {name: node.log() for name, node in nodes.items()}
+    logs = {node.name: node.log() for node in nodes}
     assert "file[fileb-for-a@h2]: applied" in logs["h1"]
     assert "file[fileb-for-a@h2]" not in logs["h2"] and "file[fileb@h2]: applied" in logs["h2"]
     assert "file[filed@h4]" in logs["h3"] and "file[filed@h4]" not in logs["h4"]
@@ -110,8 +95,7 @@ def test_several_directories_exported_one_collected_by_pattern(make_node, workdi
     exporter = graph_with(workdir / "e.yaml", f'  - name: out\n    path: "{out}/"\n' + exported)
     collector = graph_with(workdir / "c.yaml", f'  - name: out\n    path: "{out}/"\n' + dirs,
                            f'collect:\n- kind: file\n  pattern: "{out}/db/"\n')
-    nodes = start_cluster(make_node, {"h1": collector, "h2": exporter})
-    h1 = nodes["h1"]
+    h1, _ = start_cluster([make_node("h1"), make_node("h2")], ideal=1, graphs=[collector, exporter])
     wait_for(lambda: (out / "db").is_dir() and sorted(p.name for p in (out / "db").iterdir())
              == ["f0", "f1", "f2"], 60, "the db files")
     # once all nine are in etcd, a later export collected by h1 proves it has seen them
@@ -123,17 +107,8 @@ def test_several_directories_exported_one_collected_by_pattern(make_node, workdi
     assert sorted(p.name for p in (out / "db").iterdir()) == ["f0", "f1", "f2", "marker"]
     assert list((out / "web").iterdir()) == [] and list((out / "cache").iterdir()) == []
     assert (out / "db" / "f1").read_text() == "db 1"
-    assert "file[db-0@h2]: applied" in nodes["h1"].log()
-    assert "web-0@h2" not in nodes["h1"].log()
-
-
-def graph_with(path: Path, resources: str, collect: str = "") -> str:
-    path.write_text(f"graph: g\nresources:\n  file:\n{resources}\n{collect}")
-    return str(path)
-
-
-def file_res(name: str, path: str, content: str) -> str:
-    return f'  - name: "{name}"\n    path: "{path}"\n    content: "{content}"\n'
+    assert "file[db-0@h2]: applied" in h1.log()
+    assert "web-0@h2" not in h1.log()
 
 
 def test_change_withdraw_conflict_and_exporter_restart(make_node, workdir):
@@ -143,7 +118,7 @@ def test_change_withdraw_conflict_and_exporter_restart(make_node, workdir):
     g1 = graph_with(workdir / "g1.yaml", file_res("@@x", f"{out}/x", "one"))
     g2 = graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why"))
     g3 = graph_with(workdir / "g3.yaml", "    []", collect_all)
-    nodes = start_cluster(make_node, {"h1": g3, "h2": g1, "h3": g2})
+    h1, h2, h3 = start_cluster([make_node(h) for h in ("h1", "h2", "h3")], ideal=1, graphs=[g3, g1, g2])
     wait_for(lambda: (out / "x").exists() and (out / "y").exists(), 60, "x and y collected by h1")
     assert (out / "x").read_text() == "one"
 
@@ -153,39 +128,39 @@ def test_change_withdraw_conflict_and_exporter_restart(make_node, workdir):
 
     # two exporters disagree on one path: a conflict, neither applied
     graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why") + file_res("@@x2", f"{out}/x", "other"))
-    wait_for(lambda: "exported differently by h2, h3" in nodes["h1"].log(), 20, "the conflict reported")
+    wait_for(lambda: "exported differently by h2, h3" in h1.log(), 20, "the conflict reported")
     (out / "x").write_text("tampered")
     graph_with(workdir / "g2.yaml", file_res("@@y", f"{out}/y", "why") + file_res("@@x2", f"{out}/x", "two"))
     wait_for(lambda: (out / "x").read_text() == "two", 20, "identical exports applied once")
 
     # withdrawn: no longer managed, left as it is
     graph_with(workdir / "g2.yaml", file_res("@@x2", f"{out}/x", "two"))
-    wait_for(lambda: "withdrew export" in nodes["h3"].log(), 20, "h3 withdrawing y")
+    wait_for(lambda: "withdrew export" in h3.log(), 20, "h3 withdrawing y")
     (out / "y").write_text("mine now")
-    listed = lambda: json.loads(mgmtctl("--endpoints", nodes["h1"].client_url, "exported", "-o", "json").stdout)  # noqa: E731
+    listed = lambda: json.loads(mgmtctl("--endpoints", h1.client_url, "exported", "-o", "json").stdout)  # noqa: E731
     wait_for(lambda: not any(e["name"] == "y" for e in listed()), 20, "y gone from mgmtctl exported")
     assert (out / "y").read_text() == "mine now"
 
     # the exporter goes down: its exports stay; it comes back: nothing flaps
-    before = etcdctl(nodes["h1"].client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
+    before = etcdctl(h1.client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
     revisions = {kv["key"]: kv["mod_revision"] for kv in json.loads(before)["kvs"]}
-    assert nodes["h2"].stop() == 0
+    assert h2.stop() == 0
     assert (out / "x").read_text() == "two"
     (out / "x").write_text("drift while h2 is down")
     wait_for(lambda: (out / "x").read_text() == "two", 10, "repair from the stored export")
-    nodes["h2"].start(["yaml", str(workdir / "g1.yaml")], "--seeds", nodes["h1"].client_url)
-    wait_for(lambda: "graph g loaded" in nodes["h2"].log().split("stopped engine")[-1], 30, "h2 back")
+    h2.start(["yaml", str(workdir / "g1.yaml")], "--seeds", h1.client_url)
+    wait_for(lambda: "graph g loaded" in h2.log().split("stopped engine")[-1], 30, "h2 back")
     # one more export: once h2 says it wrote it, it has compared x with etcd too
     graph_with(workdir / "g1.yaml", file_res("@@x", f"{out}/x", "two") + file_res("@@z", f"{out}/z", "zed"))
-    wait_for(lambda: "exported file/z" in nodes["h2"].log(), 30, "h2 exporting z")
-    after = etcdctl(nodes["h1"].client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
+    wait_for(lambda: "exported file/z" in h2.log(), 30, "h2 exporting z")
+    after = etcdctl(h1.client_url, "get", "--prefix", "/mgmtd/exported/h2/", "-w", "json").stdout
     after_revisions = {kv["key"]: kv["mod_revision"] for kv in json.loads(after)["kvs"]}
     assert {k: v for k, v in after_revisions.items() if k in revisions} == revisions
     assert len(after_revisions) == len(revisions) + 1
 
     # forget: a dead host's exports go for good
-    assert nodes["h2"].stop() == 0
-    forgot = mgmtctl("--endpoints", nodes["h1"].client_url, "forget", "h2")
+    assert h2.stop() == 0
+    forgot = mgmtctl("--endpoints", h1.client_url, "forget", "h2")
     assert forgot.returncode == 0, forgot.stderr
     assert not any(e["host"] == "h2" for e in listed())
 
@@ -199,7 +174,8 @@ def test_churn_of_200_exports(make_node, workdir):
         body = "".join(file_res(f"@@f{i}", f"{out}/f{i}", f"r{round_}-{i}") for i in range(count))
         return graph_with(workdir / "e.yaml", body)
 
-    nodes = start_cluster(make_node, {"h1": collector, "h2": exporter_graph(0, 200)})
+    h1, h2 = start_cluster([make_node("h1"), make_node("h2")], ideal=1,
+                           graphs=[collector, exporter_graph(0, 200)])
     for round_, count in ((1, 150), (2, 200), (3, 120), (4, 200)):
         exporter_graph(round_, count)
     final = {f"f{i}": f"r4-{i}" for i in range(200)}
@@ -211,8 +187,7 @@ def test_churn_of_200_exports(make_node, workdir):
             return False
 
     wait_for(state, 120, "the last round's 200 files")
-    assert "Traceback" not in nodes["h1"].log() + nodes["h2"].log()
-    _ = os
+    assert "Traceback" not in h1.log() + h2.log()
 
 
 def test_hostile_exports_are_refused_by_the_collector(make_node, workdir):
@@ -225,8 +200,7 @@ def test_hostile_exports_are_refused_by_the_collector(make_node, workdir):
     (inside / "link").symlink_to(outside)
     collector = graph_with(workdir / "c.yaml", f'  - name: in\n    path: "{inside}/"\n',
                            f'collect:\n- kind: file\n  pattern: "{inside}/"\n')
-    nodes = start_cluster(make_node, {"h1": collector})
-    h1 = nodes["h1"]
+    (h1,) = start_cluster([make_node("h1")], ideal=1, graphs=[collector])
     wait_for(lambda: "engine is converged" in h1.log(), 60, "h1 converged")
 
     def export(kind: str, name: str, params: dict) -> None:

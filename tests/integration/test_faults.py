@@ -4,17 +4,15 @@ middle of writing, a duplicate hostname, seeds nobody answers."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 
-from tests.integration.cluster import (
+from tests.harness import (
+    MGMTD,
     children_of,
     cmdline_of,
     etcdctl,
@@ -24,8 +22,6 @@ from tests.integration.cluster import (
     wait_for,
     wait_full_rounds,
 )
-
-MGMTD = str(Path(sys.executable).parent / "mgmtd")
 
 
 def engine_child(node) -> psutil.Process | None:
@@ -147,7 +143,6 @@ def test_bad_cli_arguments_are_one_clear_line(workdir):
         assert out.returncode != 0, args
         assert fragment in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
-    _ = os
 
 
 def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir):

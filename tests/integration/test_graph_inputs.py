@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.cluster import one_file_graph, wait_for
+from tests.harness import one_file_graph, wait_for
 
 MGMTD = str(Path(sys.executable).parent / "mgmtd")
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.cluster import MGMTCTL, Node, wait_for
+from tests.harness import Node, etcdctl, members_view, start_cluster, voter_names, wait_for
 
 SUBNET = "10.231.77"
 
@@ -88,24 +88,18 @@ def can_make_namespaces() -> bool:
 pytestmark = pytest.mark.skipif(not can_make_namespaces(), reason="needs root and ip netns")
 
 
-def members(net: Net, ns: str, endpoints: list[str]) -> dict | None:
-    out = subprocess.run(["ip", "netns", "exec", ns, MGMTCTL, "--endpoints", ",".join(endpoints),
-                          "members", "-o", "json"], capture_output=True, text=True, timeout=30)
-    return json.loads(out.stdout) if out.returncode == 0 else None
+def inside(ns: str) -> tuple[str, ...]:
+    return ("ip", "netns", "exec", ns)
 
 
-def healthy_voters(view: dict | None) -> list[str]:
-    if not view:
-        return []
-    return sorted(n["name"] for n in view["nodes"]
-                  if n["role"] in ("leader", "voter") and n["health"] == "healthy")
+def healthy_voters(ns: str, endpoints: list[str]) -> set[str]:
+    """The healthy voters mgmtctl sees from inside the namespace."""
+    return voter_names(members_view(endpoints, wrap=inside(ns)), healthy=True)
 
 
 def etcdctl_in(ns: str, endpoints: list[str], *args: str, timeout: float = 5) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "etcdctl", "--dial-timeout", "1s",
-                           "--command-timeout", f"{int(timeout)}s", "--endpoints", ",".join(endpoints),
-                           *args], capture_output=True, text=True, timeout=timeout + 10,
-                          env={**os.environ, "ETCDCTL_API": "3"})
+    return etcdctl(",".join(endpoints), "--dial-timeout", "1s", "--command-timeout", f"{int(timeout)}s",
+                   *args, timeout=timeout + 10, wrap=inside(ns))
 
 
 def test_partitioned_voter_is_replaced_and_nothing_acknowledged_is_lost(workdir):
@@ -120,14 +114,11 @@ def test_partitioned_voter_is_replaced_and_nothing_acknowledged_is_lost(workdir)
             node = NetNode(f"p{i + 1}", prefix, 2379, 2380, address=f"{SUBNET}.{i + 1}")
             node.namespace = net.names[i]
             nodes.append(node)
-        common = ("--grace-period", "3", "--learner-deadline", "10")
-        nodes[0].start(["empty"], "--ideal-cluster-size", "3", *common)
-        for node in nodes[1:]:
-            node.start(["empty"], "--seeds", nodes[0].client_url, *common)
+        start_cluster(nodes, "--grace-period", "3", "--learner-deadline", "10")
         urls = [n.client_url for n in nodes]
-        wait_for(lambda: len(healthy_voters(members(net, net.names[0], urls))) == 3, 90, "3 voters")
-        view = members(net, net.names[0], urls)
-        victim = next(n for n in nodes if n.name in healthy_voters(view) and n.name != view["leader"])
+        wait_for(lambda: len(healthy_voters(net.names[0], urls)) == 3, 90, "3 voters")
+        view = members_view(urls, wrap=inside(net.names[0]))
+        victim = next(n for n in nodes if n.name in voter_names(view, healthy=True) and n.name != view["leader"])
         majority = [n for n in nodes if n is not victim]
         majority_ns = majority[0].namespace
         majority_urls = [n.client_url for n in majority]
@@ -149,8 +140,8 @@ def test_partitioned_voter_is_replaced_and_nothing_acknowledged_is_lost(workdir)
 
         net.cut(nodes.index(victim))
         # the majority repairs: the cut-off voter is replaced by the spare
-        wait_for(lambda: victim.name not in (v := healthy_voters(members(net, majority_ns, majority_urls)))
-                 and len(v) == 3, 90, "the majority back at 3 voters without the cut-off one")
+        wait_for(lambda: victim.name not in (v := healthy_voters(majority_ns, majority_urls)) and len(v) == 3,
+                 90, "the majority back at 3 voters without the cut-off one")
         acked_during = len(acked)
         # the minority changes nothing: it cannot even write
         lonely = etcdctl_in(victim.namespace, [victim.client_url], "put", "/minority", "x", timeout=2)
@@ -165,13 +156,13 @@ def test_partitioned_voter_is_replaced_and_nothing_acknowledged_is_lost(workdir)
         thread.join(timeout=30)
 
         # one cluster: every node, the healed one included, sees the same members
-        views = [members(net, n.namespace, urls) for n in nodes]
-        wait_for(lambda: all(healthy_voters(members(net, n.namespace, urls)) ==
-                             healthy_voters(views[0]) for n in nodes), 30, "all nodes agreeing")
+        first_seen = healthy_voters(nodes[0].namespace, urls)
+        wait_for(lambda: all(healthy_voters(n.namespace, urls) == first_seen for n in nodes), 30,
+                 "all nodes agreeing")
         ids = etcdctl_in(victim.namespace, urls, "member", "list", "-w", "json")
         assert ids.returncode == 0
         names = sorted(m["name"] for m in json.loads(ids.stdout)["members"] if not m.get("isLearner"))
-        assert names == healthy_voters(views[0]) and victim.name not in names
+        assert set(names) == first_seen and len(names) == len(first_seen) and victim.name not in names
         got = etcdctl_in(majority_ns, majority_urls, "get", "--prefix", "/acked/", "--keys-only")
         found = {line for line in got.stdout.splitlines() if line}
         missing = [k for k in acked if k not in found]

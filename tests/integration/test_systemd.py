@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from tests.integration.cluster import (
+from tests.harness import (
     environ_of,
     etcd_processes_under,
     etcdctl,

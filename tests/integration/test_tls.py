@@ -7,7 +7,16 @@ import json
 import re
 import subprocess
 
-from tests.integration.cluster import MGMTCTL, MGMTD, etcdctl, one_file_graph, wait_for
+from tests.harness import (
+    MGMTCTL,
+    MGMTD,
+    etcdctl,
+    members_view,
+    one_file_graph,
+    start_logged,
+    voter_names,
+    wait_for,
+)
 
 
 def certs(directory, *hosts: str) -> None:
@@ -33,8 +42,7 @@ def start_tls(node, ca, *args: str) -> None:
     cmd = [MGMTD, "run", "--hostname", node.name, "--prefix", str(node.prefix), "--client-urls",
            client, "--server-urls", peer, *tls_args(ca, node.name), *args]
     node.log_path = node.prefix.parent / f"{node.name}.log"
-    with open(node.log_path, "ab") as log:
-        node.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    node.proc = start_logged(cmd, node.log_path)
 
 
 def as_host(ca, host: str) -> list[str]:
@@ -60,17 +68,9 @@ def test_tls_cluster_forms_applies_and_refuses_strangers(make_node, workdir):
     start_tls(nodes[0], ca, "--ideal-cluster-size", "3", "yaml", graph)
     for node in nodes[1:]:
         start_tls(node, ca, "--seeds", urls["s1"][0], "empty")
-    endpoints = ",".join(u for u, _ in urls.values())
-    ctl = [MGMTCTL, "--endpoints", endpoints, *tls_args(ca, "s1")]
-
-    def voters():
-        out = subprocess.run([*ctl, "members", "-o", "json"], capture_output=True, text=True, timeout=30)
-        if out.returncode != 0:
-            return []
-        return sorted(n["name"] for n in json.loads(out.stdout)["nodes"]
-                      if n["role"] in ("leader", "voter") and n["health"] == "healthy")
-
-    wait_for(lambda: voters() == ["s1", "s2", "s3"], 90, "3 voters over TLS")
+    client_urls = [u for u, _ in urls.values()]
+    wait_for(lambda: voter_names(members_view(client_urls, *tls_args(ca, "s1")), healthy=True)
+             == {"s1", "s2", "s3"}, 90, "3 voters over TLS")
     wait_for(lambda: target.exists() and target.read_text() == "over tls", 30, "the graph applied")
     for node in nodes:
         assert "without TLS" not in node.log()
@@ -132,14 +132,10 @@ def test_rbac_each_node_writes_only_its_own_keys(make_node, workdir):
         return subprocess.run([MGMTCTL, "--endpoints", endpoints, *tls_args(ca, host), *args],
                               capture_output=True, text=True, timeout=60)
 
-    def voters():
-        out = ctl("r1", "members", "-o", "json")
-        if out.returncode != 0:
-            return []
-        return sorted(n["name"] for n in json.loads(out.stdout)["nodes"]
-                      if n["role"] in ("leader", "voter") and n["health"] == "healthy")
+    def voters() -> set[str]:
+        return voter_names(members_view([endpoints], *tls_args(ca, "r1")), healthy=True)
 
-    wait_for(lambda: voters() == ["r1", "r2"], 90, "2 voters over TLS")
+    wait_for(lambda: voters() == {"r1", "r2"}, 90, "2 voters over TLS")
     # r3 had no etcd user: it asked for one, and its export reached r1 through etcd
     wait_for(lambda: (shared / "r3").exists(), 60, "r3's export collected by r1")
     assert "asked the cluster's leader for one" in r3.log()

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.cluster import etcdctl, mgmtctl, wait_for
-from tests.integration.test_cluster import (
+from tests.harness import (
+    FAST,
     GROW,
     endpoints,
+    etcdctl,
+    mgmtctl,
+    new_nodes,
     start_cluster,
     stop_all,
     tail,
     voter_names,
+    wait_for,
     wait_settled,
 )
 
@@ -48,7 +52,7 @@ def member_ids(urls: str) -> dict[str, tuple[int, bool]]:
 
 
 def test_bad_or_missing_ideal_size_changes_no_membership(make_node):
-    nodes = start_cluster(make_node, 3)
+    nodes = start_cluster(new_nodes(make_node, 3), *FAST)
     wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
     urls = endpoints(nodes)
     before = member_ids(urls)
@@ -88,7 +92,7 @@ def test_bad_or_missing_ideal_size_changes_no_membership(make_node):
 
 
 def test_status_without_quorum_names_the_member_that_answers(make_node):
-    nodes = start_cluster(make_node, 3)
+    nodes = start_cluster(new_nodes(make_node, 3), *FAST)
     wait_settled(nodes, 3, GROW, voters={n.name for n in nodes})
     survivor, *stopped = nodes
     stop_all(stopped)   # together, so the cluster cannot shrink in between: quorum is lost

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.resources.noop import NoopResource
-from tests.integration.cluster import wait_for
+from tests.harness import wait_for
 
 
 class GatedEtcd:

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from mgmtd.resources import KINDS
@@ -22,6 +21,7 @@ from mgmtd.resources.msg import MsgResource
 from mgmtd.resources.noop import NoopResource
 from mgmtd.resources.timer import TimerResource
 from mgmtd.yamlgraph.loader import load_file, load_text
+from tests.harness import children_of, gone, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "yaml"
 
@@ -41,23 +41,6 @@ def make(cls, name="r", ctx: Context | None = None, meta: Meta | None = None, **
     res.validate()
     res.ctx = ctx or Context(report=Reports())
     return res
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only a zombie waiting for a reaper we do not control."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class Pokes:
@@ -169,7 +152,7 @@ def test_exec_timeout_kills_the_process_group(tmp_path):
     with pytest.raises(ResourceError, match="timed out after 0.5s"):
         res.check_apply(True)
     assert time.monotonic() - started < 5
-    assert wait_for(lambda: gone(int(pidfile.read_text())))
+    wait_for(lambda: gone(int(pidfile.read_text())), 5, "the timed-out command's child to be killed")
 
 
 def test_exec_failure_names_status_and_stderr():
@@ -198,7 +181,7 @@ def test_exec_watchcmd_pokes_per_line_and_dies_with_stop(tmp_path):
     stop = res.start_watch(pokes)
     assert stop is not None
     try:
-        assert wait_for(lambda: pokes.count == 2)
+        wait_for(lambda: pokes.count == 2, 5, "a poke per line")
         pid = int(pidfile.read_text())
         assert not gone(pid)
         assert res.check_apply(True) is False  # a watch event put it out of state
@@ -212,7 +195,7 @@ def test_exec_watchcmd_pokes_per_line_and_dies_with_stop(tmp_path):
 def test_exec_watchcmd_that_ends_is_restarted_and_stop_is_prompt(tmp_path):
     res = make(ExecResource, cmd="true", watchcmd="sh -c 'echo bye >&2; exit 4'")
     stop = res.start_watch(lambda: None)
-    assert wait_for(lambda: "restarting it in 1s" in res.ctx.report.text("warning"))
+    wait_for(lambda: "restarting it in 1s" in res.ctx.report.text("warning"), 5, "the restart warning")
     assert "watchcmd exited with status 4: bye" in res.ctx.report.text("warning")
     started = time.monotonic()
     stop()  # while it waits to restart
@@ -231,7 +214,7 @@ def test_exec_interrupt_stops_a_running_command(tmp_path):
 
     worker = threading.Thread(target=work)
     worker.start()
-    assert wait_for(lambda: bool(res._running))
+    wait_for(lambda: res._running, 5, "the command to run")
     res.interrupt()
     worker.join(timeout=5)
     assert not worker.is_alive()
@@ -245,7 +228,7 @@ def test_exec_pollint_puts_it_out_of_state(tmp_path):
     pokes = Pokes()
     stop = res.start_watch(pokes)
     try:
-        assert wait_for(lambda: pokes.count >= 1)
+        wait_for(lambda: pokes.count >= 1, 5, "a poll to poke")
         assert res.check_apply(True) is False
     finally:
         stop()
@@ -338,11 +321,11 @@ def test_timer_ticks_poke_and_report_one_change_per_tick():
     pokes = Pokes()
     stop = res.start_watch(pokes)
     try:
-        assert wait_for(lambda: pokes.count >= 1)
+        wait_for(lambda: pokes.count >= 1, 5, "the first tick")
         assert res.check_apply(True) is False
         seen = pokes.count
         assert res.check_apply(True) is True or pokes.count > seen
-        assert wait_for(lambda: pokes.count >= 3)
+        wait_for(lambda: pokes.count >= 3, 5, "three ticks")
     finally:
         stop()
     assert not [t for t in threading.enumerate() if t.name.startswith("tick-timer")]
@@ -516,7 +499,7 @@ def test_kv_rechecks_by_itself_after_etcd_failed(monkeypatch):
     try:
         with pytest.raises(ResourceError):
             res.check_apply(True)
-        assert wait_for(lambda: pokes.count >= 1, timeout=5)
+        wait_for(lambda: pokes.count >= 1, 5, "a poke after etcd failed")
         etcd.down = False
         assert res.check_apply(True) is False
         assert len(etcd.watches) == 1
@@ -573,10 +556,5 @@ def test_mgmt_examples_load_unchanged(text):
 def test_exec_leaves_no_children_behind(tmp_path):
     res = make(ExecResource, cmd="true")
     res.check_apply(True)
-    def alive(child: psutil.Process) -> bool:
-        try:
-            return child.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:   # reaped between the listing and the look
-            return False
-
-    assert not [c for c in psutil.Process(os.getpid()).children() if alive(c)]
+    # a child reaped between the listing and the look is gone too
+    assert not [c for c in children_of(os.getpid(), recursive=False) if not gone(c)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from unittest import mock
 
@@ -18,8 +17,10 @@ from mgmtd.engine import scheduler as scheduler_module
 from mgmtd.engine.scheduler import BLOCKED, FAILED, OK, Scheduler
 from mgmtd.graph import Edge, build
 from mgmtd.resources.base import Context, Field, Meta, Resource, ResourceError
+from tests.harness import wait_for
 
 GUARD = 5.0  # seconds before a run that should have ended is declared hung
+POLL = 0.005  # the scheduler's events come fast: poll them closely
 
 
 @dataclass
@@ -125,14 +126,6 @@ def run(graph, workers: int = 4, timeout: float = 0.1, ctx: Context | None = Non
     return result[0], sched
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = GUARD) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
 class Background:
     """A scheduler running with no timeout, stopped at the end of the test. Its
     summaries (what the engine reports) are kept: a summary with nothing pending
@@ -216,7 +209,8 @@ def test_failed_resource_blocks_only_its_dependants():
     bg = Background(graph_of(resources, [("bad", "child"), ("child", "grandchild"), ("other", "other2")]))
     try:
         # settled: every resource checked, failed or blocked, nothing left to dispatch
-        wait_for(lambda: any(s.state == "failed" and s.pending == 0 for s in bg.summaries))
+        wait_for(lambda: any(s.state == "failed" and s.pending == 0 for s in bg.summaries), GUARD,
+                 "a summary with the failure and nothing pending", POLL)
     finally:
         assert bg.stop() == 0
     assert len(rec.of("bad")) == 1  # meta retry 0: one attempt
@@ -355,10 +349,12 @@ def test_hot_swap_keeps_unchanged_restarts_changed_closes_removed():
         # all three done (not only applied: their workers are back), so the swap retires
         # them at once; the new "change" starts after the swap, by which time it has
         # closed what it retires
-        wait_for(lambda: any(s.ok == 3 and s.pending == 0 for s in bg.summaries))
+        wait_for(lambda: any(s.ok == 3 and s.pending == 0 for s in bg.summaries), GUARD,
+                 "all three done", POLL)
         keep2, change2, added = Probe("keep", rec), Probe("change", rec, version=2), Probe("added", rec)
         bg.sched.swap(graph_of([keep2, change2, added]))
-        wait_for(lambda: rec.applied("added") and [c for c in rec.of("change") if c.instance == id(change2)])
+        wait_for(lambda: rec.applied("added") and [c for c in rec.of("change") if c.instance == id(change2)],
+                 GUARD, "the added and the changed resource to run", POLL)
         with rec.lock:
             closed_before_stop = list(rec.closed)
     finally:
@@ -380,10 +376,10 @@ def test_hot_swap_waits_for_the_old_worker():
     old = Probe("r", rec, sleep=0.3)
     bg = Background(graph_of([old]))
     try:
-        wait_for(lambda: rec.seq >= 1)  # the old instance is inside check_apply
+        wait_for(lambda: rec.seq >= 1, GUARD, "the old instance to start", POLL)  # it is inside check_apply
         new = Probe("r", rec, version=2)
         bg.sched.swap(graph_of([new]))
-        wait_for(lambda: [c for c in rec.of("r") if c.instance == id(new)])
+        wait_for(lambda: [c for c in rec.of("r") if c.instance == id(new)], GUARD, "the new instance to run", POLL)
         with rec.lock:
             closed = list(rec.closed)
     finally:
@@ -399,10 +395,10 @@ def test_swap_adding_an_edge_orders_the_new_dependant():
     a, b = Probe("a", rec), Probe("b", rec)
     bg = Background(graph_of([a, b]))
     try:
-        wait_for(lambda: rec.applied("a") and rec.applied("b"))
+        wait_for(lambda: rec.applied("a") and rec.applied("b"), GUARD, "a and b applied", POLL)
         c = Probe("c", rec, sleep=0.05)
         bg.sched.swap(graph_of([Probe("a", rec), Probe("b", rec), c], [("c", "b")]))
-        wait_for(lambda: len(rec.of("b")) == 2)
+        wait_for(lambda: len(rec.of("b")) == 2, GUARD, "b checked again", POLL)
     finally:
         bg.stop()
     # b got a new dependency: it is checked again, after c

@@ -1,4 +1,4 @@
-"""The integration tests' process helpers (tests/integration/cluster.py) must
+"""The harness's process helpers (tests/harness.py) must
 tolerate processes that are gone: a child listed a moment ago may have exited
 by the time it is signalled (the churn test died of NoSuchProcess that way)."""
 
@@ -13,8 +13,8 @@ import sys
 import psutil
 import pytest
 
-from tests.integration import cluster
-from tests.integration.cluster import (
+from tests import harness
+from tests.harness import (
     children_of,
     gone,
     kill_leftovers,
@@ -137,8 +137,8 @@ def test_signal_tree_reaches_every_descendant(tree, mark):
 def test_kill_leftovers_tolerates_a_process_gone_since_it_was_listed(tmp_path, monkeypatch):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)])
     try:
-        listed = cluster.processes_under
-        monkeypatch.setattr(cluster, "processes_under", lambda d: [stale_handle(), *listed(d)])
+        listed = harness.processes_under
+        monkeypatch.setattr(harness, "processes_under", lambda d: [stale_handle(), *listed(d)])
         leaked = kill_leftovers(str(tmp_path))
         assert len(leaked) == 1 and str(proc.pid) in leaked[0]
         assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -154,3 +154,44 @@ def test_gone_counts_a_zombie_as_gone():
     wait_for(lambda: handle.status() == psutil.STATUS_ZOMBIE, 10, "true to exit")
     assert gone(handle) and gone(proc.pid)
     proc.wait(timeout=10)
+
+
+# --- the one wait_for, start_cluster, stopping together ----------------------------------
+def test_wait_for_returns_the_truthy_value_and_names_what_and_how_long_on_expiry():
+    answers = iter([None, 0, "", ["found"]])
+    assert wait_for(lambda: next(answers), 10, "an answer", interval=0) == ["found"]
+    with pytest.raises(AssertionError, match=r"^timed out after 0\.05s waiting for nothing$"):
+        wait_for(lambda: None, 0.05, "nothing", interval=0.01)
+
+
+class RecordedNode(harness.Node):
+    """Records how it would be started instead of starting."""
+
+    def start(self, frontend, *args, env=None):
+        self.started = (frontend, args)
+
+
+def test_start_cluster_bootstraps_the_first_node_and_joins_the_others_through_it(tmp_path):
+    nodes = [RecordedNode(f"n{i}", tmp_path / f"n{i}", 40000 + i, 41000 + i) for i in range(3)]
+    assert harness.start_cluster(nodes, "--grace-period", "3", ideal=2, graphs=["a.yaml", None]) == nodes
+    joining = ("--seeds", nodes[0].client_url, "--grace-period", "3")
+    assert [n.started for n in nodes] == [
+        (["yaml", "a.yaml"], ("--ideal-cluster-size", "2", "--grace-period", "3")),
+        (["empty"], joining),
+        (["empty"], joining),
+    ]
+
+
+def test_stop_together_returns_those_that_ignore_sigterm(mark):
+    quick = subprocess.Popen(["sleep", mark])
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ignoring', flush=True); time.sleep(300)", mark], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout.readline() == "ignoring\n"
+        assert harness.stop_together([quick, stubborn], 1) == [stubborn]
+        assert quick.returncode == -signal.SIGTERM
+    finally:
+        harness.stop_processes([stubborn], 1)
+        stubborn.stdout.close()
+    assert stubborn.returncode == -signal.SIGKILL
