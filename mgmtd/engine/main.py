@@ -184,6 +184,9 @@ class Engine:
         self.exports.start()
         self.collector.start()
         self.reloader.start()
+        # an edit between the first load and the watch would otherwise go unseen:
+        # look once more now that the watch is on (an unchanged file costs one read)
+        self.reloader.request()
         try:
             rc = self.scheduler.run(self.options.converged_timeout)
         finally:
