@@ -99,7 +99,7 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
                               graphs=[str(g1), str(g2)])
         target = out / "x"
         wait_for(lambda: read(target) == "round 0\n", deadline.within(90), "the first export collected")
-        client = connect([h1.client_url])
+        client = connect([h1.client_url], tls=None)
         try:
             watch = KeyWatch(client)
             total, exporter, collector, missed = [], [], [], 0
