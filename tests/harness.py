@@ -20,7 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from mgmtd.supervisor.preflight import free_port  # noqa: F401  (the tests' and the bench's ports too)
+from mgmtd.supervisor.preflight import PortAllocator
+
+# one allocator for the whole session: the tests' and the bench's ports, never the same twice
+free_port = PortAllocator().free_port
 
 VENV_BIN = Path(sys.executable).parent
 MGMTD = str(VENV_BIN / "mgmtd")

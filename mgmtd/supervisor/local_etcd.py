@@ -15,7 +15,7 @@ from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
 from mgmtd.cluster.local import LocalState
 from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.etcd_process import EtcdConfig, EtcdProcess, EtcdStartError
-from mgmtd.supervisor.preflight import StartupError, free_port
+from mgmtd.supervisor.preflight import PortAllocator, StartupError
 
 LOG = log.get("supervisor")
 
@@ -74,7 +74,8 @@ class LocalEtcd:
         users and roles and auth turned on, and only then listens where the
         other nodes can: none of them ever sees it without auth."""
         public = self.process.config
-        private = (f"https://127.0.0.1:{free_port()}",)
+        # the one port this process asks for: a fresh allocator is enough
+        private = (f"https://127.0.0.1:{PortAllocator().free_port()}",)
         self.process.config = dataclasses.replace(public, listen_client_urls=private,
                                                   advertise_client_urls=private)
         self.start(joining=False)

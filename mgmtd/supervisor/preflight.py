@@ -11,15 +11,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.parse
 import uuid
 
 
 class StartupError(Exception):
     """The node cannot start; the message is the one line the user sees."""
-
-
-_handed_out: set[int] = set()
 
 
 def _ephemeral_low() -> int:
@@ -30,23 +28,38 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port below the kernel's ephemeral range, never the same twice
-    in a process. In that range a client retrying a port nothing listens on
-    yet can be given that very port as its own (TCP self-connect), and the
-    etcd meant to listen there then cannot bind it."""
-    for _ in range(1000):
-        port = random.randrange(10000, _ephemeral_low())
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise OSError(f"no free port on {host} below the ephemeral range")
+class PortAllocator:
+    """Hands out free TCP ports, never the same one twice. A port handed out is
+    not bound yet (an etcd started later binds it), so only memory of what was
+    handed out keeps the next one from being the same: whoever asks for
+    several ports (a test session, a benchmark) holds one allocator for all of
+    them."""
+
+    def __init__(self) -> None:
+        self.handed_out: set[int] = set()
+        self.lock = threading.Lock()
+
+    def free_port(self, host: str = "127.0.0.1") -> int:
+        """A free TCP port below the kernel's ephemeral range, never one this
+        allocator handed out before. In that range a client retrying a port
+        nothing listens on yet can be given that very port as its own (TCP
+        self-connect), and the etcd meant to listen there then cannot bind it."""
+        with self.lock:
+            for _ in range(1000):
+                port = random.randrange(10000, _ephemeral_low())
+                if port not in self.handed_out and _bindable(host, port):
+                    self.handed_out.add(port)
+                    return port
+        raise OSError(f"no free port on {host} below the ephemeral range")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def check_port_free(url: str) -> None:
