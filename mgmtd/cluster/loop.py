@@ -148,14 +148,27 @@ class ClusterLoop:
         self.join_asked_at = now
         return ""
 
-    def nominate_self(self, initial_cluster: str) -> None:
+    def nominate_self(self, initial_cluster: str) -> bool:
         """The bootstrapping node nominates itself, so that every server holds a
-        nomination and losing it always means "stop serving"."""
-        self._store().nominate(Nomination(self.me.host, self.me.peer_urls, time.time(), initial_cluster),
-                               only_if_missing=True)
+        nomination and losing it always means "stop serving". False when etcd
+        did not take it (the next round tries again)."""
+        nomination = Nomination(self.me.host, self.me.peer_urls, time.time(), initial_cluster)
+        return self._write("nominate this node", lambda store: store.nominate(nomination, only_if_missing=True))
 
-    def set_ideal_size_if_missing(self, size: int) -> None:
-        self._store().put_ideal_size_if_missing(size)
+    def set_ideal_size_if_missing(self, size: int) -> bool:
+        """The size a new cluster is born with; an existing key is left alone."""
+        return self._write("write the ideal size", lambda store: store.put_ideal_size_if_missing(size))
+
+    def _write(self, what: str, write: Callable[[Store], None]) -> bool:
+        store = self._store()
+        if store is None:
+            return False
+        try:
+            write(store)
+        except Exception as err:  # etcd restarting or moving: the next round tries again
+            LOG.debug("cannot %s yet: %s", what, first_line(err))
+            return False
+        return True
 
     # --- the connection ---------------------------------------------------------------------
     def _store(self) -> Store | None:

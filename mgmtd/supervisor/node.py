@@ -137,9 +137,9 @@ class Supervisor:
                 raise StartupError("--no-server needs --seeds")
             self.local.bootstrap(self.access)
             self.loop.endpoints = list(cfg.advertised_clients)
-            size = cfg.ideal_cluster_size
-            if size is not None and parse_ideal_size(str(size)).size is not None:
-                self.loop.set_ideal_size_if_missing(size)
+            # at once, so the first round already plans with it (the nomination
+            # step writes it again if etcd did not take it now)
+            self._birth_ideal_size()
         else:
             LOG.info("joining the cluster at %s as a client",
                      ",".join(cfg.seeds or self.state.endpoints))
@@ -241,12 +241,20 @@ class Supervisor:
             self._push_membership(round_)
         return assessment.reachable
 
+    def _birth_ideal_size(self) -> bool:
+        """The bootstrapping node writes the ideal size it was started with,
+        unless the key exists; True when done (or nothing to write)."""
+        size = self.config.ideal_cluster_size
+        if size is None or parse_ideal_size(str(size)).size is None:
+            return True
+        return self.loop.set_ideal_size_if_missing(size)
+
     def _take(self, step) -> None:
         if isinstance(step, AskToJoin):
             self.last_error = self.loop.ask_to_join() or self.last_error
         elif isinstance(step, NominateSelf):
-            self.loop.nominate_self(step.initial_cluster)
-            self.local.bootstrapped = False
+            if self._birth_ideal_size() and self.loop.nominate_self(step.initial_cluster):
+                self.local.bootstrapped = False
         elif isinstance(step, StartEtcd):
             self.local.join(step.initial_cluster)
         elif isinstance(step, StopServing):
