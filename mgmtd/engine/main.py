@@ -21,7 +21,8 @@ from mgmtd.graph import Graph
 from mgmtd.resources.base import Context
 from mgmtd.tls import TLSFiles
 from mgmtd.yamlgraph.errors import GraphError
-from mgmtd.yamlgraph.loader import GraphSpec, load_file, read_graph_bytes
+from mgmtd.yamlgraph.loader import GraphSpec, load_file
+from mgmtd.yamlgraph.source import read_graph_bytes
 
 LOG = log.get("engine")
 

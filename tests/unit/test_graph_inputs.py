@@ -99,7 +99,7 @@ def test_other_non_regular_files_are_refused(tmp_path, make, kind):
 
 
 def test_read_graph_bytes_reads_a_regular_file_and_bounds_its_size(tmp_path):
-    from mgmtd.yamlgraph.loader import MAX_BYTES, read_graph_bytes
+    from mgmtd.yamlgraph.source import MAX_BYTES, read_graph_bytes
 
     path = tmp_path / "g.yaml"
     path.write_bytes(b"graph: g\n")
