@@ -77,7 +77,7 @@ class ClusterLoop:
         step = decide_local(assessment, local)
         outcomes: tuple[Outcome, ...] = ()
         if assessment.reachable:
-            self.endpoints = list(assessment.voter_endpoints) or self.endpoints
+            self.endpoints = own_first(assessment.voter_endpoints, self.me.client_urls) or self.endpoints
             try:
                 self.presence.announce(store, self._record(assessment, Decision(actions), local, engine),
                                        local.serving, assessment.leader)
@@ -222,6 +222,14 @@ def report_changes(before: Assessment | None, now: Assessment, endpoints: list[s
             LOG.info("%s is valid again: %d", ideal_key, now.ideal_size)
     if now.nomination_unreadable and not (before is not None and before.nomination_unreadable):
         LOG.warning("nomination of %s is not a JSON object: keeping the last one read", now.self_host)
+
+
+def own_first(voter_endpoints: tuple[str, ...], own: tuple[str, ...]) -> list[str]:
+    """The voters' client URLs, this node's own first: a server talks to its
+    own etcd (no hop, and it answers to the last: a stop revokes the lease at
+    once even when the other members are already gone)."""
+    mine = [u for u in voter_endpoints if u in own]
+    return mine + [u for u in voter_endpoints if u not in mine]
 
 
 def merge(*lists) -> list[str]:
