@@ -171,6 +171,7 @@ class Engine:
         self.scheduler.stop()
 
     def run(self) -> int:
+        threading.excepthook = quiet_watch_thread_deaths
         if not self.load(initial=True):
             return 2
         LOG.info("graph %s loaded from %s: %d resources, %d exported", self.spec.name,
@@ -201,6 +202,20 @@ class Engine:
             else:
                 LOG.error("settled with failed resources: exiting with status %d", rc)
         return rc
+
+
+def quiet_watch_thread_deaths(args: threading.ExceptHookArgs,
+                              fallback=threading.__excepthook__) -> None:
+    """python3-etcd3 runs each client's watches on a thread of its own; when the
+    engine replaces its client (new endpoints) that thread may die on the closed
+    channel ("Cannot invoke RPC: Channel closed!") with a traceback on stderr.
+    The watches' owners make them again on the new client: one debug line is
+    all it is worth."""
+    name = args.thread.name if args.thread is not None else ""
+    if name.startswith("etcd3_watch"):
+        LOG.debug("%s ended: %s", name, f"{type(args.exc_value).__name__}: {args.exc_value}")
+        return
+    fallback(args)
 
 
 def run(options: EngineOptions) -> int:
