@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 from mgmtd import __version__, tls
 from mgmtd.backoff import first_line
@@ -74,12 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def list_exported(api: EtcdApi, endpoints: list[str], namespace: str, host: str | None,
-                  kind: str | None) -> list[dict]:
-    keys = Keys(namespace)
+@contextlib.contextmanager
+def member_client(api: EtcdApi, endpoints: list[str]) -> Iterator:
+    """A KV client on the first member that answers, closed afterwards."""
     _, _, endpoint = first_member_list(api, endpoints)
     client = connect([endpoint], timeout=5.0, tls=api.tls)
     try:
+        yield client
+    finally:
+        client.close()
+
+
+def list_exported(api: EtcdApi, endpoints: list[str], namespace: str, host: str | None,
+                  kind: str | None) -> list[dict]:
+    keys = Keys(namespace)
+    with member_client(api, endpoints) as client:
         hosts = Store(client, keys).hosts()
         rows = []
         for value, meta in client.get_prefix(keys.exported):
@@ -92,22 +103,16 @@ def list_exported(api: EtcdApi, endpoints: list[str], namespace: str, host: str 
             rows.append({"host": export.host, "kind": export.kind, "name": export.name,
                          "subject": subject_of(export), "collected_by": collectors,
                          "exporter_up": export.host in hosts})
-    finally:
-        client.close()
     return sorted(rows, key=lambda r: (r["host"], r["kind"], r["name"]))
 
 
 def forget_host(api: EtcdApi, endpoints: list[str], namespace: str, host: str) -> str:
     check_hostname(host)  # 'h1/file' would otherwise select part of h1's exports
     keys = Keys(namespace)
-    _, _, endpoint = first_member_list(api, endpoints)
-    client = connect([endpoint], timeout=5.0, tls=api.tls)
-    try:
+    with member_client(api, endpoints) as client:
         if client.get(keys.host(host))[0] is not None:
             raise ValueError(f"{host} is running: stop it first (its engine would export again)")
         deleted = client.delete_prefix(keys.exports_of(host)).deleted
-    finally:
-        client.close()
     return f"forgot {deleted} export(s) of {host}"
 
 
@@ -204,12 +209,8 @@ def set_ideal_size(api: EtcdApi, endpoints: list[str], namespace: str, size: int
         raise ValueError(f"the ideal cluster size must be a whole number from {MIN_IDEAL_SIZE} "
                          f"to {MAX_IDEAL_SIZE}, not {size!r}")
     size = parsed.size
-    _, _, endpoint = first_member_list(api, endpoints)
-    client = connect([endpoint], timeout=5.0, tls=api.tls)
-    try:
-        client.put(Keys(namespace).ideal_size, str(size))
-    finally:
-        client.close()
+    with member_client(api, endpoints) as client:
+        Store(client, Keys(namespace)).set_ideal_size(size)
     return f"ideal cluster size set to {size}"
 
 

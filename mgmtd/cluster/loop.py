@@ -63,15 +63,15 @@ class ClusterLoop:
         self.client = None
         self.client_endpoints: tuple[str, ...] = ()
         self.previous: Assessment | None = None
-        self.outcomes: tuple[Outcome, ...] = ()
-        self.decision = Decision()
+        self.decision = Decision()        # the last round's plan and what became of it
         self.join_asked_at: float | None = None
 
     # --- the round --------------------------------------------------------------------
     def round(self, local: LocalState, engine: dict) -> Round:
         store = self._store()
         snapshot = observe(self.api, store, self.endpoints, self.me.host, time.time())
-        assessment = assess(self.previous, snapshot, self.outcomes, self.settings, self.keys.ideal_size)
+        assessment = assess(self.previous, snapshot, self.decision.outcomes, self.settings,
+                            self.keys.ideal_size)
         report_changes(self.previous, assessment, self.endpoints, self.keys.ideal_size)
         actions = tuple(plan(assessment)) if assessment.is_leader else ()
         step = decide_local(assessment, local)
@@ -91,7 +91,7 @@ class ClusterLoop:
         else:
             self._drop_client()
             self.endpoints = merge(self.endpoints, self.fallback())
-        self.previous, self.outcomes = assessment, outcomes
+        self.previous = assessment
         self.decision = Decision(actions, outcomes)
         return Round(assessment, self.decision, step)
 
@@ -105,7 +105,7 @@ class ClusterLoop:
     def _not_yet(self) -> str:
         """What etcd refused last round for now, as a reason to wait."""
         return "; ".join(f"{type(o.action).__name__}: etcd says not yet ({o.detail})"
-                         for o in self.outcomes if o.result is Result.NOT_YET)
+                         for o in self.decision.outcomes if o.result is Result.NOT_YET)
 
     def _log_outcomes(self, outcomes: tuple[Outcome, ...]) -> None:
         for outcome in outcomes:

@@ -17,13 +17,15 @@ from mgmtd.cluster.model import Snapshot
 from mgmtd.cluster.store import Store
 
 
-def member_list_from(api: EtcdApi, endpoints: Sequence[str]) -> tuple[str, list[etcdapi.MemberInfo]]:
-    """The member list from the first endpoint that answers; returns that endpoint too."""
+def member_list_from(api: EtcdApi, endpoints: Sequence[str],
+                     timeout: float = 1.5) -> tuple[str, int, list[etcdapi.MemberInfo]]:
+    """The member list from the first endpoint that answers: that endpoint, the
+    cluster id and the members."""
     errors = []
     for endpoint in endpoints:
         try:
-            _, members = api.member_list(endpoint, timeout=1.5)
-            return endpoint, members
+            cluster_id, members = api.member_list(endpoint, timeout=timeout)
+            return endpoint, cluster_id, members
         except etcdapi.EtcdApiError as err:
             errors.append(str(err))
     raise etcdapi.EtcdApiError("no endpoint answered the member list: " + "; ".join(errors))
@@ -52,7 +54,7 @@ def observe(api: EtcdApi, store: Store | None, endpoints: Sequence[str], self_ho
     """One round's facts. The leader (the holder of the leader key) probes
     every member; so does a node that cannot read the store (is quorum lost?)."""
     try:
-        endpoint, listed = member_list_from(api, endpoints)
+        endpoint, _, listed = member_list_from(api, endpoints)
     except etcdapi.EtcdApiError as err:
         return Snapshot(now, self_host, reachable=False, error=first_line(err))
     members = tuple(listed)

@@ -10,7 +10,7 @@ from mgmtd.cluster.assess import health
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import IdealSize, Keys
-from mgmtd.cluster.observe import probe_all
+from mgmtd.cluster.observe import member_list_from, probe_all
 from mgmtd.cluster.store import Store
 
 
@@ -49,14 +49,11 @@ class ClusterUnreachable(Exception):
 
 
 def first_member_list(api: EtcdApi, endpoints: list[str]) -> tuple[int, list[etcdapi.MemberInfo], str]:
-    errors = []
-    for endpoint in endpoints:
-        try:
-            cluster_id, members = api.member_list(endpoint)
-            return cluster_id, members, endpoint
-        except etcdapi.EtcdApiError as err:
-            errors.append(str(err))
-    raise ClusterUnreachable("no etcd endpoint answered: " + "; ".join(errors))
+    try:
+        endpoint, cluster_id, members = member_list_from(api, endpoints, timeout=2.0)
+    except etcdapi.EtcdApiError as err:
+        raise ClusterUnreachable(str(err)) from None
+    return cluster_id, members, endpoint
 
 
 def gather(api: EtcdApi, endpoints: list[str], namespace: str) -> ClusterView:

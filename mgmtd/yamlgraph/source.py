@@ -6,17 +6,10 @@ from __future__ import annotations
 import os
 import stat
 
+from mgmtd.resources.fsplace import describe
 from mgmtd.yamlgraph.errors import GraphError, Location
 
 MAX_BYTES = 16 * 1024 * 1024
-
-
-FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
-              stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
-
-
-def file_type(mode: int) -> str:
-    return FILE_TYPES.get(stat.S_IFMT(mode), "not a plain file")
 
 
 def _open_failure(path: str, err: OSError) -> str:
@@ -25,7 +18,7 @@ def _open_failure(path: str, err: OSError) -> str:
     except OSError:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        return f"not a regular file ({file_type(mode)})"   # a socket cannot be opened (ENXIO)
+        return f"not a regular file ({describe(mode)})"   # a socket cannot be opened (ENXIO)
     return f"cannot read graph: {err.strerror}"
 
 
@@ -41,7 +34,7 @@ def read_graph_bytes(path: str) -> bytes:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise GraphError(Location(path), f"not a regular file ({file_type(mode)})")
+            raise GraphError(Location(path), f"not a regular file ({describe(mode)})")
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_BYTES:
