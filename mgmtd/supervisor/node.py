@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 
-from mgmtd import log, protocol
+from mgmtd import __version__, log, protocol
 from mgmtd.backoff import Backoff
 from mgmtd.cluster.access import Access
 from mgmtd.cluster.assess import Settings
@@ -65,6 +65,8 @@ class Supervisor:
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
         cfg = self.config
+        # which build runs, for an operator reading the journal during an upgrade
+        LOG.info("mgmtd %s starting (pid %d)", __version__, os.getpid())
         urls = (*cfg.client_urls, *cfg.server_urls, *cfg.advertise_client_urls,
                 *cfg.advertise_server_urls, *cfg.seeds)
         if cfg.tls is not None and any(u.startswith("http://") for u in urls):
