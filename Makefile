@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTHON  ?= python3
 HOST    ?= $(shell hostname)
 
-.PHONY: install etcd run test unit integration lint bench demo clean install-service
+.PHONY: install etcd run test unit integration system lint bench demo fleet clean install-service
 
 install: $(VENV)/.installed etcd
 
@@ -28,6 +28,10 @@ unit: install
 integration: install
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+# real systemd machines in namespaces (as root; skipped otherwise)
+system: install
+	$(PY) -m pytest tests/system $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check mgmtd tests
 
@@ -40,6 +44,11 @@ install-service:
 # N local nodes on 127.0.0.1..N (NODES=5 IDEAL=3 make demo; TLS=1 for mutual TLS and etcd auth); Ctrl-C stops them
 demo: install
 	$(PY) scripts/demo.py
+
+# N real machines (systemd as PID 1 in namespaces, as root), mgmtd enabled on each as
+# docs/operations.md says (NODES=3 IDEAL=3 make fleet); Ctrl-C powers them off
+fleet: install
+	$(PY) scripts/fleet.py
 
 # benchmarks (bench/README.md); puppet, the optional reference, is never installed
 .PHONY: bench-quick

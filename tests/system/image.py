@@ -114,8 +114,9 @@ def build(source: Path = ROOT, scratch: Path = SCRATCH, timeout: float = 600) ->
         (units / wants).mkdir(exist_ok=True)
         os.setxattr(units / wants, *OPAQUE)
     # the scripts' #! names /opt/mgmtd, which exists only inside machines
-    version = subprocess.run([str(layer / "opt/mgmtd/bin/python"), "-c", "import mgmtd; print(mgmtd.__version__)"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    version = subprocess.run([str(layer / "opt/mgmtd/bin/python"), "-I", "-c",
+                              "import mgmtd; print(mgmtd.__version__)"],
+                             capture_output=True, text=True, timeout=60, check=True, cwd="/").stdout.strip()
     return Image(layer, version)
 
 

@@ -77,7 +77,7 @@ ip addr add "$address" dev eth0
 ip link set eth0 up
 exec env container=mgmtd-fleet /lib/systemd/systemd --system --unit=""" + BOOT_TARGET + "\n"
 
-BOOT_TIMEOUT = 90.0
+BOOT_TIMEOUT = 150.0  # TimeoutStartSec of the unit (120 s) and some
 POWEROFF_TIMEOUT = 90.0
 
 
