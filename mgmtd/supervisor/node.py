@@ -65,8 +65,6 @@ class Supervisor:
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
         cfg = self.config
-        # which build runs, for an operator reading the journal during an upgrade
-        LOG.info("mgmtd %s starting (pid %d)", __version__, os.getpid())
         urls = (*cfg.client_urls, *cfg.server_urls, *cfg.advertise_client_urls,
                 *cfg.advertise_server_urls, *cfg.seeds)
         if cfg.tls is not None and any(u.startswith("http://") for u in urls):
@@ -102,6 +100,9 @@ class Supervisor:
             self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
             fallback=lambda: merge(self.state.endpoints, cfg.seeds), api=self.api, access=self.access,
             pid=os.getpid())
+        # which build runs, for an operator reading the journal during an upgrade (once the
+        # checks passed: a refused start stays one line)
+        LOG.info("mgmtd %s starting (pid %d)", __version__, os.getpid())
 
     def _check_identity(self, files: TLSFiles) -> None:
         """etcd takes the user from the certificate's name: it must be this host's."""

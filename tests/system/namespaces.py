@@ -29,6 +29,10 @@ def unsupported_reason() -> str | None:
         return f"missing tools: {', '.join(missing)}"
     if "overlay" not in Path("/proc/filesystems").read_text():
         return "the kernel has no overlay filesystem (each machine's disk is an overlay of this host's /)"
+    try:
+        own_cgroup2()
+    except (RuntimeError, StopIteration, OSError):
+        return "no cgroup2 hierarchy here (each machine's systemd gets a cgroup2 tree of its own)"
     return None
 
 
