@@ -58,6 +58,7 @@ class Fleet:
         self.flags = tuple(flags)
         self.tag = secrets.token_hex(6)
         self.canary = Path("/tmp") / f"mgmtd-fleet-canary-{self.tag}"
+        self.canary.write_text("the host's /tmp: a machine must not see or remove this\n")
         self.switch = Switch(subnet)
         self.machines = [Machine(f"n{i}", self.switch.address_of(i), directory / f"n{i}", image,
                                  self.switch, self.canary, self.tag) for i in range(1, count + 1)]
@@ -163,21 +164,28 @@ class Fleet:
 
     def close(self, clean: bool = False) -> None:
         """Pulls every plug (a test that cares about clean stops makes them
-        itself), or with ``clean`` powers the machines off together first."""
-        errors = self.poweroff(self.machines) if clean else []
-        for machine in self.machines:
-            if machine.proc is not None:
-                machine.pull_plug()
-        self.switch.close()
-        namespaces = set().union(*(m.namespaces for m in self.machines))
-        deadline = time.monotonic() + 30
-        while (left := processes_in(namespaces)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        canary_kept = self.canary.exists()
-        self.canary.unlink(missing_ok=True)
+        itself), or with ``clean`` powers the machines off together first.
+        Everything is stopped whatever fails; then the first problem is raised."""
+        errors: list[Exception] = []
+        try:
+            if clean:
+                errors.extend(self.poweroff(self.machines))
+            for machine in self.machines:
+                try:
+                    machine.pull_plug()
+                except Exception as err:  # noqa: BLE001 (the others are stopped all the same)
+                    errors.append(err)
+        finally:
+            self.switch.close()
+            namespaces = set().union(*(m.namespaces for m in self.machines))
+            deadline = time.monotonic() + 30
+            while (left := processes_in(namespaces)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            canary_kept = self.canary.exists()
+            self.canary.unlink(missing_ok=True)
         if left:
-            raise FleetError(f"machine processes left behind: {left}")
+            errors.append(FleetError(f"machine processes left behind: {left}"))
         if not canary_kept:
-            raise FleetError(f"{self.canary} is gone: a machine reached this host's /tmp")
+            errors.append(FleetError(f"{self.canary} is gone: a machine reached this host's /tmp"))
         if errors:
             raise FleetError("; ".join(map(str, errors)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = r"""
 set -eu
 layer=$1 work=$2 source=$3
+mount -t tmpfs tmpfs /run   # no systemctl of the installer reaches this host's systemd
 for dir in etc opt usr/local; do
     mkdir -p "$layer/$dir" "$work/$dir"
     mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$layer/$dir,workdir=$work/$dir" "/$dir"
@@ -50,10 +52,10 @@ MASKED = (
     "etcd.service", "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount",
     "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
 )
-# The host's own enabled units (its etcd, a database...) are not the machines': these
-# directories start empty in a machine, so `systemctl enable` there means what it says.
-HIDDEN_WANTS = ("multi-user.target.wants", "sysinit.target.wants", "timers.target.wants",
-                "getty.target.wants", "sockets.target.wants")
+# The host's own units and enablements in /etc/systemd/system (its etcd, a database,
+# network-online.target's wants...) are not the machines': that directory is opaque
+# in the layer, so a machine sees only the unit installed there and `systemctl
+# enable` inside means what it says.
 OPAQUE = ("trusted.overlay.opaque", b"y")
 BOOT_TARGET = "multi-user.target"
 
@@ -93,31 +95,44 @@ def remove_stale(scratch: Path = SCRATCH) -> None:
 def build(source: Path = ROOT, scratch: Path = SCRATCH, timeout: float = 600) -> Image:
     """Runs ``make install-service`` from ``source`` into a new layer and readies
     it for machines. ``remove(image)`` when done."""
+    if not shutil.which("etcd"):
+        # install-service would apt-get it onto this host with /etc in the layer
+        raise ImageError("etcd is not installed here: run scripts/ensure-etcd (make install) first")
     remove_stale(scratch)
     directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=scratch))
-    layer, work = directory / "layer", directory / "work"
+    try:
+        layer = directory / "layer"
+        _install(layer, directory / "work", source, timeout)
+        units = layer / "etc" / "systemd" / "system"
+        os.setxattr(units, *OPAQUE)
+        for unit in MASKED:
+            (units / unit).unlink(missing_ok=True)
+            (units / unit).symlink_to("/dev/null")
+        # the scripts' #! names /opt/mgmtd, which exists only inside machines
+        version = subprocess.run([str(layer / "opt/mgmtd/bin/python"), "-I", "-c",
+                                  "import mgmtd; print(mgmtd.__version__)"], capture_output=True,
+                                 text=True, timeout=60, check=True, cwd="/").stdout.strip()
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Image(layer, version)
+
+
+def _install(layer: Path, work: Path, source: Path, timeout: float) -> None:
     layer.mkdir()
     work.mkdir()
-    done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", INSTALL_SCRIPT, "install",
-         str(layer), str(work), str(source)],
-        capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise ImageError(f"make install-service failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", INSTALL_SCRIPT,
+                             "install", str(layer), str(work), str(source)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # make and pip too, not only unshare
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise ImageError(f"make install-service failed ({proc.returncode}):\n{output}")
     shutil.rmtree(work)  # overlayfs' scratch space, root-only and not needed again
-    units = layer / "etc" / "systemd" / "system"
-    for unit in MASKED:
-        (units / unit).unlink(missing_ok=True)
-        (units / unit).symlink_to("/dev/null")
-    for wants in HIDDEN_WANTS:
-        (units / wants).mkdir(exist_ok=True)
-        os.setxattr(units / wants, *OPAQUE)
-    # the scripts' #! names /opt/mgmtd, which exists only inside machines
-    version = subprocess.run([str(layer / "opt/mgmtd/bin/python"), "-I", "-c",
-                              "import mgmtd; print(mgmtd.__version__)"],
-                             capture_output=True, text=True, timeout=60, check=True, cwd="/").stdout.strip()
-    return Image(layer, version)
 
 
 def remove(image: Image) -> None:

@@ -47,12 +47,17 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$root/dev/pts"
 ln -s pts/ptmx "$root/dev/ptmx"
 ln -s /proc/self/fd "$root/dev/fd"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/dev/shm"
-mount --rbind /sys "$root/sys"
-mount -o remount,bind,ro "$root/sys"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
 # a cgroup2 tree whose root is the machine's own cgroup (the cgroup namespace's):
 # systemd manages that, never this host's hierarchies
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$root/sys/fs/cgroup"
 mount -t proc proc "$root/proc"
+# kernel settings are this host's: read-only, as in any container
+for knob in sys sysrq-trigger; do
+    [ -e "$root/proc/$knob" ] || continue
+    mount --bind "$root/proc/$knob" "$root/proc/$knob"
+    mount -o remount,bind,ro "$root/proc/$knob"
+done
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$root/run"
 cd "$root"
@@ -75,7 +80,10 @@ done
 ip link set lo up
 ip addr add "$address" dev eth0
 ip link set eth0 up
-exec env container=mgmtd-fleet /lib/systemd/systemd --system --unit=""" + BOOT_TARGET + "\n"
+# without the powers that reach the host's kernel: modules (systemd loads some at
+# boot), the clock, raw I/O
+exec setpriv --bounding-set -sys_module,-sys_time,-sys_rawio -- \
+    env container=mgmtd-fleet /lib/systemd/systemd --system --unit=""" + BOOT_TARGET + "\n"
 
 BOOT_TIMEOUT = 150.0  # TimeoutStartSec of the unit (120 s) and some
 POWEROFF_TIMEOUT = 90.0
@@ -119,7 +127,8 @@ class Machine:
         enabled here with it)."""
         if self.running:
             raise MachineError(f"{self.name} is already running")
-        self.canary.write_text("the host's /tmp: a machine must not see or remove this\n")
+        if not self.canary.exists():
+            raise MachineError(f"{self.canary} is gone: something emptied this host's /tmp")
         lower = f"{self.image.layer}:/"
         self.cgroup.mkdir(exist_ok=True)
         with open(self.disk / "console.log", "ab") as console:
@@ -132,7 +141,11 @@ class Machine:
         deadline = time.monotonic() + timeout
         self.init_pid = self._wait_for_init(deadline)
         self.namespaces.add(pid_namespace(self.init_pid) or "")
-        self.switch.plug(self.name, self.init_pid)
+        try:
+            self.switch.plug(self.name, self.init_pid)
+        except RuntimeError as err:
+            self.pull_plug()
+            raise MachineError(f"{self.name}: no network ({err}):\n{self.console()}") from None
         state = self._wait_for_startup(deadline)
         if state not in ("running", "degraded"):
             raise MachineError(f"{self.name} did not boot: {state}\n{self.console()}")
@@ -171,7 +184,7 @@ class Machine:
         if it takes longer than ``timeout``."""
         if self.proc is None:
             return
-        if self.init_pid and self.running:
+        if self.init_pid and self.running and pid_namespace(self.init_pid) in self.namespaces:
             try:
                 # what `systemctl poweroff` asks systemd for, without needing its bus
                 psutil.Process(self.init_pid).send_signal(signal.SIGRTMIN + 4)
@@ -193,7 +206,7 @@ class Machine:
         """Every process of the machine dies at once, as in a power cut."""
         if self.proc is None:
             return
-        if self.init_pid:
+        if self.init_pid and pid_namespace(self.init_pid) in self.namespaces:
             try:
                 psutil.Process(self.init_pid).kill()  # PID 1: the kernel kills the rest
             except psutil.NoSuchProcess:
@@ -208,6 +221,8 @@ class Machine:
                 raise MachineError(f"{self.name}: processes outlived the machine: {processes_in(self.namespaces)}")
             time.sleep(0.05)
         remove_cgroup(self.cgroup)
+        # the kernel reuses a dead namespace's number: never take another's processes for ours
+        self.namespaces.clear()
         self.proc = None
         self.init_pid = None
 
@@ -217,7 +232,9 @@ class Machine:
         """Runs a command inside the machine (all its namespaces, its root)."""
         if not self.running or self.init_pid is None:
             raise MachineError(f"{self.name} is not running")
-        done = subprocess.run(["nsenter", "--target", str(self.init_pid), "--all", "--", *cmd],
+        # setpriv: a command that times out dies with nsenter instead of running on inside
+        done = subprocess.run(["nsenter", "--target", str(self.init_pid), "--all", "--",
+                               "setpriv", "--pdeathsig", "KILL", "--", *cmd],
                               capture_output=True, text=True, timeout=timeout, input=input)
         if check and done.returncode != 0:
             raise MachineError(f"{self.name}: {' '.join(cmd)} exited {done.returncode}:\n"
@@ -249,7 +266,10 @@ class Machine:
     def main_pid(self, unit: str = "mgmtd") -> int:
         """The unit's main process as this host sees it (0: none)."""
         inner = int(self.systemctl("show", "-p", "MainPID", "--value", unit).stdout.strip() or 0)
-        return self.host_pid(inner) if inner else 0
+        try:
+            return self.host_pid(inner) if inner else 0
+        except MachineError:
+            return 0  # it exited in between
 
     def host_pid(self, inner: int) -> int:
         """This host's pid of the machine's process ``inner``."""

@@ -16,6 +16,8 @@ import psutil
 SYSTEMD = "/lib/systemd/systemd"
 TOOLS = ("unshare", "nsenter", "ip", "mount", "pivot_root", "systemctl", "journalctl")
 _PR_SET_PDEATHSIG = 1
+# loaded here, not in the child between fork and exec (other threads may hold locks then)
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def unsupported_reason() -> str | None:
@@ -43,8 +45,7 @@ def start_tied(cmd: list[str], cgroup: Path | None = None, **kwargs) -> subproce
     def tie() -> None:
         # SIGKILL when the process that started it dies, however it dies: together with
         # unshare --kill-child this takes a whole machine down with the test run
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.setsid()
         if cgroup is not None:
             with open(cgroup / "cgroup.procs", "w") as procs:

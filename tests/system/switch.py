@@ -6,7 +6,9 @@ address, so the test can reach every machine from there (``wrap``)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
+import time
 
 from tests.system.namespaces import kill_process, start_tied
 
@@ -21,11 +23,28 @@ class Switch:
         self.address = str(next(hosts))
         # a process holds the namespace: it goes away with it, whatever happens to us
         self.proc = start_tied(["unshare", "--net", "sleep", "infinity"], stdin=subprocess.DEVNULL)
+        self._wait_for_own_namespace()
         self.wrap = ["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", "--"]
         self._ip("link", "set", "lo", "up")
         self._ip("link", "add", "br0", "type", "bridge")
         self._ip("addr", "add", f"{self.address}/{self.prefix_length}", "dev", "br0")
         self._ip("link", "set", "br0", "up")
+
+    def _wait_for_own_namespace(self, timeout: float = 30) -> None:
+        # until unshare has made it, /proc/PID/ns/net is this host's: a bridge made
+        # then would be on the host's own network
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                kill_process(self.proc)
+                raise RuntimeError("the switch's network namespace did not come up")
+            time.sleep(0.01)
 
     def address_of(self, index: int) -> str:
         """The address of machine ``index`` (1-based): .11, .12, ..."""

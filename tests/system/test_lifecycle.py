@@ -21,9 +21,10 @@ def by_name(fleet, name: str):
 
 
 def since_last(text: str, marker: str) -> list[str]:
+    """The lines from the last one with ``marker`` on (none if it is not there)."""
     lines = text.splitlines()
-    start = max(i for i, line in enumerate(lines) if marker in line)
-    return lines[start:]
+    starts = [i for i, line in enumerate(lines) if marker in line]
+    return lines[starts[-1]:] if starts else []
 
 
 def index_of(lines: list[str], text: str) -> int:
@@ -41,7 +42,10 @@ def test_systemctl_stop_is_clean_the_cluster_repairs_and_start_rejoins(make_flee
         "show", "-p", "ActiveState", "-p", "Result", "-p", "ExecMainStatus", "mgmtd").stdout.split())
     assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, state
     # mgmtd's own lines are in order (one stream); systemd's may come before or after them
-    stop = since_last(victim.journal("-u", "mgmtd", "-o", "cat"), "received SIGTERM: stopping")
+    stop = wait_for(lambda: (lines := since_last(victim.journal("-u", "mgmtd", "-o", "cat"),
+                                                 "received SIGTERM: stopping"))
+                    and any("Deactivated successfully" in line for line in lines) and lines,
+                    30, "the stop in the journal")
     order = [index_of(stop, text) for text in ("received SIGTERM: stopping", "supervisor: stopped engine",
                                                "etcd: stopped etcd")]
     assert order == sorted(order), "\n".join(stop)
@@ -156,7 +160,8 @@ def test_rolling_upgrade_one_machine_at_a_time_loses_no_write(make_fleet, tmp_pa
                 wait_for(lambda b=before: len(writer.acked) > b + 5, 60, "writes acknowledged again")
         finally:
             writer.stop()
-        missing = [key for key in writer.acked if key not in writer.stored()]
+        stored = writer.stored()
+        missing = [key for key in writer.acked if key not in stored]
         assert not missing, f"{len(missing)} of {len(writer.acked)} acknowledged writes lost"
         print(f"rolling upgrade: {len(writer.acked)} writes acknowledged and found, "
               f"{writer.failures} refused or timed out during restarts")
@@ -177,8 +182,8 @@ def test_a_machine_cut_from_the_network_is_replaced_and_rejoins_without_a_split(
                               check=lambda v: roles(v).get(cut.name) == "client",
                               what=f"{cut.name} back as a client")
     # one cluster: every etcd that answers on a machine is a member of the same one
-    for machine in fleet.machines:
-        if machine.processes("etcd"):
-            local = fleet.members(machine, all_endpoints=False)
-            assert local is not None and local["cluster_id"] == view["cluster_id"], (machine.name, local)
-    assert cut.processes("etcd") == [], "the cut node still runs an etcd of its own"
+    for machine in rest:
+        local = wait_for(lambda m=machine: fleet.members(m, all_endpoints=False), 60,
+                         f"{machine.name}'s own etcd answering")
+        assert local["cluster_id"] == view["cluster_id"], (machine.name, local)
+    wait_for(lambda: cut.processes("etcd") == [], 60, f"{cut.name} without an etcd of its own")

@@ -20,11 +20,16 @@ def test_a_booted_machine_leaves_the_hosts_tmp_and_disk_alone(make_fleet):
         host_file.unlink()
 
 
+SYSTEMD_CGROUPS = (".slice", ".scope", ".service", ".mount", ".socket", ".swap")
+
+
 def host_cgroups() -> set[Path]:
+    """The host's cgroups a systemd would make (system.slice, init.scope...)."""
     found = set()
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         if hierarchy.is_dir():
-            found.update(p for p in hierarchy.rglob("*") if p.is_dir() and len(p.parts) <= 9)
+            found.update(p for p in hierarchy.rglob("*")
+                         if p.is_dir() and len(p.parts) <= 9 and p.name.endswith(SYSTEMD_CGROUPS))
     return found
 
 

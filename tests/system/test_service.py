@@ -60,8 +60,8 @@ def test_enable_now_on_three_machines_makes_three_voters(make_fleet):
     fleet.wait_settled(3, voters={"n1", "n2", "n3"})
     for machine in fleet.machines:
         # mgmtctl with its default endpoint (127.0.0.1, where each server listens too)
-        view = fleet.members(machine, all_endpoints=False)
-        assert voter_names(view, healthy=True) == {"n1", "n2", "n3"}, (machine.name, view)
+        wait_for(lambda m=machine: voter_names(fleet.members(m, all_endpoints=False), healthy=True)
+                 == {"n1", "n2", "n3"}, 60, f"3 healthy voters through {machine.name}'s own etcd")
         assert machine.systemctl("is-enabled", "mgmtd").stdout.strip() == "enabled"
         status = wait_for(lambda m=machine: status_saying(m, "3/3 voters"), 60,
                           f"{machine.name}: 3/3 voters in its Status:")
