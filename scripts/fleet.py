@@ -52,9 +52,19 @@ def main() -> int:
 
     started = time.monotonic()
     print("building the image: make install-service into a layer the machines share ...", flush=True)
-    image = images.build()
+    try:
+        image = images.build()  # on Ctrl-C it removes what it built
+    except KeyboardInterrupt:
+        return 130
+    except images.ImageError as err:
+        print(f"make fleet: {err}", file=sys.stderr)
+        return 1
     print(f"  mgmtd {image.version} installed ({time.monotonic() - started:.0f} s)", flush=True)
-    fleet = Fleet(directory, image, args.nodes, ideal=min(args.ideal, args.nodes), flags=())
+    try:
+        fleet = Fleet(directory, image, args.nodes, ideal=min(args.ideal, args.nodes), flags=())
+    except BaseException:
+        images.remove(image)
+        raise
     try:
         for machine in fleet.machines:
             fleet.configure(machine)
@@ -82,6 +92,8 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\npowering off ...", flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the power-off halfway
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             fleet.close(clean=True)
         finally:
