@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.harness import exe_name, write_atomically
 from tests.system.image import BOOT_TARGET, Image
 from tests.system.namespaces import (
     kill_process,
@@ -253,9 +254,7 @@ class Machine:
         """Replaces a file of the machine (atomically, as an editor would)."""
         target = self.path(inside)
         target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = target.with_name(f".{target.name}.new")
-        scratch.write_text(text)
-        scratch.replace(target)
+        write_atomically(target, text)
 
     def systemctl(self, *args: str, timeout: float = 150, check: bool = True) -> subprocess.CompletedProcess:
         return self.run("systemctl", *args, timeout=timeout, check=check)
@@ -273,27 +272,28 @@ class Machine:
 
     def host_pid(self, inner: int) -> int:
         """This host's pid of the machine's process ``inner``."""
-        for proc in psutil.process_iter():
+        for proc in processes_in(self.namespaces):
             try:
-                if pid_namespace(proc.pid) in self.namespaces:
-                    status = Path(f"/proc/{proc.pid}/status").read_text()
-                    nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
-                    if int(nspids.split()[-1]) == inner:
-                        return proc.pid
-            except (psutil.Error, OSError, StopIteration):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                nspids = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+                if int(nspids.split()[-1]) == inner:
+                    return proc.pid
+            except (OSError, StopIteration):
                 continue
         raise MachineError(f"{self.name}: no process {inner}")
 
     def processes(self, name: str) -> list[psutil.Process]:
         """The machine's live processes whose executable is ``name``."""
-        found = []
-        for proc in processes_in(self.namespaces):
-            try:
-                if Path(proc.cmdline()[0]).name == name:
-                    found.append(proc)
-            except (psutil.Error, IndexError):
-                continue
-        return found
+        return [proc for proc in processes_in(self.namespaces) if exe_name(proc) == name]
+
+    def unit_processes(self, unit: str = "mgmtd") -> list[int]:
+        """The machine's pids in the unit's cgroup (the supervisor, its engine and
+        etcd): none once the unit has stopped."""
+        procs = self.cgroup / "system.slice" / f"{unit}.service" / "cgroup.procs"
+        try:
+            return [int(pid) for pid in procs.read_text().split()]
+        except FileNotFoundError:
+            return []
 
     def set_link(self, up: bool) -> None:
         """Cuts (or restores) the machine's network, from inside, as `ip link set

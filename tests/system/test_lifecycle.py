@@ -9,11 +9,10 @@ import subprocess
 import threading
 import time
 
-from tests.harness import roles, voter_names, wait_for
+from tests.harness import etcdctl, roles, voter_names, wait_for
 from tests.system import image as images
 
 ALL3 = {"n1", "n2", "n3"}
-ETCDCTL_ENV = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
 
 
 def by_name(fleet, name: str):
@@ -37,6 +36,7 @@ def test_systemctl_stop_is_clean_the_cluster_repairs_and_start_rejoins(make_flee
     victim = by_name(fleet, sorted(voter_names(view) - {view["leader"]})[0])
     others = [m for m in fleet.machines if m is not victim]
 
+    assert len(victim.unit_processes()) >= 3  # supervisor, engine, etcd
     victim.systemctl("stop", "mgmtd")
     state = dict(line.split("=", 1) for line in victim.systemctl(
         "show", "-p", "ActiveState", "-p", "Result", "-p", "ExecMainStatus", "mgmtd").stdout.split())
@@ -50,7 +50,7 @@ def test_systemctl_stop_is_clean_the_cluster_repairs_and_start_rejoins(make_flee
                                                "etcd: stopped etcd")]
     assert order == sorted(order), "\n".join(stop)
     assert any("Deactivated successfully" in line for line in stop), "\n".join(stop)
-    assert victim.processes("etcd") == [] and victim.processes("mgmtd") == []
+    assert victim.processes("etcd") == [] and victim.unit_processes() == []
 
     # repaired: the spare takes the stopped voter's place
     fleet.wait_settled(3, via=others[0], voters={m.name for m in others},
@@ -99,9 +99,8 @@ class Writer:
             i += 1
             key = f"/upgrade/{i:06d}"
             try:
-                done = subprocess.run([*self.fleet.switch.wrap, "etcdctl", "--endpoints", endpoints,
-                                       "--command-timeout", "5s", "put", key, str(i)],
-                                      capture_output=True, timeout=15, env=ETCDCTL_ENV)
+                done = etcdctl(endpoints, "--command-timeout", "5s", "put", key, str(i), timeout=15,
+                               wrap=self.fleet.switch.wrap)
                 if done.returncode == 0:
                     self.acked.append(key)
                 else:
@@ -115,9 +114,9 @@ class Writer:
         self.thread.join(timeout=60)
 
     def stored(self) -> set[str]:
-        done = subprocess.run([*self.fleet.switch.wrap, "etcdctl", "--endpoints", ",".join(self.fleet.client_urls),
-                               "get", "--prefix", "/upgrade/", "--keys-only"], capture_output=True, text=True,
-                              timeout=60, env=ETCDCTL_ENV, check=True)
+        done = etcdctl(",".join(self.fleet.client_urls), "get", "--prefix", "/upgrade/", "--keys-only",
+                       timeout=60, wrap=self.fleet.switch.wrap)
+        assert done.returncode == 0, done.stderr
         return {line for line in done.stdout.splitlines() if line}
 
 
