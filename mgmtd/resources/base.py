@@ -7,6 +7,7 @@ import math
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 # Upper bounds of numeric fields. Beyond them a value is a typo or an attack,
@@ -150,6 +151,7 @@ class Meta:
     delay: float = 0.0      # seconds between attempts
     poll: float = 0.0       # seconds between checks when there is no event source; 0 = events
     autoedge: bool = True
+    autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
@@ -170,11 +172,12 @@ Meta.FIELDS = {
     "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events",
                   min=0, max=YEAR),
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),
+    "autogroup": Field((bool,), True, doc="run with other ready resources of its kind in one "
+                       "operation (kinds that can: pkg)"),
     # accepted for compatibility with mgmt graphs; they change nothing here
     # mgmt's own examples write ``limit: .inf``: its default, no limit
     "limit": Field((int, float), None, doc="(mgmt compatibility, ignored)", min=0, max=math.inf),
     "burst": Field((int,), None, doc="(mgmt compatibility, ignored)", min=0, max=COUNT_MAX),
-    "autogroup": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "sema": Field((list,), None, doc="(mgmt compatibility, ignored)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "realize": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
@@ -200,6 +203,9 @@ class Resource:
 
     kind: ClassVar[str] = ""
     FIELDS: ClassVar[dict[str, Field]] = {}
+    # A kind whose resources can be brought into state together, cheaper than
+    # one by one (pkg: one apt transaction), overrides ``check_apply_group``.
+    GROUPABLE: ClassVar[bool] = False
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         # a value that does not fit its field never reaches the code that uses it
@@ -238,6 +244,26 @@ class Resource:
     def check_apply(self, apply: bool) -> bool:
         raise NotImplementedError
 
+    def group_token(self) -> Hashable:
+        """Resources of a GROUPABLE kind run together only when their tokens
+        are equal (e.g. the same ``allowuntrusted``)."""
+        return ()
+
+    @classmethod
+    def check_apply_group(cls, members: list[Resource], apply: bool) -> list[bool | ResourceError]:
+        """``check_apply`` of several resources of this kind at once: one result
+        per member, in order, each what its own ``check_apply`` would return or
+        the ``ResourceError`` it would raise. The engine calls it with at least
+        two members, all with equal ``group_token``; the default runs them one
+        by one."""
+        results: list[bool | ResourceError] = []
+        for member in members:
+            try:
+                results.append(member.check_apply(apply))
+            except ResourceError as err:
+                results.append(err)
+        return results
+
     def watch_paths(self) -> list[str]:
         """Paths whose changes (inotify) may mean drift."""
         return []
@@ -248,11 +274,15 @@ class Resource:
         return None
 
     def autoedge_provides(self) -> list[str]:
-        """Paths this resource manages (others under them depend on it)."""
+        """What this resource manages, as autoedge tokens: an absolute path
+        (a directory: others under it depend on it), or ``kind:name`` for
+        objects that are not paths (``user:www``, ``group:www``,
+        ``pkgfile:/etc/nginx/nginx.conf``: a path a package ships)."""
         return []
 
     def autoedge_requires(self) -> list[str]:
-        """Paths whose managers this resource must run after."""
+        """Tokens (see ``autoedge_provides``) whose providers this resource must
+        run after."""
         return []
 
     def close(self) -> None:
