@@ -57,6 +57,22 @@ class Summary:
                 "errors": list(self.errors)}
 
 
+def autogroups(ready: list[tuple[Key, Resource]], noop: bool) -> list[list[tuple[Key, Resource]]]:
+    """The resources ready to run now, in batches: one batch per kind and group
+    token of a GROUPABLE kind (resources with ``meta.autogroup``), every other
+    resource alone. A batch runs in one ``check_apply_group``, so its members
+    must agree on whether to apply."""
+    batches: dict[tuple, list[tuple[Key, Resource]]] = {}
+    alone: list[list[tuple[Key, Resource]]] = []
+    for key, res in sorted(ready, key=lambda item: item[0]):
+        if type(res).GROUPABLE and res.meta.autogroup:
+            token = (type(res), res.group_token(), noop or res.meta.noop)
+            batches.setdefault(token, []).append((key, res))
+        else:
+            alone.append([(key, res)])
+    return [*batches.values(), *alone]
+
+
 class Scheduler:
     def __init__(self, ctx: Context, workers: int = 8, converged_after: float = 3.0,
                  on_summary: Callable[[Summary], None] | None = None,
@@ -168,6 +184,7 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         candidates, self.candidates = self.candidates, set()
+        ready: list[tuple[Key, Resource]] = []
         for key in candidates:
             status = self.status.get(key)
             if status is None or not status.dirty or status.running is not None:
@@ -190,13 +207,18 @@ class Scheduler:
             if waiting:
                 continue
             res = self.graph.resources[key]
-            refresh, status.refresh, status.dirty = status.refresh, False, False
+            res.refresh, status.refresh, status.dirty = status.refresh, False, False
             status.running = res
             self.in_flight += 1
-            self.pool.submit(self._work, key, res, refresh)
+            ready.append((key, res))
+        for batch in autogroups(ready, self.ctx.noop):
+            if len(batch) == 1:
+                self.pool.submit(self._work, *batch[0])
+            else:
+                LOG.info("%s: in one check/apply (autogroup)", ", ".join(key_str(key) for key, _ in batch))
+                self.pool.submit(self._work_group, batch)
 
-    def _work(self, key: Key, res: Resource, refresh: bool) -> None:
-        res.refresh = refresh
+    def _work(self, key: Key, res: Resource) -> None:
         error = ""
         in_state = False
         try:
@@ -207,6 +229,22 @@ class Scheduler:
             LOG.exception("%s: internal error", res)
             error = f"internal error: {err!r}"
         self.events.put(("done", key, (res, in_state, error)))
+
+    def _work_group(self, batch: list[tuple[Key, Resource]]) -> None:
+        members = [res for _, res in batch]
+        first = members[0]
+        try:
+            results = type(first).check_apply_group(members, not (self.ctx.noop or first.meta.noop))
+            if len(results) != len(members):
+                raise RuntimeError(f"{len(results)} results for {len(members)} resources")
+        except Exception as err:  # a bug in a resource must not stop the engine
+            LOG.exception("%s: internal error in a group of %d", first, len(members))
+            results = [ResourceError(f"internal error: {err!r}")] * len(members)
+        for (key, res), result in zip(batch, results, strict=True):
+            if isinstance(result, ResourceError):
+                self.events.put(("done", key, (res, False, str(result))))
+            else:
+                self.events.put(("done", key, (res, bool(result), "")))
 
     def _done(self, key: Key, res: Resource, in_state: bool, error: str) -> None:
         self.in_flight -= 1

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 # Upper bounds of numeric fields. Beyond them a value is a typo or an attack,

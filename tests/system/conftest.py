@@ -4,6 +4,7 @@ import pytest
 
 from tests.system import image as images
 from tests.system.fleet import Fleet
+from tests.system.kinds import sandbox  # noqa: F401 (the fixture, for every module here)
 from tests.system.namespaces import unsupported_reason
 
 REASON = unsupported_reason()

@@ -2,8 +2,6 @@
 users, the hostname) through ``mgmtd run``, as on a real node, without
 touching this host: the machine's root is its own overlay disk.
 
-    from tests.system.kinds import sandbox  # noqa: F401   (the module-scoped fixture)
-
     def test_something(sandbox):
         done = sandbox.apply(GRAPH)                  # one run until converged
         assert done.returncode == 0, done.log
@@ -11,7 +9,8 @@ touching this host: the machine's root is its own overlay disk.
         sandbox.run("systemctl", "stop", "x")        # drift
         agent.wait_log("svc[x]: applied")
 
-One machine per test module: its tests share its state."""
+The fixture ``sandbox`` (tests/system/conftest.py) gives one machine per
+test module: its tests share its state."""
 
 from __future__ import annotations
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.system.kinds import sandbox  # noqa: F401
-
 GRAPH = """\
 graph: sandbox
 resources:

@@ -404,3 +404,79 @@ def test_swap_adding_an_edge_orders_the_new_dependant():
     # b got a new dependency: it is checked again, after c
     assert rec.of("b")[1].seq_start > rec.of("c")[0].seq_end
     assert [c.result for c in rec.of("b")] == ["changed", "in_state"]
+
+
+# --- autogroup ----------------------------------------------------------------------------
+
+class Batched(Probe):
+    """A groupable probe: each ``check_apply_group`` call is recorded as one batch."""
+
+    kind = "batched"
+    GROUPABLE = True
+    batches: list[list[str]] = []
+
+    def __init__(self, *args, token: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.token = token
+
+    def group_token(self):
+        return self.token
+
+    @classmethod
+    def check_apply_group(cls, members, apply):
+        cls.batches.append(sorted(m.name for m in members))
+        return super().check_apply_group(members, apply)
+
+
+@pytest.fixture
+def batches():
+    Batched.batches = []
+    return Batched.batches
+
+
+def test_ready_groupable_resources_run_in_one_batch_per_token(batches):
+    rec = Recorder()
+    resources = [Batched(n, rec) for n in ("a", "b", "c")] + [Batched("d", rec, token="x"),
+                                                               Batched("e", rec, token="x")]
+    rc, _ = run(graph_of(resources))
+    assert rc == 0
+    assert sorted(batches) == [["a", "b", "c"], ["d", "e"]]
+    assert all([c.result for c in rec.of(n)] == ["changed"] for n in "abcde")
+
+
+def test_autogroup_false_and_dependencies_keep_resources_apart(batches):
+    rec = Recorder()
+    resources = [Batched("a", rec), Batched("b", rec), Batched("c", rec),
+                 Batched("solo", rec, meta=Meta(autogroup=False))]
+    rc, _ = run(graph_of(resources, pairs=[("a", "c")]))
+    assert rc == 0
+    assert ["a", "b"] in batches  # c waits for a: not ready with it
+    assert not any("solo" in batch for batch in batches)
+    assert not any(batch == ["a", "c"] for batch in batches)
+    assert_after_deps(rec, [("a", "c")])
+
+
+def test_a_failing_member_fails_alone(batches):
+    rec = Recorder()
+    resources = [Batched("good", rec), Batched("bad", rec, fail=1), Batched("after_bad", rec)]
+    rc, sched = run(graph_of(resources, pairs=[("bad", "after_bad")]))
+    assert rc == 1
+    assert ["bad", "good"] in batches
+    assert sched.status[("batched", "good")].state == OK
+    assert sched.status[("batched", "bad")].state == FAILED
+    assert sched.status[("batched", "after_bad")].state == BLOCKED
+
+
+def test_a_group_that_raises_fails_its_members_and_the_engine_goes_on(batches):
+    rec = Recorder()
+
+    class Broken(Batched):
+        @classmethod
+        def check_apply_group(cls, members, apply):
+            raise KeyError("bug")
+
+    resources = [Broken("a", rec), Broken("b", rec), Probe("other", rec)]
+    rc, sched = run(graph_of(resources))
+    assert rc == 1
+    assert sched.status[("batched", "a")].error.startswith("internal error")
+    assert sched.status[("probe", "other")].state == OK
