@@ -146,15 +146,26 @@ class FileResource(Resource):
 
     # --- autoedges / watches -----------------------------------------------
     def autoedge_provides(self) -> list[str]:
-        return [self.target] if self.is_dir and self.state == "exists" else []
+        """A directory: its path (what is under it runs after it); a file:
+        ``file:PATH`` (a svc runs after the file holding its unit)."""
+        if self.state != "exists":
+            return []
+        return [self.target] if self.is_dir else [f"file:{self.target}"]
 
     def autoedge_requires(self) -> list[str]:
-        parents = []
+        """Its directories (at any depth), the package that ships it or its
+        directory, and its owner and group when named."""
+        tokens = []
         parent = os.path.dirname(self.target)
+        tokens += [f"pkgfile:{self.target}", f"pkgfile:{parent}"]
         while parent and parent != "/":
-            parents.append(parent)
+            tokens.append(parent)
             parent = os.path.dirname(parent)
-        return parents
+        if isinstance(self.owner, str) and self.owner and not self.owner.isdigit():
+            tokens.append(f"user:{self.owner}")
+        if isinstance(self.group, str) and self.group and not self.group.isdigit():
+            tokens.append(f"group:{self.group}")
+        return tokens
 
     def watch_paths(self) -> list[str]:
         paths = [self.target]

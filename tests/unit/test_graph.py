@@ -200,3 +200,37 @@ def test_order_respects_edges_on_random_dags(case):
     position = {key: i for i, key in enumerate(order)}
     for e in edges:
         assert position[e.source] < position[e.target]
+
+
+class Provider(Resource):
+    """Stands for a kind that provides tokens (a package, a user, a group)."""
+
+    kind = "provider"
+    FIELDS = {}
+
+    def __init__(self, name: str, tokens: list[str]) -> None:
+        super().__init__(name, {})
+        self.tokens = tokens
+
+    def autoedge_provides(self) -> list[str]:
+        return self.tokens
+
+
+def test_file_runs_after_the_package_shipping_it_or_its_directory_only():
+    pkg = Provider("nginx", ["pkgfile:/etc/nginx", "pkgfile:/etc/nginx/nginx.conf", "pkgfile:/etc"])
+    conf, site = file("conf", "/etc/nginx/nginx.conf"), file("site", "/etc/nginx/sites/x")
+    elsewhere = file("other", "/etc/other/x")
+    assert edge_pairs(autoedges([pkg, conf, site, elsewhere])) == {("nginx", "conf")}
+
+
+def test_file_runs_after_its_named_owner_and_group_not_numeric_ones():
+    user, group = Provider("www", ["user:www"]), Provider("web", ["group:web"])
+    named = file("named", "/srv/x", owner="www", group="web")
+    numeric = file("numeric", "/srv/y", owner=33, group="33")
+    assert edge_pairs(autoedges([user, group, named, numeric])) == {("www", "named"), ("web", "named")}
+
+
+def test_a_regular_file_provides_itself_apart_from_directories():
+    unit = file("unit", "/etc/systemd/system/x.service")
+    assert unit.autoedge_provides() == ["file:/etc/systemd/system/x.service"]
+    assert file("gone", "/etc/x", state="absent").autoedge_provides() == []
