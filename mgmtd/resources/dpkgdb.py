@@ -1,0 +1,125 @@
+"""What dpkg says is installed, read from its own files: the status database
+(``/var/lib/dpkg/status``) and the per-package file lists
+(``/var/lib/dpkg/info/<name>[:<arch>].list``). No process is started.
+
+The status file is parsed once per version of the file: ``DpkgStatus`` keeps
+the last parse keyed by the file's (inode, mtime, size), so the checks of many
+pkg resources between two dpkg runs cost one ``stat`` each."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+STATUS_PATH = "/var/lib/dpkg/status"
+INFO_DIR = "/var/lib/dpkg/info"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One package instance dpkg knows about. ``state`` is the last word of
+    its Status field: ``installed``, ``config-files``, ``half-configured``..."""
+
+    name: str
+    arch: str
+    version: str
+    state: str
+
+    @property
+    def is_installed(self) -> bool:
+        return self.state == "installed"
+
+
+@dataclass(frozen=True)
+class StatusDb:
+    """One parse of the status file."""
+
+    packages: dict[str, tuple[Installed, ...]] = field(default_factory=dict)
+    native_arch: str = ""
+
+    def lookup(self, name: str) -> Installed | None:
+        """The installed instance a pkg resource named ``name`` means: with an
+        ``:arch`` suffix that architecture; without, the native one or
+        ``all`` (as apt-get reads a bare name). None when not installed."""
+        base, _, arch = name.partition(":")
+        for inst in self.packages.get(base, ()):
+            if not inst.is_installed:
+                continue
+            if arch:
+                if inst.arch == arch:
+                    return inst
+            elif inst.arch in (self.native_arch, "all") or not self.native_arch:
+                return inst
+        return None
+
+
+def parse_status(text: str) -> StatusDb:
+    """Parses dpkg's status file (RFC822-like stanzas separated by blank lines)."""
+    packages: dict[str, list[Installed]] = {}
+    native = ""
+    for stanza in text.split("\n\n"):
+        name = arch = version = status = ""
+        for line in stanza.split("\n"):
+            # continuation lines (descriptions, conffiles) start with a space
+            if not line or line[0] in " \t":
+                continue
+            key, _, value = line.partition(":")
+            if key == "Package":
+                name = value.strip()
+            elif key == "Status":
+                status = value.strip()
+            elif key == "Version":
+                version = value.strip()
+            elif key == "Architecture":
+                arch = value.strip()
+        if not name:
+            continue
+        state = status.rsplit(" ", 1)[-1] if status else ""
+        packages.setdefault(name, []).append(Installed(name, arch, version, state))
+        if name == "dpkg" and state == "installed":
+            native = arch   # dpkg itself is always of the native architecture
+    return StatusDb({name: tuple(found) for name, found in packages.items()}, native)
+
+
+def file_list(info_dir: str, inst: Installed) -> list[str]:
+    """The paths dpkg installed for ``inst`` (its .list file), without the
+    ``/.`` entry; [] when dpkg has no list for it."""
+    for base in (f"{inst.name}:{inst.arch}", inst.name):
+        try:
+            with open(os.path.join(info_dir, base + ".list"), encoding="utf-8",
+                      errors="surrogateescape") as listed:
+                return [line.rstrip("\n") for line in listed if line.startswith("/") and line != "/.\n"]
+        except FileNotFoundError:
+            continue
+    return []
+
+
+class DpkgStatus:
+    """The current ``StatusDb``, re-read only when the file changed; safe to
+    share between threads."""
+
+    def __init__(self, path: str = STATUS_PATH, info_dir: str = INFO_DIR) -> None:
+        self.path = path
+        self.info_dir = info_dir
+        self._lock = threading.Lock()
+        self._key: tuple[int, int, int] | None = None
+        self._db = StatusDb()
+
+    def snapshot(self) -> StatusDb:
+        """The database as the file is now. Raises OSError when it cannot be read."""
+        st = os.stat(self.path)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key == self._key:
+                return self._db
+            # the key of what was read: the file may be replaced after the stat
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as status:
+                st = os.fstat(status.fileno())
+                text = status.read()
+            self._db = parse_status(text)
+            self._key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return self._db
+
+    def files(self, inst: Installed) -> list[str]:
+        return file_list(self.info_dir, inst)
