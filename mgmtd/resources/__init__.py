@@ -9,13 +9,15 @@ from mgmtd.resources.group import GroupResource
 from mgmtd.resources.kv import KVResource
 from mgmtd.resources.msg import MsgResource
 from mgmtd.resources.noop import NoopResource
+from mgmtd.resources.pkg import PkgResource
 from mgmtd.resources.timer import TimerResource
 from mgmtd.resources.user import UserResource
 
 KINDS: dict[str, type[Resource]] = {
     cls.kind: cls
     for cls in (UserResource, GroupResource,
-                FileResource, ExecResource, NoopResource, MsgResource, TimerResource, KVResource)
+                FileResource, ExecResource, NoopResource, MsgResource, TimerResource, KVResource,
+                PkgResource)
 }
 
 
