@@ -264,15 +264,16 @@ class Apt:
         self._procs: set[subprocess.Popen] = set()
         self._last_update: float | None = None
 
-    def _run(self, argv: list[str], timeout: float) -> tuple[int, str]:
+    def _run(self, argv: list[str], timeout: float, stoppable: bool = True) -> tuple[int, str]:
         env = {**os.environ, **ENV}
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as err:
             raise AptError(f"cannot start {argv[0]}: {err.strerror}") from None
-        with self._procs_lock:
-            self._procs.add(proc)
+        if stoppable:
+            with self._procs_lock:
+                self._procs.add(proc)
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -285,7 +286,9 @@ class Apt:
         return proc.returncode, out.decode(errors="replace")
 
     def interrupt(self) -> None:
-        """Stops our running apt command (the engine is stopping)."""
+        """Stops our running read-only apt command or update (the engine is
+        stopping). A transaction is left to finish: dpkg killed halfway leaves
+        packages half-configured until someone runs ``dpkg --configure -a``."""
         with self._procs_lock:
             procs = list(self._procs)
         for proc in procs:
@@ -327,5 +330,5 @@ class Apt:
         """Runs one transaction; None when apt-get succeeded."""
         argv = install_command(changes, downgrade=downgrade, untrusted=untrusted, lock_wait=lock_timeout())
         with self._lock:
-            status, out = self._run(argv, timeout=RUN_TIMEOUT)
+            status, out = self._run(argv, timeout=RUN_TIMEOUT, stoppable=False)
         return None if status == 0 else classify(out)

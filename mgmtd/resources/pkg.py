@@ -150,8 +150,8 @@ class PkgResource(Resource):
     kind = "pkg"
     GROUPABLE = True
     FIELDS = {
-        "state": Field((str,), INSTALLED, doc="installed, uninstalled (apt-get remove, config files kept), "
-                       "newest, or a version string to pin"),
+        "state": Field((str, int, float), INSTALLED, doc="installed, uninstalled (apt-get remove, config "
+                       "files kept), newest, or a version string to pin"),
         "allowdowngrade": Field((bool,), False, doc="with a version state: may install a version lower "
                                 "than the installed one"),
         "allowuntrusted": Field((bool,), False, doc="may install packages from unsigned repositories "
@@ -167,6 +167,12 @@ class PkgResource(Resource):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             hint = ": put the version in state" if "=" in str(self.name) else ""
             raise FieldError("name", f"{shown(self.name)} is not a Debian package name{hint}")
+        if isinstance(self.state, float):
+            # YAML made a number of it: 1.10 would already be 1.1
+            raise FieldError("state", f"version {self.state!r} must be quoted (state: \"...\"): "
+                             "YAML reads it as a number")
+        if isinstance(self.state, int):
+            self.state = str(self.state)
         state = self.state
         if not state:
             raise FieldError("state", "state cannot be empty")
@@ -183,8 +189,8 @@ class PkgResource(Resource):
         return Allowed(self.allowdowngrade, self.allownonfree, self.allowunsupported)
 
     def group_token(self) -> Hashable:
-        # what changes the apt-get command line; the other flags are checked per member
-        return (self.allowdowngrade, self.allowuntrusted)
+        # as mgmt's Adapts: the same allow* flags (two of them change apt-get's command line)
+        return (self.allowdowngrade, self.allowuntrusted, self.allownonfree, self.allowunsupported)
 
     # --- events and edges ---------------------------------------------------------
     def watch_paths(self) -> list[str]:

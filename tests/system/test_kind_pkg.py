@@ -25,7 +25,7 @@ def graph(*entries: str) -> str:
 
 
 def entry(name: str, state: str = "installed", extra: str = "") -> str:
-    return f"  - name: {name}\n    state: {state}\n{extra}"
+    return f"  - name: {name}\n    state: \"{state}\"\n{extra}"
 
 
 @pytest.fixture(scope="module")

@@ -344,6 +344,7 @@ def test_apt_errors_are_one_clear_line(output, message, package):
     ("name: hello\n    state: absent", "state must be installed, uninstalled, newest or a version"),
     ("name: hello\n    state: 1.0 beta", "not '1.0 beta'"),
     ("name: hello\n    allownonfree: 'yes'", "must be boolean"),
+    ("name: hello\n    state: 1.10", "version 1.1 must be quoted"),
 ])
 def test_validation_errors_are_located(entry, message):
     text = f"graph: g\nresources:\n  pkg:\n  - {entry}\n"
@@ -351,6 +352,12 @@ def test_validation_errors_are_located(entry, message):
         load_text(text, "g.yaml")
     assert message in str(caught.value)
     assert "g.yaml:4:" in str(caught.value) or "g.yaml:5:" in str(caught.value)
+
+
+def test_an_integer_version_is_a_version():
+    res = PkgResource("hello", {"state": 2})
+    res.validate()
+    assert res.state == "2"
 
 
 def test_mgmt_examples_shapes_load():
@@ -465,9 +472,10 @@ def test_single_check_apply_raises_the_error(tmp_path):
     assert fake.transactions == [["old=1.0"]]
 
 
-def test_group_token_separates_command_line_flags(tmp_path):
+def test_group_token_is_the_allow_flags(tmp_path):
     backend, _ = group_setup(tmp_path)
-    assert pkg(backend, "aa").group_token() == pkg(backend, "bb", allownonfree=True).group_token()
+    assert pkg(backend, "aa").group_token() == pkg(backend, "bb", state="newest").group_token()
+    assert pkg(backend, "aa").group_token() != pkg(backend, "bb", allownonfree=True).group_token()
     assert pkg(backend, "aa").group_token() != pkg(backend, "bb", allowuntrusted=True).group_token()
     assert pkg(backend, "aa").group_token() != pkg(backend, "bb", allowdowngrade=True).group_token()
 
