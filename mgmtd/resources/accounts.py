@@ -17,6 +17,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from mgmtd.resources.base import ResourceError, shown
@@ -120,19 +121,39 @@ class Accounts:
     users: dict[str, PasswdEntry]
     groups: dict[str, GroupEntry]
 
+    # Indexes, built on first use: one snapshot serves every resource's check
+    # until a file changes (the frozen dataclass still takes cached_property's
+    # direct write; two threads racing build the same value).
+    @cached_property
+    def _groups_by_gid(self) -> dict[int, list[GroupEntry]]:
+        index: dict[int, list[GroupEntry]] = {}
+        for entry in self.groups.values():
+            index.setdefault(entry.gid, []).append(entry)
+        return index
+
+    @cached_property
+    def _memberships(self) -> dict[str, list[GroupEntry]]:
+        index: dict[str, list[GroupEntry]] = {}
+        for entry in self.groups.values():
+            for member in dict.fromkeys(entry.members):
+                index.setdefault(member, []).append(entry)
+        return index
+
     def user_with_uid(self, uid: int, besides: str) -> PasswdEntry | None:
         """Another user than ``besides`` holding ``uid``."""
         return next((u for u in self.users.values() if u.uid == uid and u.name != besides), None)
 
     def group_with_gid(self, gid: int, besides: str = "") -> GroupEntry | None:
-        return next((g for g in self.groups.values() if g.gid == gid and g.name != besides), None)
+        return next((g for g in self._groups_by_gid.get(gid, ()) if g.name != besides), None)
+
+    def groups_with_gid(self, gid: int) -> list[GroupEntry]:
+        return self._groups_by_gid.get(gid, [])
 
     def supplementary(self, user: str, primary_gid: int) -> frozenset[str]:
         """The groups listing ``user`` as a member, but those sharing its
         primary gid: membership of the primary group is implied (mgmt leaves
         them out the same way)."""
-        return frozenset(g.name for g in self.groups.values()
-                         if user in g.members and g.gid != primary_gid)
+        return frozenset(g.name for g in self._memberships.get(user, ()) if g.gid != primary_gid)
 
     def primary_users(self, gid: int) -> list[str]:
         return sorted(u.name for u in self.users.values() if u.gid == gid)
@@ -151,6 +172,7 @@ class AccountFiles:
         self.directory = directory
         self._lock = threading.Lock()
         self._parsed: dict[str, tuple[tuple[int, int, int], Any]] = {}
+        self._last: Accounts | None = None
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -176,7 +198,12 @@ class AccountFiles:
         return value
 
     def snapshot(self) -> Accounts:
-        return Accounts(self._read("passwd", parse_passwd), self._read("group", parse_group))
+        users, groups = self._read("passwd", parse_passwd), self._read("group", parse_group)
+        with self._lock:
+            last = self._last
+            if last is None or last.users is not users or last.groups is not groups:
+                last = self._last = Accounts(users, groups)
+            return last
 
 
 # Every user and group resource of the engine reads the same files: one cache

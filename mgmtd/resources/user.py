@@ -131,7 +131,7 @@ def differences(spec: UserSpec, current: PasswdEntry, accounts: Accounts) -> lis
             found.append(("group", now.name if now else str(current.gid), spec.group))
     if spec.groups is not None:
         # the groups sharing the primary gid are implied on both sides
-        primary = {g.name for g in accounts.groups.values() if g.gid == current.gid}
+        primary = {g.name for g in accounts.groups_with_gid(current.gid)}
         now_set = accounts.supplementary(spec.name, current.gid)
         wanted_set = frozenset(spec.groups) - primary
         if now_set != wanted_set:

@@ -104,6 +104,17 @@ def test_files_are_parsed_once_per_version_and_again_when_replaced(tmp_path):
     assert files.snapshot().groups is first.groups
 
 
+def test_a_replaced_file_of_the_same_size_and_mtime_is_read_again(tmp_path):
+    files = etc(tmp_path)
+    first = files.snapshot()
+    assert files.snapshot() is first   # nothing changed: the very same snapshot
+    st = os.stat(tmp_path / "passwd")
+    (tmp_path / "passwd+").write_text(PASSWD.replace("alice", "alize"))
+    os.utime(tmp_path / "passwd+", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(tmp_path / "passwd+", tmp_path / "passwd")
+    assert "alize" in files.snapshot().users   # another inode
+
+
 def test_a_missing_file_is_no_accounts(tmp_path):
     assert AccountFiles(str(tmp_path)).snapshot().users == {}
 
