@@ -193,6 +193,9 @@ class Context:
     noop: bool = False
     etcd: Callable[[], Any] | None = None   # returns a connected etcd3 client, or raises
     report: Callable[[str, str], None] = field(default=lambda level, msg: None)
+    # what the resources of one engine share (svc's one D-Bus connection), by name:
+    # every resource's context is a copy of the engine's, holding this same dict
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class Resource:

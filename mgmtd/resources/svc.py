@@ -1,0 +1,295 @@
+"""``svc``: a systemd service, running or stopped, enabled or disabled
+(mgmt's svc), through systemd's D-Bus API.
+
+Every svc of an engine shares one connection to the bus (``dbus.buses``).
+Drift arrives as signals: the unit's PropertiesChanged, JobRemoved for the
+unit, UnitFilesChanged and the end of a daemon-reload. A start or stop waits
+for its job's JobRemoved, so a failed start is this resource's error."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from jeepney import HeaderFields, MatchRule, Message
+
+from mgmtd.resources.base import Field, FieldError, Resource, ResourceError, shown
+from mgmtd.resources.dbus import (
+    Bus,
+    BusError,
+    BusHold,
+    Caller,
+    Subscription,
+    buses,
+    session_address,
+    system_address,
+)
+from mgmtd.resources.svcplan import (
+    Action,
+    Observed,
+    action_text,
+    exit_text,
+    job_problem,
+    object_path,
+    plan,
+    unit_name,
+    unit_problem,
+)
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+JOB_WAIT = 300.0        # seconds a start or stop may take before it is this resource's error
+JOBS_KEPT = 64          # finished jobs remembered for a waiter that has not asked yet
+JOB_METHODS = {"start": "StartUnit", "stop": "StopUnit", "restart": "RestartUnit",
+               "try-restart": "TryRestartUnit"}
+
+
+def _subscribe_manager(call: Caller) -> None:
+    """systemd sends unit and job signals only while a client is subscribed;
+    a subscription lasts as long as the connection."""
+    try:
+        call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
+    except BusError as err:
+        if not err.name.endswith("AlreadySubscribed"):
+            raise
+
+
+class UnitEvents:
+    """The signals about one unit: they poke the resource's watch and record
+    the results of finished jobs for ``wait_job``."""
+
+    def __init__(self, bus: Bus, unit: str) -> None:
+        self.unit = unit
+        self.poke: Callable[[], None] | None = None
+        self.done: OrderedDict[str, str] = OrderedDict()   # job path -> result
+        self.cond = threading.Condition()
+        rules = [MatchRule(type="signal", sender=SYSTEMD, path=object_path(unit),
+                           interface="org.freedesktop.DBus.Properties", member="PropertiesChanged"),
+                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
+                           member="JobRemoved"),
+                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
+                           member="UnitFilesChanged"),
+                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
+                           member="Reloading")]
+        rules[1].add_arg_condition(2, unit)
+        self.subscriptions: list[Subscription] = [bus.subscribe(rule, self._signal) for rule in rules]
+
+    def _signal(self, msg: Message | None) -> None:
+        member = msg.header.fields.get(HeaderFields.member) if msg is not None else None
+        if member == "JobRemoved":
+            _, job, _, result = msg.body
+            with self.cond:
+                self.done[job] = result
+                while len(self.done) > JOBS_KEPT:
+                    self.done.popitem(last=False)
+                self.cond.notify_all()
+        elif member == "Reloading" and msg.body[:1] == (True,):
+            return  # a reload starts: its end is the event
+        poke = self.poke
+        if poke is not None:
+            poke()
+
+    def wait_job(self, job: str, deadline: float, stop: threading.Event) -> str | None:
+        """The job's result, or None when the deadline passed or ``stop`` was set."""
+        with self.cond:
+            while job not in self.done:
+                left = deadline - time.monotonic()
+                if left <= 0 or stop.is_set():
+                    return None
+                self.cond.wait(min(left, 0.5))
+            return self.done.pop(job)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        self.poke = None
+        for sub in self.subscriptions:
+            sub.close()
+
+
+class SvcResource(Resource):
+    kind = "svc"
+    FIELDS = {
+        "state": Field((str,), "", doc="running, stopped, or '' (not managed)"),
+        "startup": Field((str,), "", doc="enabled, disabled, or '' (not managed)"),
+        "session": Field((bool,), False, doc="the user's own service manager (systemd --user) "
+                         "instead of the system's"),
+    }
+
+    def __init__(self, name: str, params: dict, meta=None) -> None:
+        super().__init__(name, params, meta)
+        self.unit = unit_name(name)
+        self.hold = BusHold(lambda: buses(self.ctx.shared), self._address)
+        self.lock = threading.Lock()
+        self.events: UnitEvents | None = None
+        self.stopping = threading.Event()
+        self.started: bytes | None = None   # InvocationID of a start of ours not yet seen running
+
+    def _address(self) -> str:
+        if self.session:
+            return session_address(os.getuid(), dict(os.environ))
+        return system_address(dict(os.environ))
+
+    def identity(self) -> tuple:
+        return ("svc", bool(self.session), self.unit)
+
+    def validate(self) -> None:
+        if self.state not in ("running", "stopped", ""):
+            raise FieldError("state", f"state must be 'running', 'stopped' or '' (not managed), "
+                             f"not {shown(self.state)}")
+        if self.startup not in ("enabled", "disabled", ""):
+            raise FieldError("startup", f"startup must be 'enabled', 'disabled' or '' (not managed), "
+                             f"not {shown(self.startup)}")
+        problem = unit_problem(self.unit)
+        if problem:
+            raise FieldError("name", problem)
+
+    # --- autoedges ----------------------------------------------------------------
+    def autoedge_requires(self) -> list[str]:
+        """After the package shipping the unit file, the file resource writing
+        it (``file:PATH``) and the one managing its drop-in directory."""
+        unit = self.unit
+        if self.session:
+            dirs = ["/etc/systemd/user"]
+            try:
+                dirs.append(os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".config/systemd/user"))
+            except KeyError:
+                pass
+            shipped = ["/usr/lib/systemd/user", "/lib/systemd/user"]
+        else:
+            dirs = ["/etc/systemd/system"]
+            shipped = ["/lib/systemd/system", "/usr/lib/systemd/system"]
+        return ([f"pkgfile:{d}/{unit}" for d in shipped] + [f"file:{d}/{unit}" for d in dirs]
+                + [f"{d}/{unit}.d" for d in dirs])
+
+    # --- the bus ------------------------------------------------------------------------
+    def _unit_events(self) -> tuple[Bus, UnitEvents]:
+        bus = self.hold.get()
+        bus.add_setup("systemd", _subscribe_manager)
+        with self.lock:
+            if self.events is None:
+                self.events = UnitEvents(bus, self.unit)
+            return bus, self.events
+
+    def _bus_error(self, err: BusError) -> ResourceError:
+        if err.name.endswith("ServiceUnknown") or err.name.endswith("NameHasNoOwner"):
+            where = "the user's session" if self.session else "the system bus"
+            return ResourceError(f"{self.unit}: no systemd on {where}: {err}")
+        return ResourceError(f"{self.unit}: {err}")
+
+    def start_watch(self, poke: Callable[[], None]) -> Callable[[], None] | None:
+        _, events = self._unit_events()
+        events.poke = poke
+
+        def stop() -> None:
+            events.poke = None
+        return stop
+
+    def close(self) -> None:
+        with self.lock:
+            events, self.events = self.events, None
+        if events is not None:
+            events.close()
+        self.hold.close()
+
+    def interrupt(self) -> None:
+        self.stopping.set()
+        events = self.events
+        if events is not None:
+            events.wake()
+
+    # --- check/apply --------------------------------------------------------------------
+    def check_apply(self, apply: bool) -> bool:
+        bus, events = self._unit_events()
+        try:
+            return self._check_apply(bus, events, apply)
+        except BusError as err:
+            raise self._bus_error(err) from None
+
+    def _observe(self, bus: Bus) -> tuple[str, dict]:
+        path, = bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "LoadUnit", "s", (self.unit,))
+        return path, bus.get_all(SYSTEMD, path, UNIT)
+
+    def _check_apply(self, bus: Bus, events: UnitEvents, apply: bool) -> bool:
+        path, props = self._observe(bus)
+        error = props.get("LoadError") or ("", "")
+        seen = Observed(props.get("LoadState", ""), props.get("ActiveState", ""),
+                        props.get("UnitFileState", ""), error[1] if len(error) > 1 else "")
+        if seen.running:
+            self.started = None
+        elif (self.state == "running" and seen.active_state == "failed" and self.started is not None
+              and props.get("InvocationID") == self.started):
+            # our own start that died before it was ever seen running: an error, not a loop
+            self.started = None
+            raise ResourceError(self._failure(bus, path, "start", "failed", after=True))
+        try:
+            actions = plan(self.unit, self.state, self.startup, self.refresh, seen)
+        except ValueError as err:
+            raise ResourceError(str(err)) from None
+        if not actions:
+            return True
+        if not apply:
+            for action in actions:
+                self.ctx.report("info", action_text(action, self.unit, self.refresh, done=False))
+            return False
+        if props.get("NeedDaemonReload") and any(a.verb in JOB_METHODS for a in actions):
+            self.ctx.report("info", f"reloading systemd: the unit file of {self.unit} changed on disk")
+            bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Reload", timeout=JOB_WAIT)
+        for action in actions:
+            if action.verb in JOB_METHODS:
+                self._job(bus, events, path, action)
+            else:
+                self._startup(bus, action, seen)
+            self.ctx.report("info", action_text(action, self.unit, self.refresh, done=True))
+        return False
+
+    def _startup(self, bus: Bus, action: Action, seen: Observed) -> None:
+        if action.verb == "enable":
+            carries, _ = bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "EnableUnitFiles", "asbb",
+                                  ([self.unit], False, True))
+            if not carries:
+                raise ResourceError(f"{self.unit} cannot be enabled: its unit file has no [Install] section")
+        else:
+            bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "DisableUnitFiles", "asb", ([self.unit], action.runtime))
+        # as systemctl enable/disable do, so the manager sees the new symlinks
+        bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Reload", timeout=JOB_WAIT)
+
+    def _job(self, bus: Bus, events: UnitEvents, path: str, action: Action) -> None:
+        if self.stopping.is_set():
+            raise ResourceError("interrupted: mgmtd is stopping")
+        job, = bus.call(SYSTEMD, MANAGER_PATH, MANAGER, JOB_METHODS[action.verb], "ss", (self.unit, "replace"))
+        result = events.wait_job(job, time.monotonic() + JOB_WAIT, self.stopping)
+        if result is None:
+            if self.stopping.is_set():
+                raise ResourceError("interrupted: mgmtd is stopping")
+            raise ResourceError(f"{action.verb} of {self.unit} did not finish within {JOB_WAIT:g}s "
+                                "(its job is still queued or running)")
+        problem = job_problem(action.verb, self.unit, result)
+        if problem and result == "failed":
+            problem = self._failure(bus, path, action.verb, result)
+        if problem:
+            raise ResourceError(problem)
+        if action.verb in ("start", "restart", "try-restart"):
+            props = bus.get_all(SYSTEMD, path, UNIT)
+            if props.get("ActiveState") == "failed":
+                raise ResourceError(self._failure(bus, path, action.verb, "failed", after=True))
+            self.started = props.get("InvocationID") or None
+
+    def _failure(self, bus: Bus, path: str, verb: str, result: str, after: bool = False) -> str:
+        """A failed job's message, with the service's Result and its main process's end."""
+        try:
+            service = bus.get_all(SYSTEMD, path, SERVICE)
+        except BusError:
+            service = {}
+        how = exit_text(service.get("ExecMainCode", 0), service.get("ExecMainStatus", 0))
+        text = job_problem(verb, self.unit, result, service.get("Result", ""), how)
+        return text.replace(" failed to start", " failed after it was started", 1) if after else text
