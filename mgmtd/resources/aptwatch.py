@@ -16,6 +16,11 @@ LISTS_DIR = "/var/lib/apt/lists"
 IGNORED = frozenset({"lock", "partial", "auxfiles"})   # apt's own bookkeeping, no new index
 
 
+def is_index(name: str) -> bool:
+    """An event on this name of the lists directory may be a new index."""
+    return bool(name) and name not in IGNORED
+
+
 class ListsWatch:
     """Calls ``poke`` when an index in ``directory`` is added, replaced or removed."""
 
@@ -33,7 +38,7 @@ class ListsWatch:
             if self._wake_r in ready:
                 return
             events = self.inotify.read(timeout=0)
-            if any(event.name and event.name not in IGNORED for event in events):
+            if any(is_index(event.name) for event in events):
                 self.poke()
 
     def stop(self) -> None:

@@ -288,25 +288,31 @@ class _Transaction:
         return decisions
 
     def _ask_apt(self, db: StatusDb, asking: list[int]) -> dict[int, Decision]:
+        """Decisions for the members that need apt's view; an apt failure is
+        theirs only (the others were decided from dpkg's status)."""
         apt = self.backend.apt
         names = sorted({self.members[index].name for index in asking})
         try:
             policies = apt.policy(names)
             sources = apt.sources() if any(not (m.allownonfree and m.allowunsupported)
                                            for m in (self.members[i] for i in asking)) else {}
-            decisions = self._decide_with(db, asking, policies, sources)
-            missing = [index for index, decision in decisions.items() if decision.unknown]
-            # an index without the package or version may just be old: update once, ask again
-            if missing and self.apply and apt.update_allowed():
-                names = sorted({self.members[index].name for index in missing})
-                self.members[missing[0]].ctx.report(
-                    "info", f"apt knows no {', '.join(names)} as wanted: running apt-get update")
+        except AptError as err:
+            return {index: Decision(error=str(err)) for index in asking}
+        decisions = self._decide_with(db, asking, policies, sources)
+        missing = [index for index, decision in decisions.items() if decision.unknown]
+        # an index without the package or version may just be old: update once, ask again
+        if missing and self.apply and apt.update_allowed():
+            names = sorted({self.members[index].name for index in missing})
+            self.members[missing[0]].ctx.report(
+                "info", f"apt's index lacks what {', '.join(names)} need: running apt-get update")
+            try:
                 apt.update()
                 policies = apt.policy(names)
                 sources = apt.sources() if sources else {}
-                decisions.update(self._decide_with(db, missing, policies, sources))
-        except AptError as err:
-            raise ResourceError(str(err)) from None
+            except AptError as err:
+                self.members[missing[0]].ctx.report("warning", str(err))
+                return decisions
+            decisions.update(self._decide_with(db, missing, policies, sources))
         return decisions
 
     def _decide_with(self, db: StatusDb, indexes: list[int], policies: dict[str, Policy],

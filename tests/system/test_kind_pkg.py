@@ -44,6 +44,11 @@ def repo(sandbox, tmp_path_factory):  # noqa: F811
                  origin="mgmtd-test", components=("main",))
     extra.publish("mt-thirdparty", "1.0")
     extra.enable()
+    # unsigned and not declared trusted: apt may read it, but its packages cannot be authenticated
+    unsigned = Repo(sandbox, tmp_path_factory.mktemp("unsigned"), name="unsigned", root="/srv/mgmtd-unsigned",
+                    components=("main",), options="allow-insecure=yes")
+    unsigned.publish("mt-unsigned", "1.0")
+    unsigned.enable()
     apt_update(sandbox)
     return main
 
@@ -135,6 +140,14 @@ def test_nonfree_and_unsupported_need_their_flags(sandbox, repo):  # noqa: F811
     assert third.returncode != 0 and "origin mgmtd-test" in third.log and "allowunsupported" in third.log
     ok = applied(sandbox, graph(entry("mt-thirdparty", extra="    allowunsupported: true\n")))
     assert ok.returncode == 0 and installed_version(sandbox, "mt-thirdparty") == "1.0", ok.log
+
+
+def test_untrusted_needs_allowuntrusted(sandbox, repo):  # noqa: F811
+    refused = applied(sandbox, graph(entry("mt-unsigned")))
+    assert refused.returncode != 0 and "set allowuntrusted: true" in refused.log, refused.log
+    assert installed_version(sandbox, "mt-unsigned") is None
+    ok = applied(sandbox, graph(entry("mt-unsigned", extra="    allowuntrusted: true\n")))
+    assert ok.returncode == 0 and installed_version(sandbox, "mt-unsigned") == "1.0", ok.log
 
 
 def test_noop_says_what_it_would_do(sandbox, repo):  # noqa: F811

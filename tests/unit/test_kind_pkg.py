@@ -483,3 +483,51 @@ def test_group_token_is_the_allow_flags(tmp_path):
 def test_decision_words():
     assert Decision(verb="remove", what="x (1)").done == "removed x (1)"
     assert Decision(verb="install", what="x (1)").says == "install x (1)"
+
+
+def test_a_failed_update_leaves_the_clear_error_and_others_alone(tmp_path):
+    backend, fake = group_setup(tmp_path)
+    calls = []
+
+    def failing_update() -> bool:
+        calls.append(1)
+        raise aptmod.AptError("apt-get update failed: cannot download: Temporary failure resolving 'x'")
+
+    fake.update = failing_update
+    fake.update_allowed = lambda: not calls
+    REPORTS.clear()
+    results = PkgResource.check_apply_group([pkg(backend, "nosuch"), pkg(backend, "gone"), pkg(backend, "p0")],
+                                            True)
+    assert str(results[0]) == "no package nosuch in the configured repositories; run apt-get update?"
+    assert results[1:] == [True, False] and calls == [1]
+    assert any("apt-get update failed" in msg and level == "warning" for _, level, msg in REPORTS)
+
+
+def test_update_is_rate_limited(monkeypatch):
+    now = [1000.0]
+    apt = Apt(clock=lambda: now[0])
+    runs = []
+    monkeypatch.setattr(apt, "_run", lambda argv, timeout, stoppable=True: runs.append(argv) or (0, ""))
+    assert apt.update() is True
+    now[0] += aptmod.UPDATE_INTERVAL - 1
+    assert apt.update() is False
+    now[0] += 2
+    assert apt.update() is True
+    assert len(runs) == 2 and runs[0][:2] == ["apt-get", "update"]
+
+
+def test_new_index_pokes_newest_but_apt_bookkeeping_does_not(tmp_path):
+    from mgmtd.resources.aptwatch import ListsWatch, is_index
+    from tests.harness import wait_for
+
+    assert is_index("deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4")
+    assert not is_index("lock") and not is_index("partial") and not is_index("")
+    pokes = []
+    watch = ListsWatch(lambda: pokes.append(1), str(tmp_path))
+    try:
+        (tmp_path / "partial").mkdir()
+        (tmp_path / "partial" / "x_Packages").write_text("new")
+        (tmp_path / "partial" / "x_Packages").rename(tmp_path / "x_Packages")   # as apt does
+        wait_for(lambda: pokes, timeout=5, what="a poke for the new index")
+    finally:
+        watch.stop()
