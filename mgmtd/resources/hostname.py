@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shlex
 import socket
 import tempfile
 import threading
@@ -55,15 +54,38 @@ def static_from(text: str) -> str:
     return ""
 
 
+def env_unquote(value: str) -> str:
+    """A value as systemd reads an environment-style file: '...' literal,
+    "..." with \\ before \\, ", ` and $ dropped, unquoted text with \\
+    escaping the next character; whitespace around it ignored."""
+    out: list[str] = []
+    quote = ""
+    chars = iter(value.strip())
+    for char in chars:
+        if quote == "'":
+            quote = "" if char == "'" else quote
+            if quote:
+                out.append(char)
+        elif char == "\\":
+            following = next(chars, "")
+            if quote == '"' and following not in '"\\`$':
+                out.append(char)
+            out.append(following)
+        elif quote == '"' and char == '"':
+            quote = ""
+        elif not quote and char in "'\"":
+            quote = char
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def env_value(text: str, key: str) -> str:
     """A variable of an environment-style file (/etc/machine-info), unquoted."""
     for line in text.splitlines():
         name, sep, value = line.strip().partition("=")
         if sep and name.strip() == key:
-            try:
-                return " ".join(shlex.split(value, comments=False)) if value.strip() else ""
-            except ValueError:
-                return value.strip()
+            return env_unquote(value)
     return ""
 
 
