@@ -206,10 +206,12 @@ class AccountFiles:
             return last
 
 
-# Every user and group resource of the engine reads the same files: one cache
-# shared by all of them, so a graph of many accounts parses each file version
-# once. It only remembers what the files said (it never decides anything).
-SYSTEM_FILES = AccountFiles("/etc")
+def system_files(shared: dict[str, Any]) -> AccountFiles:
+    """The engine's reader of /etc's account files, kept in the context's
+    ``shared`` dict: every user and group resource of the engine reads through
+    it, so each file version is parsed once for all of them."""
+    files = shared.get("accounts")
+    return files if files is not None else shared.setdefault("accounts", AccountFiles("/etc"))
 
 
 # --- changing, through the shadow tools ---------------------------------------------

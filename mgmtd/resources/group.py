@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgmtd.resources.accounts import (
-    SYSTEM_FILES,
     AccountFiles,
     Accounts,
     Runner,
     name_problem,
     run_subprocess,
     run_tool,
+    system_files,
 )
 from mgmtd.resources.base import ID_MAX, Field, FieldError, Meta, Resource, ResourceError, shown
 
@@ -66,8 +66,11 @@ class GroupResource(Resource):
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         super().__init__(name, params, meta)
-        self.files: AccountFiles = SYSTEM_FILES
+        self.files: AccountFiles | None = None   # None: the engine's, /etc (tests give their own)
         self.runner: Runner = run_subprocess
+
+    def account_files(self) -> AccountFiles:
+        return self.files if self.files is not None else system_files(self.ctx.shared)
 
     def validate(self) -> None:
         problem = name_problem(self.name, "group")
@@ -93,11 +96,11 @@ class GroupResource(Resource):
         return tokens
 
     def watch_paths(self) -> list[str]:
-        return [self.files.path("group")]
+        return [self.account_files().path("group")]
 
     # --- check/apply; a refresh changes nothing -------------------------------------
     def check_apply(self, apply: bool) -> bool:
-        todo = plan_group(self.name, self.state, self.gid, self.files.snapshot())
+        todo = plan_group(self.name, self.state, self.gid, self.account_files().snapshot())
         if todo is None:
             return True
         if not apply:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mgmtd.resources.accounts import (
-    SYSTEM_FILES,
     AccountFiles,
     Accounts,
     PasswdEntry,
@@ -25,6 +24,7 @@ from mgmtd.resources.accounts import (
     path_problem,
     run_subprocess,
     run_tool,
+    system_files,
 )
 from mgmtd.resources.base import ID_MAX, Field, FieldError, Meta, Resource, ResourceError, shown
 
@@ -206,8 +206,11 @@ class UserResource(Resource):
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         super().__init__(name, params, meta)
-        self.files: AccountFiles = SYSTEM_FILES
+        self.files: AccountFiles | None = None   # None: the engine's, /etc (tests give their own)
         self.runner: Runner = run_subprocess
+
+    def account_files(self) -> AccountFiles:
+        return self.files if self.files is not None else system_files(self.ctx.shared)
 
     def validate(self) -> None:
         problem = name_problem(self.name, "user")
@@ -277,12 +280,12 @@ class UserResource(Resource):
     def watch_paths(self) -> list[str]:
         # what the check reads: passwd for the account, group for its memberships
         # (gpasswd -a touches /etc/group only). The tools replace both by rename.
-        return [self.files.path("passwd"), self.files.path("group")]
+        return [self.account_files().path("passwd"), self.account_files().path("group")]
 
     # --- check/apply; a refresh changes nothing (there is nothing to restart) --------
     def check_apply(self, apply: bool) -> bool:
         spec = self.spec()
-        todo = plan(spec, self.files.snapshot())
+        todo = plan(spec, self.account_files().snapshot())
         if todo is None:
             return True
         if not apply:

@@ -341,6 +341,15 @@ def test_spec_and_plan_are_pure(tmp_path):
 
 # --- watches and autoedges --------------------------------------------------------------
 
+def test_the_resources_of_an_engine_share_one_reader_of_etc():
+    shared: dict = {}
+    one, two = UserResource("a", {}), UserResource("b", {})
+    one.ctx, two.ctx = Context(shared=shared), Context(shared=shared)
+    assert one.account_files() is two.account_files()
+    assert one.account_files().directory == "/etc"
+    assert UserResource("c", {}).account_files() is not one.account_files()   # another engine
+
+
 def test_watches_the_files_it_reads(tmp_path):
     res, _ = user(tmp_path, "carol")
     assert res.watch_paths() == [str(tmp_path / "passwd"), str(tmp_path / "group")]
