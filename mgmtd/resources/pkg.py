@@ -304,7 +304,7 @@ class _Transaction:
         if missing and self.apply and apt.update_allowed():
             names = sorted({self.members[index].name for index in missing})
             self.members[missing[0]].ctx.report(
-                "info", f"apt's index lacks what {', '.join(names)} need: running apt-get update")
+                "info", f"not in apt's index as wanted: {', '.join(names)}; running apt-get update")
             try:
                 apt.update()
                 policies = apt.policy(names)
