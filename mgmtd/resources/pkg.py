@@ -150,8 +150,8 @@ class PkgResource(Resource):
     kind = "pkg"
     GROUPABLE = True
     FIELDS = {
-        "state": Field((str, int, float), INSTALLED, doc="installed, uninstalled (apt-get remove, config "
-                       "files kept), newest, or a version string to pin"),
+        "state": Field((str,), INSTALLED, doc="installed, uninstalled (apt-get remove, config files kept), "
+                       "newest, or a version string to pin (quoted: YAML reads 1.10 as a number)"),
         "allowdowngrade": Field((bool,), False, doc="with a version state: may install a version lower "
                                 "than the installed one"),
         "allowuntrusted": Field((bool,), False, doc="may install packages from unsigned repositories "
@@ -167,12 +167,6 @@ class PkgResource(Resource):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             hint = ": put the version in state" if "=" in str(self.name) else ""
             raise FieldError("name", f"{shown(self.name)} is not a Debian package name{hint}")
-        if isinstance(self.state, float):
-            # YAML made a number of it: 1.10 would already be 1.1
-            raise FieldError("state", f"version {self.state!r} must be quoted (state: \"...\"): "
-                             "YAML reads it as a number")
-        if isinstance(self.state, int):
-            self.state = str(self.state)
         state = self.state
         if not state:
             raise FieldError("state", "state cannot be empty")
