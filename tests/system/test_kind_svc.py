@@ -250,14 +250,18 @@ def test_mgmt_svc2_shape_in_roots_user_manager(sandbox):
 
 
 def test_engine_shares_one_bus_connection(sandbox):
-    """Five services, one connection of the engine to the system bus."""
-    names = [f"mgmtd-test-share{i}" for i in range(5)]
+    """A hundred services, one connection of the engine to the system bus;
+    a stop by hand of one of them is still repaired."""
+    names = [f"mgmtd-test-share{i}" for i in range(100)]
     for name in names:
-        write_unit(sandbox, name)
+        sandbox.write(f"{UNIT_DIR}/{name}.service", SLEEPER.format(name=name, command="/bin/sleep infinity"))
+    sandbox.run("systemctl", "daemon-reload")
     graph = "graph: share\nresources:\n  svc:\n" + "".join(
         f"  - name: {name}\n    state: running\n" for name in names)
+    started = time.monotonic()
     agent = sandbox.start(graph)
-    agent.wait_log("converged")
+    agent.wait_log("converged", timeout=120)
+    print(f"\n100 svc started and converged in {time.monotonic() - started:.1f} s")
     main = prop(sandbox, agent.unit, "MainPID")
     engines = sandbox.run("pgrep", "-P", main, "-f", "engine").stdout.split()
     assert len(engines) == 1, engines
@@ -266,4 +270,9 @@ def test_engine_shares_one_bus_connection(sandbox):
     assert len(mine) == 1, mine
     for name in names:
         assert prop(sandbox, f"{name}.service", "ActiveState") == "active"
+    unit = "mgmtd-test-share57.service"
+    pid = prop(sandbox, unit, "ExecMainPID")
+    sandbox.run("systemctl", "stop", unit)
+    wait_for(lambda: _active_pid(sandbox, unit, pid), timeout=10, what="the unit started again")
     assert "Traceback" not in agent.stop()
+    sandbox.run("systemctl", "stop", *[f"{name}.service" for name in names])
