@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cluster, common, engine, exports, report  # noqa: E402
+from bench import cluster, common, engine, exports, kinds, report  # noqa: E402
 from bench.common import Deadline, ForeignCpu, median  # noqa: E402
 from bench.report import Row  # noqa: E402
 
@@ -31,9 +31,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = {
     #                  formation runs, sizes, cold/no-change runs per size, edits, changes, memory N
     "quick": dict(formation_runs=1, sizes=(100, 1000), repeats={100: 2, 1000: 1}, edits=50,
-                  changes=50, memory=1000, startup_runs=3),
+                  changes=50, memory=1000, startup_runs=3, packages=50, svc_rounds=20),
     "full": dict(formation_runs=3, sizes=(100, 1000, 10000), repeats={100: 5, 1000: 3, 10000: 2},
-                 edits=200, changes=200, memory=10000, startup_runs=5),
+                 edits=200, changes=200, memory=10000, startup_runs=5, packages=50, svc_rounds=100),
 }
 GRACE = 3.0
 
@@ -169,6 +169,31 @@ def memory_rows(raw: dict, count: int) -> list[Row]:
     ]
 
 
+def kind_rows(raw: dict, packages: int, svc_rounds: int) -> list[Row]:
+    rows = []
+    result = attempt(raw, "pkg-check", 60, kinds.pkg_check, packages, 5)
+    if result:
+        rows += [
+            Row(f"7 pkg: no-change check of {packages} installed packages", result["cold"] * 1000, "ms",
+                "dpkg-query -W of the same packages", result["dpkg_query"] * 1000),
+            Row("7 pkg: the same, status file already parsed", result["warm"] * 1000, "ms",
+                "read /var/lib/dpkg/status once", result["read_status"] * 1000),
+        ]
+    else:
+        rows.append(Row("7 pkg: no-change check", None, "ms", error=raw["pkg-check"]["error"]))
+    result = attempt(raw, "svc-repair", 240 + svc_rounds * 2, kinds.svc_repair, svc_rounds)
+    if result:
+        rows += [
+            Row(f"7 svc: drift repair p50 ({svc_rounds} systemctl stops)", result["repair"]["p50"], "ms",
+                "StartUnit by hand p50", result["floor"]["p50"]),
+            Row(f"7 svc: drift repair p99 ({svc_rounds} systemctl stops)", result["repair"]["p99"], "ms",
+                "StartUnit by hand p99", result["floor"]["p99"]),
+        ]
+    else:
+        rows.append(Row("7 svc: drift repair", None, "ms", error=raw["svc-repair"]["error"]))
+    return rows
+
+
 def versions() -> dict:
     def first_line(cmd):
         try:
@@ -189,7 +214,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer samples (< 2 min)")
     parser.add_argument("--only", action="append", default=[],
-                        choices=["formation", "repair", "engine", "export", "memory"],
+                        choices=["formation", "repair", "engine", "export", "memory", "kinds"],
                         help="run only these figures (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     args = parser.parse_args()
@@ -200,7 +225,7 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     profile = PROFILES[mode]
     common.KEEP_LOGS_IN = args.out / "logs"
-    wanted = set(args.only) or {"formation", "repair", "engine", "export", "memory"}
+    wanted = set(args.only) or {"formation", "repair", "engine", "export", "memory", "kinds"}
     raw: dict = {}
     rows: list[Row] = []
     sizes: dict[int, dict] = {}
@@ -220,6 +245,8 @@ def main() -> int:
             rows += export_rows(raw, profile["changes"])
         if "memory" in wanted:
             rows += memory_rows(raw, profile["memory"])
+        if "kinds" in wanted:
+            rows += kind_rows(raw, profile["packages"], profile["svc_rounds"])
     except KeyboardInterrupt:
         interrupted = True
         say("[bench] interrupted: writing what was measured so far")
