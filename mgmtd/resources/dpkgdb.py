@@ -8,6 +8,7 @@ pkg resources between two dpkg runs cost one ``stat`` each."""
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from dataclasses import dataclass, field
@@ -82,10 +83,14 @@ def parse_status(text: str) -> StatusDb:
     return StatusDb({name: tuple(found) for name, found in packages.items()}, native)
 
 
-def file_list(info_dir: str, inst: Installed) -> list[str]:
-    """The paths dpkg installed for ``inst`` (its .list file), without the
-    ``/.`` entry; [] when dpkg has no list for it."""
-    for base in (f"{inst.name}:{inst.arch}", inst.name):
+def file_list(info_dir: str, name: str) -> list[str]:
+    """The paths dpkg lists for the package ``name`` (``pkg`` or ``pkg:arch``)
+    in its .list file, without the ``/.`` entry; [] when there is no list
+    (the package was never unpacked, or was purged)."""
+    base, _, arch = name.partition(":")
+    candidates = [f"{base}:{arch}", base] if arch else [base] + sorted(
+        entry[:-len(".list")] for entry in glob.glob(f"{glob.escape(base)}:*.list", root_dir=info_dir))
+    for base in candidates:
         try:
             with open(os.path.join(info_dir, base + ".list"), encoding="utf-8",
                       errors="surrogateescape") as listed:
@@ -121,5 +126,5 @@ class DpkgStatus:
             self._key = (st.st_ino, st.st_mtime_ns, st.st_size)
             return self._db
 
-    def files(self, inst: Installed) -> list[str]:
-        return file_list(self.info_dir, inst)
+    def files(self, name: str) -> list[str]:
+        return file_list(self.info_dir, name)

@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from mgmtd.resources import debversion
 from mgmtd.resources.apt import Apt, AptError, Change, Failure, Policy, Release, is_free, is_supported, releases
@@ -38,7 +37,15 @@ class Backend:
     lists_dir: str = LISTS_DIR
 
 
-SYSTEM = Backend(DpkgStatus(), Apt())
+SHARED_KEY = "pkg"
+
+
+def system_backend(shared: dict) -> Backend:
+    """The engine's one backend, kept in the context's ``shared`` dict: every
+    pkg resource of the engine reads dpkg's status through it (one parse per
+    version of the file) and runs apt through it (one command at a time)."""
+    found = shared.get(SHARED_KEY)
+    return found if found is not None else shared.setdefault(SHARED_KEY, Backend(DpkgStatus(), Apt()))
 
 
 # --- decisions (pure) ---------------------------------------------------------------
@@ -161,7 +168,15 @@ class PkgResource(Resource):
                                   "distribution's own archive (origin Debian or Ubuntu, main)"),
     }
 
-    backend: ClassVar[Backend] = SYSTEM
+    _backend: Backend | None = None   # tests give their own
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend if self._backend is not None else system_backend(self.ctx.shared)
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:
+        self._backend = value
 
     def validate(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -202,15 +217,12 @@ class PkgResource(Resource):
             return None
 
     def autoedge_provides(self) -> list[str]:
+        # dpkg's list of the package's files, without parsing the status: the
+        # graph is built before the engine lends its context (and its backend).
+        # A package never unpacked has no list: its files are not known
         if self.state == UNINSTALLED:
             return []
-        try:
-            installed = self.backend.dpkg.snapshot().lookup(self.name)
-        except OSError:
-            return []
-        if installed is None:
-            return []   # the files of a package that is not installed are not known
-        return [f"pkgfile:{path}" for path in self.backend.dpkg.files(installed)]
+        return [f"pkgfile:{path}" for path in self.backend.dpkg.files(self.name)]
 
     def interrupt(self) -> None:
         self.backend.apt.interrupt()

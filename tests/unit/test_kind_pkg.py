@@ -525,3 +525,13 @@ def test_new_index_pokes_newest_but_apt_bookkeeping_does_not(tmp_path):
         wait_for(lambda: pokes, timeout=5, what="a poke for the new index")
     finally:
         watch.stop()
+
+
+def test_resources_of_one_engine_share_one_backend():
+    shared: dict = {}
+    first, second = PkgResource("aa", {}), PkgResource("bb", {})
+    first.ctx, second.ctx = Context(shared=shared), Context(shared=shared)
+    assert first.backend is second.backend
+    other = PkgResource("cc", {})
+    other.ctx = Context(shared={})
+    assert other.backend is not first.backend
