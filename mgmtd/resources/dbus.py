@@ -99,6 +99,8 @@ class Bus:
         self.closed = threading.Event()
         self.reconnecting = False
         self.users = 0
+        self.attached: dict[str, Any] = {}
+        self.attaching = threading.Lock()
 
     def __repr__(self) -> str:
         return f"bus {describe(self.address)}"
@@ -307,6 +309,14 @@ class Bus:
                 self._call_on(conn, message_bus.RemoveMatch(sub.rule), CALL_TIMEOUT)
             except BusError:
                 pass  # gone with the connection
+
+    def attachment(self, key: str, factory: Callable[[Bus], Any]) -> Any:
+        """One object per ``key`` living as long as this bus: what the users
+        of a kind share on it (svc's one set of systemd signal matches)."""
+        with self.attaching:
+            if key not in self.attached:
+                self.attached[key] = factory(self)
+            return self.attached[key]
 
     def add_setup(self, key: str, setup: Callable[[Caller], None]) -> None:
         """Runs ``setup(call)`` on the connection now (if open) and on every

@@ -23,12 +23,12 @@ from mgmtd.resources.dbus import (
     BusError,
     BusHold,
     Caller,
-    Subscription,
     buses,
     session_address,
     system_address,
 )
 from mgmtd.resources.svcplan import (
+    UNIT_PREFIX,
     Action,
     Observed,
     action_text,
@@ -45,6 +45,7 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
+UNIT_PATHS = UNIT_PREFIX.rstrip("/")
 JOB_WAIT = 300.0        # seconds a start or stop may take before it is this resource's error
 JOBS_KEPT = 64          # finished jobs remembered for a waiter that has not asked yet
 JOB_METHODS = {"start": "StartUnit", "stop": "StopUnit", "restart": "RestartUnit",
@@ -61,40 +62,81 @@ def _subscribe_manager(call: Caller) -> None:
             raise
 
 
+class SystemdSignals:
+    """systemd's signals on one bus connection, matched once for every svc of
+    the engine (four match rules whatever the number of units: the bus caps
+    rules per connection, 512 on dbus-daemon's system bus) and handed to the
+    ``UnitEvents`` of the unit they are about."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.lock = threading.Lock()
+        self.units: dict[str, set[UnitEvents]] = {}     # by object path
+        manager = {"type": "signal", "sender": SYSTEMD, "path": MANAGER_PATH, "interface": MANAGER}
+        rules = [MatchRule(type="signal", sender=SYSTEMD, path_namespace=UNIT_PATHS,
+                           interface="org.freedesktop.DBus.Properties", member="PropertiesChanged"),
+                 MatchRule(**manager, member="JobRemoved"),
+                 MatchRule(**manager, member="UnitFilesChanged"),
+                 MatchRule(**manager, member="Reloading")]
+        for rule in rules:
+            bus.subscribe(rule, self._signal)
+
+    def add(self, events: UnitEvents) -> None:
+        with self.lock:
+            self.units.setdefault(events.path, set()).add(events)
+
+    def remove(self, events: UnitEvents) -> None:
+        with self.lock:
+            self.units.get(events.path, set()).discard(events)
+
+    def _for(self, path: str | None) -> list[UnitEvents]:
+        with self.lock:
+            if path is None:
+                return [events for group in self.units.values() for events in group]
+            return list(self.units.get(path, ()))
+
+    def _signal(self, msg: Message | None) -> None:
+        if msg is None:        # the connection was lost or is back: anything may have changed
+            for events in self._for(None):
+                events.changed()
+            return
+        member = msg.header.fields.get(HeaderFields.member)
+        if member == "PropertiesChanged":
+            for events in self._for(msg.header.fields.get(HeaderFields.path)):
+                events.changed()
+        elif member == "JobRemoved" and len(msg.body) == 4:
+            _, job, unit, result = msg.body
+            for events in self._for(object_path(unit)):
+                events.job_removed(job, result)
+        elif member == "UnitFilesChanged" or (member == "Reloading" and msg.body[:1] == (False,)):
+            for events in self._for(None):   # the end of a reload, not its start
+                events.changed()
+
+
 class UnitEvents:
     """The signals about one unit: they poke the resource's watch and record
     the results of finished jobs for ``wait_job``."""
 
-    def __init__(self, bus: Bus, unit: str) -> None:
+    def __init__(self, signals: SystemdSignals, unit: str) -> None:
         self.unit = unit
+        self.path = object_path(unit)
+        self.signals = signals
         self.poke: Callable[[], None] | None = None
         self.done: OrderedDict[str, str] = OrderedDict()   # job path -> result
         self.cond = threading.Condition()
-        rules = [MatchRule(type="signal", sender=SYSTEMD, path=object_path(unit),
-                           interface="org.freedesktop.DBus.Properties", member="PropertiesChanged"),
-                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
-                           member="JobRemoved"),
-                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
-                           member="UnitFilesChanged"),
-                 MatchRule(type="signal", sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER,
-                           member="Reloading")]
-        rules[1].add_arg_condition(2, unit)
-        self.subscriptions: list[Subscription] = [bus.subscribe(rule, self._signal) for rule in rules]
+        signals.add(self)
 
-    def _signal(self, msg: Message | None) -> None:
-        member = msg.header.fields.get(HeaderFields.member) if msg is not None else None
-        if member == "JobRemoved":
-            _, job, _, result = msg.body
-            with self.cond:
-                self.done[job] = result
-                while len(self.done) > JOBS_KEPT:
-                    self.done.popitem(last=False)
-                self.cond.notify_all()
-        elif member == "Reloading" and msg.body[:1] == (True,):
-            return  # a reload starts: its end is the event
+    def changed(self) -> None:
         poke = self.poke
         if poke is not None:
             poke()
+
+    def job_removed(self, job: str, result: str) -> None:
+        with self.cond:
+            self.done[job] = result
+            while len(self.done) > JOBS_KEPT:
+                self.done.popitem(last=False)
+            self.cond.notify_all()
+        self.changed()
 
     def wait_job(self, job: str, deadline: float, stop: threading.Event) -> str | None:
         """The job's result, or None when the deadline passed or ``stop`` was set."""
@@ -112,8 +154,7 @@ class UnitEvents:
 
     def close(self) -> None:
         self.poke = None
-        for sub in self.subscriptions:
-            sub.close()
+        self.signals.remove(self)
 
 
 class SvcResource(Resource):
@@ -177,7 +218,7 @@ class SvcResource(Resource):
         bus.add_setup("systemd", _subscribe_manager)
         with self.lock:
             if self.events is None:
-                self.events = UnitEvents(bus, self.unit)
+                self.events = UnitEvents(bus.attachment("systemd", SystemdSignals), self.unit)
             return bus, self.events
 
     def _bus_error(self, err: BusError) -> ResourceError:

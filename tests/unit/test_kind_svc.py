@@ -10,7 +10,7 @@ import subprocess
 import threading
 
 import pytest
-from jeepney import MatchRule
+from jeepney import HeaderFields, MatchRule
 
 from mgmtd.graph import autoedges
 from mgmtd.resources.base import Context, ResourceError
@@ -185,8 +185,14 @@ class FakeSystemd:
         self.job_result = "done"
         self.after_start = "active"
         self.jobs = 0
+        self.attached: dict = {}
 
     # the Bus surface SvcResource uses
+    def attachment(self, key, factory):
+        if key not in self.attached:
+            self.attached[key] = factory(self)
+        return self.attached[key]
+
     def add_setup(self, key, setup) -> None:
         setup(lambda *args, **kw: ())
 
@@ -226,9 +232,9 @@ class FakeSystemd:
         return unit
 
 
-def _signal(member: str, body: tuple):
+def _signal(member: str, body: tuple, path: str = "/org/freedesktop/systemd1"):
     class Header:
-        fields = {3: member}
+        fields = {HeaderFields.member: member, HeaderFields.path: path}
 
     class Msg:
         header = Header()
@@ -310,19 +316,30 @@ def test_changed_unit_file_is_reloaded_before_the_start():
     assert "reloading systemd" in reports.text()
 
 
-def test_signals_poke_the_watch():
-    fake = FakeSystemd(**{"web.service": unit("active")})
+def test_signals_poke_the_watch_of_their_unit_only():
+    fake = FakeSystemd(**{"web.service": unit("active"), "db.service": unit("active")})
     res, _ = svc(fake, state="running")
-    pokes = []
+    other, _ = svc(fake, name="db", state="running")
+    pokes, other_pokes = [], []
     stop = res.start_watch(lambda: pokes.append(1))
-    for rule, callback in fake.subscribers:
-        if rule.header_fields.get("member") == "PropertiesChanged":
-            callback(_signal("PropertiesChanged", ()))
-        if rule.header_fields.get("member") == "Reloading":
-            callback(_signal("Reloading", (True,)))    # a reload begins: no event yet
-    assert len(pokes) == 1
+    other.start_watch(lambda: other_pokes.append(1))
+    assert len(fake.subscribers) == 4          # matched once for both units
+    deliver = {rule.header_fields.get("member"): callback for rule, callback in fake.subscribers}
+    deliver["PropertiesChanged"](_signal("PropertiesChanged", (), object_path("web.service")))
+    assert (len(pokes), len(other_pokes)) == (1, 0)
+    deliver["Reloading"](_signal("Reloading", (True,)))       # a reload begins: no event yet
+    assert (len(pokes), len(other_pokes)) == (1, 0)
+    deliver["Reloading"](_signal("Reloading", (False,)))      # ... and ends: every unit
+    assert (len(pokes), len(other_pokes)) == (2, 1)
+    deliver["JobRemoved"](_signal("JobRemoved", (7, "/org/freedesktop/systemd1/job/7", "db.service", "done")))
+    assert (len(pokes), len(other_pokes)) == (2, 2)
     stop()
+    deliver["UnitFilesChanged"](_signal("UnitFilesChanged", ()))
+    assert (len(pokes), len(other_pokes)) == (2, 3)
     res.close()
+    other.close()
+    deliver["UnitFilesChanged"](_signal("UnitFilesChanged", ()))
+    assert (len(pokes), len(other_pokes)) == (2, 3)
 
 
 # --- the D-Bus layer against a private bus ----------------------------------------------------
