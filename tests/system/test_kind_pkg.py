@@ -7,6 +7,8 @@ The machine is shared by the module's tests: each uses its own package names."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests.harness import wait_for
@@ -54,7 +56,15 @@ def repo(sandbox, tmp_path_factory):  # noqa: F811
 
 
 def applied(sandbox, text: str, *flags: str):  # noqa: F811
-    done = sandbox.apply(text, *flags)
+    try:
+        done = sandbox.apply(text, *flags)
+    except subprocess.TimeoutExpired as timeout:
+        # what was running and what apt last did, for the record of the failure
+        ps = sandbox.run("ps", "-eo", "pid,etime,stat,args", check=False).stdout
+        term = sandbox.run("tail", "-n", "30", "/var/log/apt/term.log", check=False).stdout
+        log = (timeout.stderr or b"").decode(errors="replace")
+        raise AssertionError(f"mgmtd run did not finish:\n{log}\n--- ps:\n{ps}\n--- apt term.log:\n{term}") \
+            from None
     assert "Traceback" not in done.log, done.log
     return done
 
