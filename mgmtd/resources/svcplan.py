@@ -98,11 +98,18 @@ def load_problem(unit: str, seen: Observed) -> str:
     return ""
 
 
+def not_wanted(state: str, startup: str) -> bool:
+    """Only absence is asked for (stopped, disabled, or not managed)."""
+    return state in ("", "stopped") and startup in ("", "disabled")
+
+
 def plan(unit: str, state: str, startup: str, refresh: bool, seen: Observed) -> list[Action]:
     """The actions, in order, that bring the unit to ``state``/``startup`` (and
     restart it for a refresh); [] when it is in state. Raises ValueError with
     a one-line reason when no action can."""
     problem = load_problem(unit, seen)
+    if problem and seen.load_state == "not-found" and not_wanted(state, startup) and not refresh:
+        return []   # a unit that does not exist neither runs nor starts at boot
     if problem:
         raise ValueError(problem)
     actions: list[Action] = []

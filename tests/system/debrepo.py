@@ -26,8 +26,10 @@ def native_arch() -> str:
                           check=True).stdout.strip()
 
 
-def build_deb(workdir: Path, name: str, version: str, depends: str = "", section: str = "misc") -> Path:
-    """A package of architecture ``all`` installing /usr/share/mgmtd-test/<name>."""
+def build_deb(workdir: Path, name: str, version: str, depends: str = "", section: str = "misc",
+              files: dict[str, tuple[str, int]] | None = None) -> Path:
+    """A package of architecture ``all`` installing /usr/share/mgmtd-test/<name>,
+    and ``files`` (path -> (content, mode); a path ending in '/' is a directory)."""
     root = workdir / f"{name}_{version}"
     (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
     control = (f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: mgmtd tests <t@example.org>\n"
@@ -39,6 +41,14 @@ def build_deb(workdir: Path, name: str, version: str, depends: str = "", section
     shipped = root / "usr" / "share" / "mgmtd-test"
     shipped.mkdir(parents=True, exist_ok=True)
     (shipped / name).write_text(f"{name} {version}\n")
+    for path, (content, mode) in (files or {}).items():
+        target = root / path.strip("/")
+        if path.endswith("/"):
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        target.chmod(mode)
     deb = workdir / f"{name}_{version}_all.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)],
                    check=True, capture_output=True)
@@ -69,10 +79,11 @@ class Repo:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.packages = {component: [] for component in self.components}
 
-    def publish(self, name: str, version: str, component: str = "main", depends: str = "") -> None:
+    def publish(self, name: str, version: str, component: str = "main", depends: str = "",
+                files: dict[str, tuple[str, int]] | None = None) -> None:
         """Adds a package to the repository (the machine's apt sees it after an update)."""
         section = "misc" if component == "main" else f"{component}/misc"
-        deb = build_deb(self.workdir, name, version, depends, section=section)
+        deb = build_deb(self.workdir, name, version, depends, section=section, files=files)
         filename = f"pool/{component}/{deb.name}"
         target = self.sandbox.machine.path(f"{self.root}/{filename}")
         target.parent.mkdir(parents=True, exist_ok=True)

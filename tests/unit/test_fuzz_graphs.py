@@ -87,7 +87,8 @@ def test_deep_nesting_and_huge_values():
 BROKEN = {
     "graph: [unclosed": "YAML syntax error",
     "resources:\n  file:\n  - name: a\n    path: /x\n  - name: a\n    path: /y\n": "duplicate name",
-    "resources:\n  pkg:\n  - name: a\n": "unknown resource kind 'pkg'",
+    "resources:\n  augeas:\n  - name: a\n": "unknown resource kind 'augeas'",
+    "resources:\n  pkg:\n  - name: A\n": "not a Debian package name",
     "resources:\n  file:\n  - name: a\n    path: /x\n    colour: red\n": "unknown field 'colour'",
     "resources:\n  file:\n  - name: a\n    path: /x\n    content: 5\n": "must be string",
     "resources:\n  file:\n  - name: a\n    path: x\n": "path must be absolute",

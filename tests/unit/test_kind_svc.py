@@ -96,6 +96,11 @@ def test_plan(state, startup, refresh, observed, verbs):
     assert [a.verb for a in plan("x.service", state, startup, refresh, observed)] == verbs
 
 
+@pytest.mark.parametrize("state,startup", [("stopped", ""), ("", "disabled"), ("stopped", "disabled")])
+def test_a_unit_that_does_not_exist_is_stopped_and_disabled(state, startup):
+    assert plan("x.service", state, startup, False, seen(load="not-found", ufs="")) == []
+
+
 def test_plan_disables_a_runtime_enablement_at_runtime():
     assert plan("x.service", "", "disabled", False, seen(ufs="enabled-runtime")) == \
         [Action("disable", runtime=True)]
@@ -103,6 +108,7 @@ def test_plan_disables_a_runtime_enablement_at_runtime():
 
 @pytest.mark.parametrize("observed,state,startup,message", [
     (seen(load="not-found", ufs=""), "running", "", "no such unit: x.service"),
+    (seen(load="not-found", ufs=""), "", "enabled", "no such unit: x.service"),
     (seen(load="bad-setting", error="Unit has no ExecStart"), "running", "",
      "x.service failed to load (bad-setting): Unit has no ExecStart"),
     (seen(ufs="static"), "", "enabled", "x.service cannot be enabled: its unit file has no [Install] section"),
