@@ -237,6 +237,8 @@ class Scheduler:
             results = type(first).check_apply_group(members, not (self.ctx.noop or first.meta.noop))
             if len(results) != len(members):
                 raise RuntimeError(f"{len(results)} results for {len(members)} resources")
+        except ResourceError as err:
+            results = [err] * len(members)
         except Exception as err:  # a bug in a resource must not stop the engine
             LOG.exception("%s: internal error in a group of %d", first, len(members))
             results = [ResourceError(f"internal error: {err!r}")] * len(members)
@@ -428,7 +430,7 @@ class Scheduler:
         for res in [*running, *self.retired.values()]:
             threading.Thread(target=res.interrupt, daemon=True).start()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for res in self.graph.resources.values():
+        for res in [*self.graph.resources.values(), *self.retired.values()]:
             res.close()
         self.watcher.close()
         self.stopped.set()

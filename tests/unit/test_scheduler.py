@@ -480,3 +480,26 @@ def test_a_group_that_raises_fails_its_members_and_the_engine_goes_on(batches):
     assert rc == 1
     assert sched.status[("batched", "a")].error.startswith("internal error")
     assert sched.status[("probe", "other")].state == OK
+
+
+def test_a_group_that_raises_a_resource_error_gives_it_to_each_member(batches):
+    rec = Recorder()
+
+    class Refused(Batched):
+        @classmethod
+        def check_apply_group(cls, members, apply):
+            raise ResourceError("dpkg is locked")
+
+    rc, sched = run(graph_of([Refused("a", rec), Refused("b", rec)]))
+    assert rc == 1
+    assert [sched.status[("batched", n)].error for n in "ab"] == ["dpkg is locked"] * 2
+
+
+def test_a_resource_retired_while_it_runs_is_closed_when_the_engine_stops():
+    rec = Recorder()
+    slow = Probe("slow", rec, sleep=0.5)
+    background = Background(graph_of([slow]))
+    wait_for(lambda: background.sched.in_flight == 1 or rec.of("slow"), GUARD, "slow running", interval=POLL)
+    background.sched.swap(graph_of([]))  # slow leaves the graph while its worker runs
+    assert background.stop() == 0
+    assert ("slow", id(slow)) in rec.closed
