@@ -42,6 +42,7 @@ class Sandbox:
         self.machine = machine
         self.runs = itertools.count(1)
         self.agents: list[Agent] = []
+        self.cluster_started = False
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 60,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -53,22 +54,35 @@ class Sandbox:
     def read(self, path: str) -> str:
         return self.machine.path(path).read_text()
 
-    def _command(self, graph: str, flags: tuple[str, ...]) -> tuple[int, list[str]]:
+    def _command(self, graph: str, flags: tuple[str, ...], server: bool = True) -> tuple[int, list[str]]:
         number = next(self.runs)
         path = f"{GRAPHS}/graph-{number}.yaml"
         self.write(path, graph)
         port = FIRST_PORT + 2 * number
-        return number, [MGMTD, "run", "--hostname", self.machine.name,
-                        "--prefix", f"{STATE}/{number}",
-                        "--client-urls", f"http://127.0.0.1:{port}",
-                        "--server-urls", f"http://127.0.0.1:{port + 1}",
-                        *flags, "yaml", path]
+        where = (["--client-urls", f"http://127.0.0.1:{port}", "--server-urls", f"http://127.0.0.1:{port + 1}"]
+                 if server else ["--no-server", "--seeds", self._cluster()])
+        return number, [MGMTD, "run", "--hostname", f"{self.machine.name}-{number}",
+                        "--prefix", f"{STATE}/{number}", *where, *flags, "yaml", path]
+
+    def _cluster(self) -> str:
+        """The client URL of a one-node cluster running in the machine (started
+        at the first call): one-shot runs join it as clients instead of each
+        starting and stopping an etcd of its own (2 s each)."""
+        url = f"http://127.0.0.1:{FIRST_PORT}"
+        if not self.cluster_started:
+            self.run("systemd-run", "--unit=mgmtd-kinds-cluster", "--service-type=notify",
+                     "--property=KillMode=mixed", MGMTD, "run", "--hostname", f"{self.machine.name}-cluster",
+                     "--prefix", f"{STATE}/cluster", "--client-urls", url,
+                     "--server-urls", f"http://127.0.0.1:{FIRST_PORT + 1}", "empty", timeout=150)
+            self.cluster_started = True
+        return url
 
     def apply(self, graph: str, *flags: str, timeout: float = 180) -> Applied:
-        """``mgmtd run --converged-timeout 1`` on the graph, inside: it returns
-        once every resource has been in state for a second (0), or settled with
-        failures (1)."""
-        _, command = self._command(graph, ("--converged-timeout", "1", *flags))
+        """``mgmtd run --converged-timeout 1`` on the graph, inside, as a node of
+        the machine's cluster (a client: ``--no-server``): it returns once every
+        resource has been in state for a second (0), or settled with failures
+        (1)."""
+        _, command = self._command(graph, ("--converged-timeout", "1", *flags), server=False)
         done = self.run(*command, check=False, timeout=timeout)
         return Applied(done.returncode, done.stderr + done.stdout)
 
