@@ -47,7 +47,7 @@ UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 UNIT_PATHS = UNIT_PREFIX.rstrip("/")
 JOB_WAIT = 300.0        # seconds a start or stop may take before it is this resource's error
-JOBS_KEPT = 64          # finished jobs remembered for a waiter that has not asked yet
+JOBS_KEPT = 4096        # finished jobs (of every unit) remembered for a waiter not yet asking
 JOB_METHODS = {"start": "StartUnit", "stop": "StopUnit", "restart": "RestartUnit",
                "try-restart": "TryRestartUnit"}
 
@@ -66,11 +66,15 @@ class SystemdSignals:
     """systemd's signals on one bus connection, matched once for every svc of
     the engine (four match rules whatever the number of units: the bus caps
     rules per connection, 512 on dbus-daemon's system bus) and handed to the
-    ``UnitEvents`` of the unit they are about."""
+    ``UnitEvents`` of the unit they are about, by the unit's object path as
+    LoadUnit gave it (systemd names a unit by its primary name, never by an
+    alias). Finished jobs are kept by job path, as systemctl waits for them."""
 
     def __init__(self, bus: Bus) -> None:
         self.lock = threading.Lock()
         self.units: dict[str, set[UnitEvents]] = {}     # by object path
+        self.jobs: OrderedDict[str, str] = OrderedDict()   # finished job path -> result
+        self.cond = threading.Condition(self.lock)
         manager = {"type": "signal", "sender": SYSTEMD, "path": MANAGER_PATH, "interface": MANAGER}
         rules = [MatchRule(type="signal", sender=SYSTEMD, path_namespace=UNIT_PATHS,
                            interface="org.freedesktop.DBus.Properties", member="PropertiesChanged"),
@@ -88,11 +92,34 @@ class SystemdSignals:
         with self.lock:
             self.units.get(events.path, set()).discard(events)
 
+    def rekey(self, events: UnitEvents, path: str) -> None:
+        """``events`` is about the unit at ``path`` from now on."""
+        with self.lock:
+            if events.path == path:
+                return
+            self.units.get(events.path, set()).discard(events)
+            events.path = path
+            self.units.setdefault(path, set()).add(events)
+
     def _for(self, path: str | None) -> list[UnitEvents]:
         with self.lock:
             if path is None:
                 return [events for group in self.units.values() for events in group]
             return list(self.units.get(path, ()))
+
+    def wait_job(self, job: str, deadline: float, stop: threading.Event) -> str | None:
+        """The job's result, or None when the deadline passed or ``stop`` was set."""
+        with self.cond:
+            while job not in self.jobs:
+                left = deadline - time.monotonic()
+                if left <= 0 or stop.is_set():
+                    return None
+                self.cond.wait(min(left, 0.5))
+            return self.jobs.pop(job)
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
     def _signal(self, msg: Message | None) -> None:
         if msg is None:        # the connection was lost or is back: anything may have changed
@@ -105,52 +132,64 @@ class SystemdSignals:
                 events.changed()
         elif member == "JobRemoved" and len(msg.body) == 4:
             _, job, unit, result = msg.body
+            with self.cond:
+                self.jobs[job] = result
+                while len(self.jobs) > JOBS_KEPT:
+                    self.jobs.popitem(last=False)
+                self.cond.notify_all()
             for events in self._for(object_path(unit)):
-                events.job_removed(job, result)
+                events.changed()
         elif member == "UnitFilesChanged" or (member == "Reloading" and msg.body[:1] == (False,)):
             for events in self._for(None):   # the end of a reload, not its start
                 events.changed()
 
 
 class UnitEvents:
-    """The signals about one unit: they poke the resource's watch and record
-    the results of finished jobs for ``wait_job``."""
+    """The signals about one unit: they poke the resource's watch and wake a
+    check that waits for the unit to land in a state."""
 
     def __init__(self, signals: SystemdSignals, unit: str) -> None:
         self.unit = unit
-        self.path = object_path(unit)
+        self.path = object_path(unit)   # until LoadUnit names the primary unit
         self.signals = signals
         self.poke: Callable[[], None] | None = None
-        self.done: OrderedDict[str, str] = OrderedDict()   # job path -> result
+        self.seen = 0                   # signals about the unit so far
         self.cond = threading.Condition()
         signals.add(self)
 
     def changed(self) -> None:
+        with self.cond:
+            self.seen += 1
+            self.cond.notify_all()
         poke = self.poke
         if poke is not None:
             poke()
 
-    def job_removed(self, job: str, result: str) -> None:
+    def count(self) -> int:
         with self.cond:
-            self.done[job] = result
-            while len(self.done) > JOBS_KEPT:
-                self.done.popitem(last=False)
-            self.cond.notify_all()
-        self.changed()
+            return self.seen
 
-    def wait_job(self, job: str, deadline: float, stop: threading.Event) -> str | None:
-        """The job's result, or None when the deadline passed or ``stop`` was set."""
+    def wait_change(self, since: int, deadline: float, stop: threading.Event) -> bool:
+        """True once a signal about the unit came after ``count()`` was
+        ``since``; False when the deadline passed or ``stop`` was set."""
         with self.cond:
-            while job not in self.done:
+            while self.seen == since:
                 left = deadline - time.monotonic()
                 if left <= 0 or stop.is_set():
-                    return None
+                    return False
                 self.cond.wait(min(left, 0.5))
-            return self.done.pop(job)
+            return True
+
+    def wait_job(self, job: str, deadline: float, stop: threading.Event) -> str | None:
+        return self.signals.wait_job(job, deadline, stop)
+
+    def rekey(self, path: str) -> None:
+        self.signals.rekey(self, path)
 
     def wake(self) -> None:
         with self.cond:
             self.cond.notify_all()
+        self.signals.wake()
 
     def close(self) -> None:
         self.poke = None
@@ -214,6 +253,8 @@ class SvcResource(Resource):
 
     # --- the bus ------------------------------------------------------------------------
     def _unit_events(self) -> tuple[Bus, UnitEvents]:
+        """Registers what this svc needs on the bus; no I/O (start_watch runs
+        on the engine's control thread): the next ``bus.ready()`` does it."""
         bus = self.hold.get()
         bus.add_setup("systemd", _subscribe_manager)
         with self.lock:
@@ -250,18 +291,49 @@ class SvcResource(Resource):
 
     # --- check/apply --------------------------------------------------------------------
     def check_apply(self, apply: bool) -> bool:
-        bus, events = self._unit_events()
         try:
+            bus, events = self._unit_events()
+            bus.ready()   # systemd's Subscribe and the signal matches, before looking
             return self._check_apply(bus, events, apply)
         except BusError as err:
             raise self._bus_error(err) from None
 
-    def _observe(self, bus: Bus) -> tuple[str, dict]:
+    def _observe(self, bus: Bus, events: UnitEvents) -> tuple[str, dict]:
         path, = bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "LoadUnit", "s", (self.unit,))
+        events.rekey(path)   # an alias is loaded as its primary unit, whose signals these are
         return path, bus.get_all(SYSTEMD, path, UNIT)
 
     def _check_apply(self, bus: Bus, events: UnitEvents, apply: bool) -> bool:
-        path, props = self._observe(bus)
+        """A unit between states (a job of someone else's under way) is waited
+        for, holding this check (so the engine is not converged meanwhile)
+        until a signal about the unit, then looked at again."""
+        deadline = time.monotonic() + JOB_WAIT
+        changed = False
+        while True:
+            since = events.count()
+            path, props, actions = self._plan(bus, events)
+            if not actions:
+                return not changed
+            todo = [action for action in actions if action.verb != "wait"]
+            if not apply:
+                for action in actions:
+                    self.ctx.report("info", action_text(action, self.unit, self.refresh, done=False))
+                return False
+            if todo:   # then, if it is still between states, wait: at most once per signal
+                self._act(bus, events, path, props, todo)
+                changed = True
+            if actions[-1].verb != "wait":
+                return False
+            if self.stopping.is_set():
+                raise ResourceError("interrupted: mgmtd is stopping")
+            if not events.wait_change(since, deadline, self.stopping):
+                if self.stopping.is_set():
+                    raise ResourceError("interrupted: mgmtd is stopping")
+                raise ResourceError(f"{self.unit} is still {actions[-1].during} after {JOB_WAIT:g}s "
+                                    "(a start or stop under way that does not end)")
+
+    def _plan(self, bus: Bus, events: UnitEvents) -> tuple[str, dict, list[Action]]:
+        path, props = self._observe(bus, events)
         error = props.get("LoadError") or ("", "")
         seen = Observed(props.get("LoadState", ""), props.get("ActiveState", ""),
                         props.get("UnitFileState", ""), error[1] if len(error) > 1 else "")
@@ -273,15 +345,11 @@ class SvcResource(Resource):
             self.started = None
             raise ResourceError(self._failure(bus, path, "start", "failed", after=True))
         try:
-            actions = plan(self.unit, self.state, self.startup, self.refresh, seen)
+            return path, props, plan(self.unit, self.state, self.startup, self.refresh, seen)
         except ValueError as err:
             raise ResourceError(str(err)) from None
-        if not actions:
-            return True
-        if not apply:
-            for action in actions:
-                self.ctx.report("info", action_text(action, self.unit, self.refresh, done=False))
-            return False
+
+    def _act(self, bus: Bus, events: UnitEvents, path: str, props: dict, actions: list[Action]) -> None:
         if props.get("NeedDaemonReload") and any(a.verb in JOB_METHODS for a in actions):
             self.ctx.report("info", f"reloading systemd: the unit file of {self.unit} changed on disk")
             bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Reload", timeout=JOB_WAIT)
@@ -289,11 +357,10 @@ class SvcResource(Resource):
             if action.verb in JOB_METHODS:
                 self._job(bus, events, path, action)
             else:
-                self._startup(bus, action, seen)
+                self._startup(bus, action)
             self.ctx.report("info", action_text(action, self.unit, self.refresh, done=True))
-        return False
 
-    def _startup(self, bus: Bus, action: Action, seen: Observed) -> None:
+    def _startup(self, bus: Bus, action: Action) -> None:
         if action.verb == "enable":
             carries, _ = bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "EnableUnitFiles", "asbb",
                                   ([self.unit], False, True))

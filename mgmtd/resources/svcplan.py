@@ -84,8 +84,18 @@ class Observed:
 
 @dataclass(frozen=True)
 class Action:
-    verb: str            # enable, disable, start, stop, restart, try-restart
+    verb: str            # enable, disable, start, stop, restart, try-restart, wait
     runtime: bool = False  # disable: the enablement lasts until reboot only
+    during: str = ""     # wait: the ActiveState whose end is awaited
+
+
+def settles_into(state: str, seen: Observed) -> bool:
+    """The unit is between states and whether it ends up in ``state`` is not
+    known yet: not in state, but nothing to do until it lands. (A reload
+    under way keeps a unit running.)"""
+    if not seen.changing:
+        return False
+    return not (state == "running" and seen.active_state == "reloading")
 
 
 def load_problem(unit: str, seen: Observed) -> str:
@@ -105,8 +115,9 @@ def not_wanted(state: str, startup: str) -> bool:
 
 def plan(unit: str, state: str, startup: str, refresh: bool, seen: Observed) -> list[Action]:
     """The actions, in order, that bring the unit to ``state``/``startup`` (and
-    restart it for a refresh); [] when it is in state. Raises ValueError with
-    a one-line reason when no action can."""
+    restart it for a refresh); [] when it is in state. A last ``wait`` means
+    the unit is between states (a job under way): check again when it lands.
+    Raises ValueError with a one-line reason when no action can."""
     problem = load_problem(unit, seen)
     if problem and seen.load_state == "not-found" and not_wanted(state, startup) and not refresh:
         return []   # a unit that does not exist neither runs nor starts at boot
@@ -125,7 +136,9 @@ def plan(unit: str, state: str, startup: str, refresh: bool, seen: Observed) -> 
     elif refresh and not state and seen.running:
         actions.append(Action("try-restart"))
     elif state and seen.changing:
-        pass   # never replace a start or stop under way (someone's `systemctl stop` would fail)
+        # never replace a start or stop under way (someone's `systemctl stop` would fail)
+        if settles_into(state, seen):
+            actions.append(Action("wait", during=seen.active_state))
     elif state == "running" and not seen.running:
         if seen.load_state == "masked":
             raise ValueError(f"{unit} is masked: it cannot be started (systemctl unmask it first)")
@@ -143,6 +156,8 @@ DONE_WORDS = {"enable": "enabled", "disable": "disabled", "start": "started", "s
 
 def action_text(action: Action, unit: str, refresh: bool, done: bool) -> str:
     """'would start x.service' (noop) or 'started x.service'."""
+    if action.verb == "wait":
+        return f"{unit} is {action.during}: would check it again when that ends"
     words = DONE_WORDS if done else NOOP_WORDS
     verb = words[action.verb] if done else "would " + words[action.verb]
     why = " (refresh)" if refresh and action.verb in ("restart", "try-restart") else ""

@@ -276,3 +276,46 @@ def test_engine_shares_one_bus_connection(sandbox):
     wait_for(lambda: _active_pid(sandbox, unit, pid), timeout=10, what="the unit started again")
     assert "Traceback" not in agent.stop()
     sandbox.run("systemctl", "stop", *[f"{name}.service" for name in names])
+
+
+def test_an_alias_name_is_started_and_repaired(sandbox):
+    """systemd names a unit's object path and its jobs' signals after its
+    primary name: a svc named by an alias sees its start job end (not a wait
+    of 300 s) and a stop by hand of the primary unit."""
+    primary = write_unit(sandbox, "mgmtd-test-primary")
+    sandbox.run("ln", "-s", f"{UNIT_DIR}/{primary}", f"{UNIT_DIR}/mgmtd-test-alias.service")
+    sandbox.run("systemctl", "daemon-reload")
+    assert prop(sandbox, "mgmtd-test-alias.service", "Id") == primary
+    agent = sandbox.start(svc_graph("mgmtd-test-alias", state="running"))
+    agent.wait_log("svc[mgmtd-test-alias]: applied", timeout=60)
+    agent.wait_log("converged", timeout=60)
+    pid = wait_for(lambda: _active_pid(sandbox, primary, "0"), timeout=10, what="the unit running")
+    sandbox.run("systemctl", "stop", primary)
+    wait_for(lambda: _active_pid(sandbox, primary, pid), timeout=10, what="the primary unit started again")
+    log = agent.stop()
+    assert "Traceback" not in log
+    assert "did not finish" not in log
+
+
+NOTIFY_LATE = """\
+[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=/bin/sh -c 'sleep 5; systemd-notify --ready; exec sleep infinity'
+"""
+
+
+def test_a_unit_still_starting_is_not_converged_until_it_runs(sandbox):
+    """A unit in `activating` (a start of someone else's under way) is neither
+    started again nor counted in state: the run ends converged only once it
+    is active."""
+    unit = "mgmtd-test-late.service"
+    sandbox.write(f"{UNIT_DIR}/{unit}", NOTIFY_LATE)
+    sandbox.run("systemctl", "daemon-reload")
+    sandbox.run("systemctl", "start", "--no-block", unit)
+    wait_for(lambda: prop(sandbox, unit, "ActiveState") == "activating", timeout=10, what="the unit activating")
+    done = sandbox.apply(svc_graph("mgmtd-test-late", state="running"))
+    assert done.returncode == 0, done.log
+    assert prop(sandbox, unit, "ActiveState") == "active"
+    assert "applied" not in done.log        # nothing was done: it landed running by itself
+    sandbox.run("systemctl", "stop", unit)

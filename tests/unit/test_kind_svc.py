@@ -5,14 +5,19 @@ against a private dbus-daemon (connect, signals, losing and regaining it)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import threading
 
 import pytest
-from jeepney import HeaderFields, MatchRule
+from jeepney import DBusAddress, HeaderFields, MatchRule, new_signal
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import open_dbus_connection
 
 from mgmtd.graph import autoedges
+from mgmtd.resources import svc as svc_module
 from mgmtd.resources.base import Context, ResourceError
 from mgmtd.resources.dbus import Bus, BusError, Buses, buses
 from mgmtd.resources.svc import SvcResource
@@ -74,8 +79,15 @@ def seen(active="inactive", ufs="disabled", load="loaded", error="") -> Observed
     ("running", "", False, seen("active"), []),
     ("running", "", False, seen("inactive"), ["start"]),
     ("running", "", False, seen("failed"), ["start"]),
-    ("running", "", False, seen("deactivating"), []),       # someone's stop runs: its end is an event
-    ("stopped", "", False, seen("activating"), []),
+    # a job under way (someone's stop) is never replaced: checked again when it lands
+    ("running", "", False, seen("deactivating"), ["wait"]),
+    ("running", "", False, seen("activating"), ["wait"]),
+    ("running", "", False, seen("reloading"), []),          # a reload keeps it running
+    ("stopped", "", False, seen("activating"), ["wait"]),
+    ("stopped", "", False, seen("deactivating"), ["wait"]),
+    ("stopped", "", False, seen("reloading"), ["wait"]),
+    ("", "", False, seen("activating"), []),
+    ("running", "enabled", False, seen("activating", "disabled"), ["enable", "wait"]),
     ("stopped", "", False, seen("active"), ["stop"]),
     ("stopped", "", False, seen("failed"), []),
     ("", "enabled", False, seen("inactive", "disabled"), ["enable"]),
@@ -134,6 +146,8 @@ def test_texts():
     assert "killed by signal 9" in exit_text(2, 9)
     assert "canceled" in job_problem("stop", "x.service", "canceled")
     assert "a unit it requires failed" in job_problem("start", "x.service", "dependency")
+    assert action_text(Action("wait", during="activating"), "x.service", False, done=False) == \
+        "x.service is activating: would check it again when that ends"
 
 
 # --- through the loader -------------------------------------------------------------------
@@ -185,7 +199,11 @@ class FakeSystemd:
     that finish at once with a JobRemoved delivered to the subscriber."""
 
     def __init__(self, **units: dict) -> None:
-        self.units = units
+        self.units = units                # by primary name
+        self.aliases: dict[str, str] = {}   # alias -> primary name
+        self.readied = 0
+        self.observed = 0                 # GetAll of a unit's properties
+        self.on_observe = None            # called with that count at each
         self.calls: list[str] = []
         self.subscribers: list = []
         self.job_result = "done"
@@ -200,7 +218,10 @@ class FakeSystemd:
         return self.attached[key]
 
     def add_setup(self, key, setup) -> None:
-        setup(lambda *args, **kw: ())
+        pass   # a real Bus runs it in ready()
+
+    def ready(self) -> None:
+        self.readied += 1
 
     def subscribe(self, rule, callback):
         self.subscribers.append((rule, callback))
@@ -208,10 +229,11 @@ class FakeSystemd:
 
     def call(self, dest, path, interface, method, signature=None, body=(), timeout=None):
         self.calls.append(method)
-        if method == "LoadUnit":
-            return (object_path(body[0]),)
+        if method == "LoadUnit":   # systemd answers with the primary unit's path, as its signals name it
+            return (object_path(self.aliases.get(body[0], body[0])),)
         if method in ("StartUnit", "StopUnit", "RestartUnit", "TryRestartUnit"):
-            unit = self.units[body[0]]
+            primary = self.aliases.get(body[0], body[0])
+            unit = self.units[primary]
             self.jobs += 1
             job = f"/org/freedesktop/systemd1/job/{self.jobs}"
             if self.job_result == "done":
@@ -219,7 +241,7 @@ class FakeSystemd:
                 unit["InvocationID"] = bytes([self.jobs])
             for rule, callback in self.subscribers:
                 if rule.header_fields.get("member") == "JobRemoved":
-                    callback(_signal("JobRemoved", (self.jobs, job, body[0], self.job_result)))
+                    callback(_signal("JobRemoved", (self.jobs, job, primary, self.job_result)))
             return (job,)
         if method == "EnableUnitFiles":
             for name in body[0]:
@@ -235,7 +257,16 @@ class FakeSystemd:
         unit = next(u for name, u in self.units.items() if object_path(name) == path)
         if interface.endswith("Service"):
             return {"Result": "exit-code", "ExecMainCode": 1, "ExecMainStatus": 1}
-        return unit
+        seen = dict(unit)
+        self.observed += 1
+        if self.on_observe is not None:
+            self.on_observe(self.observed)
+        return seen
+
+    def deliver(self, member: str, body: tuple = (), path: str = "/org/freedesktop/systemd1") -> None:
+        for rule, callback in self.subscribers:
+            if rule.header_fields.get("member") == member:
+                callback(_signal(member, body, path))
 
 
 def _signal(member: str, body: tuple, path: str = "/org/freedesktop/systemd1"):
@@ -348,6 +379,121 @@ def test_signals_poke_the_watch_of_their_unit_only():
     assert (len(pokes), len(other_pokes)) == (2, 3)
 
 
+def test_an_alias_is_waited_for_and_watched_as_its_primary_unit(monkeypatch):
+    """systemd names signals and object paths after the primary unit: a svc
+    named by an alias (sshd for ssh) sees its job end and its drift."""
+    monkeypatch.setattr(svc_module, "JOB_WAIT", 2.0)
+    fake = FakeSystemd(**{"ssh.service": unit()})
+    fake.aliases["sshd.service"] = "ssh.service"
+    res, reports = svc(fake, name="sshd", state="running")
+    pokes: list = []
+    res.start_watch(lambda: pokes.append(1))
+    assert res.check_apply(True) is False      # not "did not finish within 2s"
+    assert reports.text() == "started sshd.service"
+    assert fake.units["ssh.service"]["ActiveState"] == "active"
+    before = len(pokes)
+    fake.deliver("PropertiesChanged", (), object_path("ssh.service"))   # a `systemctl stop ssh`
+    assert len(pokes) == before + 1
+    fake.deliver("JobRemoved", (9, "/org/freedesktop/systemd1/job/9", "ssh.service", "done"))
+    assert len(pokes) == before + 2
+    res.close()
+
+
+def test_a_job_is_waited_for_by_its_path_whatever_unit_it_names(monkeypatch):
+    monkeypatch.setattr(svc_module, "JOB_WAIT", 2.0)
+    fake = FakeSystemd(**{"web.service": unit()})
+    res, _ = svc(fake, state="running")
+    _, events = res._unit_events()
+    signals = events.signals
+    signals._signal(_signal("JobRemoved", (1, "/org/freedesktop/systemd1/job/1", "other.service", "failed")))
+    assert events.wait_job("/org/freedesktop/systemd1/job/1", 0, threading.Event()) == "failed"
+    assert events.wait_job("/org/freedesktop/systemd1/job/2", 0, threading.Event()) is None
+
+
+def test_check_apply_readies_the_bus_first():
+    fake = FakeSystemd(**{"web.service": unit("active")})
+    res, _ = svc(fake, state="running")
+    assert res.check_apply(True) is True
+    assert fake.readied == 1
+
+
+# --- a unit between states (a job of someone else's under way) ------------------------------------
+
+def land(fake: FakeSystemd, name: str, active: str, at: int = 1):
+    """At the ``at``-th observation, the unit lands in ``active`` (from another
+    thread, as systemd's signal would come) and says so."""
+    def on_observe(count: int) -> None:
+        if count == at:
+            def later():
+                fake.units[name]["ActiveState"] = active
+                fake.deliver("PropertiesChanged", (), object_path(name))
+            threading.Thread(target=later).start()
+    fake.on_observe = on_observe
+
+
+def test_a_starting_unit_is_waited_for_then_in_state():
+    fake = FakeSystemd(**{"web.service": unit("activating")})
+    res, reports = svc(fake, state="running")
+    res.start_watch(lambda: None)
+    land(fake, "web.service", "active")
+    assert res.check_apply(True) is True          # it landed running: nothing was done
+    assert fake.observed == 2                     # looked at again after the signal
+    assert "StartUnit" not in fake.calls
+    assert reports.text() == ""
+
+
+def test_stopped_while_starting_waits_then_stops():
+    fake = FakeSystemd(**{"web.service": unit("activating")})
+    res, reports = svc(fake, state="stopped")
+    res.start_watch(lambda: None)
+    land(fake, "web.service", "active")
+    assert res.check_apply(True) is False
+    assert fake.calls.count("StopUnit") == 1
+    assert fake.units["web.service"]["ActiveState"] == "inactive"
+    assert reports.text() == "stopped web.service"
+
+
+def test_enabled_while_starting_enables_then_waits():
+    fake = FakeSystemd(**{"web.service": unit("activating")})
+    res, reports = svc(fake, state="running", startup="enabled")
+    res.start_watch(lambda: None)
+    land(fake, "web.service", "active")
+    assert res.check_apply(True) is False         # enabled: a change
+    assert fake.observed == 2
+    assert fake.calls.count("EnableUnitFiles") == 1
+    assert "StartUnit" not in fake.calls
+    assert reports.text() == "enabled web.service"
+
+
+def test_a_unit_stuck_between_states_is_an_error_not_in_state(monkeypatch):
+    monkeypatch.setattr(svc_module, "JOB_WAIT", 0.3)
+    fake = FakeSystemd(**{"web.service": unit("activating")})
+    res, _ = svc(fake, state="stopped")
+    res.start_watch(lambda: None)
+    with pytest.raises(ResourceError) as err:
+        res.check_apply(True)
+    assert str(err.value) == ("web.service is still activating after 0.3s "
+                              "(a start or stop under way that does not end)")
+    assert "StopUnit" not in fake.calls
+
+
+def test_a_wait_ends_on_interrupt():
+    fake = FakeSystemd(**{"web.service": unit("deactivating")})
+    res, _ = svc(fake, state="running")
+    res.start_watch(lambda: None)
+    fake.on_observe = lambda count: threading.Thread(target=res.interrupt).start()
+    with pytest.raises(ResourceError, match="interrupted: mgmtd is stopping"):
+        res.check_apply(True)
+
+
+def test_noop_between_states_says_so_and_is_not_in_state():
+    fake = FakeSystemd(**{"web.service": unit("activating")})
+    res, reports = svc(fake, state="stopped")
+    assert res.check_apply(False) is False
+    assert reports.text() == "web.service is activating: would check it again when that ends"
+    assert fake.observed == 1
+
+
 # --- the D-Bus layer against a private bus ----------------------------------------------------
 
 DAEMON = shutil.which("dbus-daemon")
@@ -369,7 +515,16 @@ class PrivateBus:
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen([DAEMON, f"--config-file={self.config}", "--nofork", "--nopidfile"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.socket.exists, timeout=10, what="the private bus")
+        wait_for(self.accepting, timeout=10, what="the private bus")
+
+    def accepting(self) -> bool:
+        """The socket file appears before dbus-daemon listens on it."""
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -399,6 +554,7 @@ def test_bus_calls_signals_and_comes_back(private_bus):
 
     bus.subscribe(MatchRule(type="signal", interface="org.freedesktop.DBus", member="NameOwnerChanged"),
                   callback)
+    bus.ready()   # the match is added here, not by subscribe
     own_id, = bus.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId")
     assert own_id
     other = Bus(private_bus.address)
@@ -450,3 +606,187 @@ def test_no_bus_is_one_line():
         res.check_apply(True)
     assert str(err.value).startswith("web.service: cannot connect to the D-Bus /nonexistent/bus: ")
     res.close()
+
+
+def _call_counter(bus: Bus) -> list:
+    """Counts every message the bus sends from now on (calls and AddMatch)."""
+    sent: list = []
+    real = bus._call_on
+
+    def counting(conn, msg, timeout):
+        sent.append(msg.header.fields.get(HeaderFields.member))
+        return real(conn, msg, timeout)
+    bus._call_on = counting
+    return sent
+
+
+def _svc_on(bus: Bus) -> SvcResource:
+    res = SvcResource("web", {"state": "running"})
+    res.validate()
+    res.ctx = Context(report=Reports())
+    res.hold.get = lambda: bus
+    return res
+
+
+GET_ID = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId")
+
+
+def test_start_watch_does_no_io_and_bus_errors_are_resource_errors(private_bus):
+    """start_watch runs on the engine's control thread: registering only, even
+    on an open connection. The bus work is check_apply's, whose errors are
+    ResourceErrors (this bus has no systemd to Subscribe to)."""
+    bus = Bus(private_bus.address)
+    bus.call(*GET_ID)
+    sent = _call_counter(bus)
+    res = _svc_on(bus)
+    stop = res.start_watch(lambda: None)
+    assert sent == []
+    with pytest.raises(ResourceError) as err:
+        res.check_apply(True)
+    assert str(err.value).startswith("web.service: no systemd on the system bus: ")
+    assert "Subscribe" in sent
+    stop()
+    res.close()
+    bus.close()
+
+
+def test_a_failed_setup_is_run_again(private_bus):
+    bus = Bus(private_bus.address)
+    bus.call(*GET_ID)
+    runs: list = []
+
+    def setup(call):
+        runs.append(1)
+        if len(runs) == 1:
+            raise BusError("no reply within 25s", "timeout")
+        call(*GET_ID)
+    bus.add_setup("k", setup)
+    assert runs == []                     # no I/O when registering
+    with pytest.raises(BusError, match="no reply"):
+        bus.ready()
+    bus.ready()
+    bus.ready()
+    assert len(runs) == 2                 # again after it failed, then never again on this connection
+    bus.close()
+
+
+def test_a_setup_registered_while_readying_runs_in_the_same_pass(private_bus):
+    """The window where a connection is being set up: what is registered
+    meanwhile is done before ready() returns."""
+    bus = Bus(private_bus.address)
+    runs: list = []
+    bus.add_setup("first", lambda call: (runs.append("first"), bus.add_setup("second", second)))
+
+    def second(call):
+        runs.append("second")
+    bus.ready()
+    assert runs == ["first", "second"]
+    bus.close()
+
+
+def test_a_failed_add_match_is_added_again(private_bus):
+    bus = Bus(private_bus.address)
+    got: list = []
+    bus.subscribe(MatchRule(type="signal", interface="org.freedesktop.DBus", member="NameOwnerChanged"),
+                  lambda msg: msg is not None and got.append(msg))
+    real = bus._add_match
+    failures = [BusError("no reply within 25s", "timeout")]
+
+    def flaky(conn, rule):
+        if failures:
+            raise failures.pop()
+        real(conn, rule)
+    bus._add_match = flaky
+    with pytest.raises(BusError):
+        bus.ready()
+    bus.ready()
+    other = Bus(private_bus.address)
+    other.call(*GET_ID)
+    wait_for(lambda: got, timeout=10, what="a signal through the match added again")
+    other.close()
+    bus.close()
+
+
+def test_the_local_match_keeps_the_path_namespace():
+    bus = Bus("unix:path=/nonexistent/bus")
+    sub = bus.subscribe(MatchRule(type="signal", sender="org.freedesktop.systemd1",
+                                  path_namespace="/org/freedesktop/systemd1/unit",
+                                  interface="org.freedesktop.DBus.Properties", member="PropertiesChanged"),
+                        lambda msg: None)
+    inside = new_signal(DBusAddress("/org/freedesktop/systemd1/unit/web_2eservice",
+                                    interface="org.freedesktop.DBus.Properties"), "PropertiesChanged")
+    outside = new_signal(DBusAddress("/org/freedesktop/systemd1/job/7",
+                                     interface="org.freedesktop.DBus.Properties"), "PropertiesChanged")
+    assert sub.local.matches(inside)
+    assert not sub.local.matches(outside)
+
+
+TRUSTED = "org.example.Trusted"
+
+
+class Peer:
+    """Another client of the bus (jeepney's blocking connection)."""
+
+    def __init__(self, address: str, owns: str | None = None) -> None:
+        self.conn = open_dbus_connection(address)
+        if owns:
+            reply = self.conn.send_and_get_reply(message_bus.RequestName(owns))
+            assert reply.body == (1,), reply.body   # the primary owner
+
+    def signal(self, text: str, to: str | None = None) -> None:
+        msg = new_signal(DBusAddress("/org/example", interface="org.example.I"), "Ping", "s", (text,))
+        if to:   # unicast: straight to one peer, past its match rules
+            msg.header.fields[HeaderFields.destination] = to
+        self.conn.send(msg)
+        # a round trip: the bus has routed the signal before it answers
+        self.conn.send_and_get_reply(message_bus.GetId())
+
+    def release(self) -> None:
+        self.conn.send_and_get_reply(message_bus.ReleaseName(TRUSTED))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_signals_from_anyone_but_the_names_owner_are_dropped(private_bus):
+    bus = Bus(private_bus.address)
+    got: list = []
+    bus.subscribe(MatchRule(type="signal", sender=TRUSTED, interface="org.example.I", member="Ping"),
+                  lambda msg: got.append(msg.body[0] if msg is not None else None))
+    owner = Peer(private_bus.address, owns=TRUSTED)
+    forger = Peer(private_bus.address)
+    bus.ready()
+    me = bus.conn.unique_name
+    forger.signal("forged", to=me)
+    owner.signal("one")
+    wait_for(lambda: "one" in got, timeout=10, what="the owner's signal")
+    assert got == ["one"]
+
+    # the name changes hands: the old owner is now anyone, the new one trusted
+    successor = Peer(private_bus.address)
+    owner.release()
+    successor.conn.send_and_get_reply(message_bus.RequestName(TRUSTED))
+    wait_for(lambda: bus.owners.get(TRUSTED) == successor.conn.unique_name, timeout=10,
+             what="the new owner seen")
+    owner.signal("old owner", to=me)
+    successor.signal("two")
+    wait_for(lambda: "two" in got, timeout=10, what="the new owner's signal")
+    assert [text for text in got if text is not None] == ["one", "two"]
+    assert None in got          # told that the name changed hands: anything may have changed
+    for peer in (owner, forger, successor):
+        peer.close()
+    bus.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_closing_a_connection_closes_all_its_fds(private_bus):
+    before = _open_fds()
+    for _ in range(10):
+        bus = Bus(private_bus.address)
+        bus.call(*GET_ID)
+        bus.close()
+    wait_for(lambda: _open_fds() <= before, timeout=10,
+             what=f"the fds back to {before} (now {_open_fds()})")
