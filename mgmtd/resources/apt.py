@@ -4,7 +4,15 @@ transaction, what its error output means, and running both.
 
 The parsing and building are pure functions; ``Apt`` runs the commands
 (never two of ours at once, ``apt-get update`` at most once per
-``UPDATE_INTERVAL``), always in the C locale and without prompts."""
+``UPDATE_INTERVAL``), always in the C locale and without prompts.
+
+A transaction (``apt-get install``) must never be killed halfway: dpkg
+stopped mid-unpack leaves packages half-configured. When systemd runs this
+machine, it runs as a transient unit of its own (``systemd-run --wait``),
+outside mgmtd's cgroup, so stopping or killing mgmtd (or its unit) only stops
+the waiting; the next engine waits for dpkg's lock. Output goes to a
+temporary file, not a pipe: a daemon started by a maintainer script may keep
+its inherited stdout open long after apt-get exited."""
 
 from __future__ import annotations
 
@@ -12,15 +20,19 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 LOCK_TIMEOUT = 60.0        # seconds apt-get waits for another holder of dpkg's lock
 LOCK_TIMEOUT_ENV = "MGMTD_DPKG_LOCK_TIMEOUT"   # overrides LOCK_TIMEOUT (tests)
 UPDATE_INTERVAL = 300.0    # at most one `apt-get update` of ours per this many seconds
 NETWORK_TIMEOUT = 30       # seconds: apt's connect/read timeout for one download
-RUN_TIMEOUT = 3600.0       # a transaction that runs longer than this is killed
+RUN_TIMEOUT = 3600.0       # seconds: we stop waiting for a transaction (never kill it)
+SYSTEMD_DIR = "/run/systemd/system"   # exists when systemd is the running init
+UNIT_PREFIX = "mgmtd-apt-"
 
 ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
@@ -29,6 +41,9 @@ ENV = {
     "LC_ALL": "C",
     "LANG": "C",
 }
+# how apt reaches its repositories, passed on to a transaction's unit
+PROXY_ENV = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy",
+             "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
 
 # components whose packages are not free software (PackageKit's 'free' filter
 # excludes contrib and non-free; the later splits count the same)
@@ -204,6 +219,7 @@ class Failure:
 
     message: str
     package: str | None = None
+    stopped: bool = False     # we stopped waiting (mgmtd is stopping): no retry
 
 
 _LOCKED = re.compile(r"Could not get lock (\S+?)\.? It is held by process (\d+)(?: \(([^)]*)\))?")
@@ -252,50 +268,119 @@ def classify(output: str) -> Failure:
 
 # --- running -----------------------------------------------------------------------
 
+def transaction_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment a transaction needs: ours (no prompts, C locale) and the proxies."""
+    return {**{name: environ[name] for name in PROXY_ENV if name in environ}, **ENV}
+
+
+def unit_name() -> str:
+    """A transient unit name no other transaction (of this or an earlier engine) has."""
+    return f"{UNIT_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+def transient_command(argv: list[str], unit: str, env: dict[str, str]) -> list[str]:
+    """``argv`` as a transient service ``unit`` that ``systemd-run`` waits for:
+    its exit status is the service's, our stdin/stdout/stderr are its own
+    (``--pipe``), and killing systemd-run leaves the unit running."""
+    return ["systemd-run", f"--unit={unit}", "--collect", "--wait", "--pipe", "--quiet",
+            "--description=mgmtd pkg: apt-get transaction",
+            *(f"--setenv={name}={value}" for name, value in sorted(env.items())), "--", *argv]
+
+
+def _read(out) -> str:
+    out.seek(0)
+    return out.read().decode(errors="replace")
+
+
 class Apt:
     """Runs apt for every pkg resource of the process: one apt command of ours
     at a time (a second would only wait for dpkg's lock, and could time out
     on it), ``apt-get update`` rate-limited."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, systemd: bool | None = None) -> None:
         self.clock = clock
+        self.systemd = os.path.isdir(SYSTEMD_DIR) if systemd is None else systemd
         self._lock = threading.Lock()
         self._procs_lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
+        self._procs: set[subprocess.Popen] = set()      # read-only commands and updates
+        self._waiters: dict[subprocess.Popen, str] = {}   # systemd-run -> the transaction's unit
+        self._stopping = False
         self._last_update: float | None = None
 
-    def _run(self, argv: list[str], timeout: float, stoppable: bool = True) -> tuple[int, str]:
-        env = {**os.environ, **ENV}
+    def _start(self, argv: list[str], out, env: dict[str, str]) -> subprocess.Popen:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **env}, start_new_session=True)
         except OSError as err:
             raise AptError(f"cannot start {argv[0]}: {err.strerror}") from None
-        if stoppable:
+
+    def _run(self, argv: list[str], timeout: float) -> tuple[int, str]:
+        """A read-only command or an update: killed on timeout or interrupt."""
+        with tempfile.TemporaryFile() as out:
+            proc = self._start(argv, out, ENV)
             with self._procs_lock:
                 self._procs.add(proc)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise AptError(f"{' '.join(argv[:2])} did not finish within {timeout:g} s: killed it") from None
-        finally:
+            try:
+                status = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise AptError(f"{' '.join(argv[:2])} did not finish within {timeout:g} s: killed it") from None
+            finally:
+                with self._procs_lock:
+                    self._procs.discard(proc)
+            return status, _read(out)
+
+    def _transaction(self, argv: list[str], timeout: float) -> tuple[int, str] | Failure:
+        """Runs a transaction to its end, or stops waiting (timeout, interrupt)
+        and says so; never kills it."""
+        env = transaction_env(dict(os.environ))
+        unit = unit_name() if self.systemd else None
+        command = transient_command(argv, unit, env) if unit else argv
+        where = f"in unit {unit}.service" if unit else "in mgmtd's process group"
+        with tempfile.TemporaryFile() as out:
             with self._procs_lock:
-                self._procs.discard(proc)
-        return proc.returncode, out.decode(errors="replace")
+                if self._stopping:
+                    return Failure("not started: mgmtd is stopping", stopped=True)
+                proc = self._start(command, out, env)
+                if unit:
+                    self._waiters[proc] = unit
+            try:
+                status = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                if unit:
+                    proc.kill()   # systemd-run only: the unit goes on
+                    proc.wait()
+                else:
+                    threading.Thread(target=proc.wait, name="apt-reaper", daemon=True).start()
+                return Failure(f"apt-get install still running after {timeout:g} s {where}: "
+                               "left it running (dpkg's lock is held until it ends)")
+            finally:
+                with self._procs_lock:
+                    self._waiters.pop(proc, None)
+                    stopping = self._stopping
+            if unit and stopping and status < 0:
+                return Failure(f"stopped waiting for apt-get install (mgmtd is stopping): it goes on {where}",
+                               stopped=True)
+            return status, _read(out)
 
     def interrupt(self) -> None:
-        """Stops our running read-only apt command or update (the engine is
-        stopping). A transaction is left to finish: dpkg killed halfway leaves
-        packages half-configured until someone runs ``dpkg --configure -a``."""
+        """mgmtd is stopping: kills our read-only apt commands and updates, and
+        stops waiting for a transaction that runs in its own unit (it goes
+        on). A transaction in our own process group is left to finish: dpkg
+        killed halfway leaves packages half-configured. No new transaction
+        starts after this."""
         with self._procs_lock:
+            self._stopping = True
             procs = list(self._procs)
+            waiters = list(self._waiters)
         for proc in procs:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
+        for proc in waiters:
+            proc.kill()
 
     def policy(self, names: list[str]) -> dict[str, Policy]:
         """One ``apt-cache policy`` for all ``names`` (read-only, no lock)."""
@@ -330,5 +415,8 @@ class Apt:
         """Runs one transaction; None when apt-get succeeded."""
         argv = install_command(changes, downgrade=downgrade, untrusted=untrusted, lock_wait=lock_timeout())
         with self._lock:
-            status, out = self._run(argv, timeout=RUN_TIMEOUT, stoppable=False)
+            done = self._transaction(argv, RUN_TIMEOUT)
+        if isinstance(done, Failure):
+            return done
+        status, out = done
         return None if status == 0 else classify(out)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 STATUS_PATH = "/var/lib/dpkg/status"
 INFO_DIR = "/var/lib/dpkg/info"
+ABSENT_STATES = frozenset({"", "not-installed", "config-files"})
+CONFIGURED_STATES = frozenset({"installed", "triggers-awaited", "triggers-pending"})
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,17 @@ class Installed:
     state: str
 
     @property
+    def is_present(self) -> bool:
+        """Some of its files are on disk: anything but never installed or
+        removed with only its config files kept (half-installed, unpacked,
+        half-configured count: mgmt, through PackageKit, counts them too)."""
+        return self.state not in ABSENT_STATES
+
+    @property
     def is_installed(self) -> bool:
-        return self.state == "installed"
+        """Installed and configured; triggers that have yet to run (another
+        package's) do not make it less installed: apt-get would do nothing."""
+        return self.state in CONFIGURED_STATES
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,13 @@ class StatusDb:
     native_arch: str = ""
 
     def lookup(self, name: str) -> Installed | None:
-        """The installed instance a pkg resource named ``name`` means: with an
+        """The instance a pkg resource named ``name`` means, when present
+        (installed or left halfway, see ``Installed.is_present``): with an
         ``:arch`` suffix that architecture; without, the native one or
-        ``all`` (as apt-get reads a bare name). None when not installed."""
+        ``all`` (as apt-get reads a bare name). None when absent."""
         base, _, arch = name.partition(":")
         for inst in self.packages.get(base, ()):
-            if not inst.is_installed:
+            if not inst.is_present:
                 continue
             if arch:
                 if inst.arch == arch:

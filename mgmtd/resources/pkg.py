@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mgmtd.resources import debversion
 from mgmtd.resources.apt import Apt, AptError, Change, Failure, Policy, Release, is_free, is_supported, releases
@@ -29,12 +29,17 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")
 
 @dataclass
 class Backend:
-    """What all pkg resources of a process share: the parsed dpkg status and
-    the apt runner (one transaction at a time, rate-limited updates)."""
+    """What all pkg resources of a process share: the parsed dpkg status,
+    the apt runner (one transaction at a time, rate-limited updates) and the
+    one watch of apt's package indexes."""
 
     dpkg: DpkgStatus
     apt: Apt
     lists_dir: str = LISTS_DIR
+    lists: ListsWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lists = ListsWatch(self.lists_dir)
 
 
 SHARED_KEY = "pkg"
@@ -78,14 +83,17 @@ IN_STATE = Decision(in_state=True)
 
 
 def decide_locally(state: str, name: str, installed: Installed | None) -> Decision | None:
-    """The decision dpkg's status alone gives, or None when apt's candidate is needed."""
+    """The decision dpkg's status alone gives, or None when apt's candidate is
+    needed. ``installed`` is dpkg's present instance: a package left halfway
+    (unpacked, half-configured...) is there to be removed, but is not
+    installed until configured."""
     if state == UNINSTALLED:
         if installed is None:
             return IN_STATE
         return Decision(change=Change(name, remove=True), verb="remove", what=f"{name} ({installed.version})")
-    if state == INSTALLED:
-        return IN_STATE if installed is not None else None
-    if state != NEWEST and installed is not None and installed.version == state:
+    if installed is None or not installed.is_installed:
+        return None
+    if state == INSTALLED or (state != NEWEST and installed.version == state):
         return IN_STATE
     return None
 
@@ -115,6 +123,7 @@ def decide(state: str, name: str, installed: Installed | None, policy: Policy | 
     returned None). ``policy`` is apt-cache's entry for ``name`` (None: apt
     knows no such package); ``sources`` the Release data of the indexes."""
     current = installed.version if installed is not None else None
+    unfinished = installed is not None and not installed.is_installed
     if policy is None or (state != INSTALLED and state != NEWEST and not policy.offered(state)) \
             or (state in (INSTALLED, NEWEST) and policy.candidate is None):
         if state in (INSTALLED, NEWEST):
@@ -126,8 +135,12 @@ def decide(state: str, name: str, installed: Installed | None, policy: Policy | 
         return Decision(error=error, unknown=True)
     target = policy.candidate if state in (INSTALLED, NEWEST) else state
     assert target is not None
-    if current == target:
+    if current == target and not unfinished:
         return IN_STATE
+    if current == target:
+        # apt-get install configures what dpkg left unpacked or half-configured
+        return Decision(change=Change(name, version=target), target=target, verb="configure",
+                        what=f"{name} ({target}, {installed.state})")
     if current is not None and state not in (INSTALLED, NEWEST) \
             and debversion.compare(target, current) < 0 and not allowed.downgrade:
         return Decision(error=f"{name} {current} is installed, newer than {target}: "
@@ -144,11 +157,22 @@ def decide(state: str, name: str, installed: Installed | None, policy: Policy | 
     return Decision(change=Change(name, version=target), target=target, verb=verb, what=what)
 
 
+def policy_for(policies: dict[str, Policy], name: str, native_arch: str) -> Policy | None:
+    """apt-cache's entry for ``name``: apt prints a name qualified with the
+    native architecture (or ``all``) without it (``foo:amd64`` -> ``foo:``),
+    a foreign one with it."""
+    found = policies.get(name)
+    base, _, arch = name.partition(":")
+    if found is None and arch and (arch in (native_arch, "all") or not native_arch):
+        found = policies.get(base)
+    return found
+
+
 def reached(state: str, decision: Decision, installed: Installed | None) -> bool:
     """After a transaction: did it do what ``decision`` asked?"""
     if state == UNINSTALLED:
         return installed is None
-    return installed is not None and installed.version == decision.target
+    return installed is not None and installed.is_installed and installed.version == decision.target
 
 
 # --- the resource ---------------------------------------------------------------------
@@ -210,7 +234,7 @@ class PkgResource(Resource):
         if self.state != NEWEST or self.meta.poll > 0:
             return None
         try:
-            return ListsWatch(poke, self.backend.lists_dir).stop
+            return self.backend.lists.subscribe(poke)
         except OSError as err:
             self.ctx.report("warning", f"cannot watch {self.backend.lists_dir} for new package "
                             f"indexes: {err.strerror}")
@@ -324,7 +348,7 @@ class _Transaction:
     def _decide_with(self, db: StatusDb, indexes: list[int], policies: dict[str, Policy],
                      sources: dict[str, Release]) -> dict[int, Decision]:
         return {index: decide(member.state, member.name, db.lookup(member.name),
-                              policies.get(member.name), sources, member.allowed())
+                              policy_for(policies, member.name, db.native_arch), sources, member.allowed())
                 for index in indexes for member in (self.members[index],)}
 
     # --- applying ------------------------------------------------------------------
@@ -341,7 +365,7 @@ class _Transaction:
                 self.results[index] = ResourceError(
                     f"apt-get succeeded but did not {decision.says} (dpkg says otherwise)")
             return
-        if len(left) == 1 or len(todo) == 1:
+        if len(left) == 1 or len(todo) == 1 or failure.stopped:
             for index, _ in left:
                 self.results[index] = ResourceError(failure.message)
             return
@@ -391,7 +415,8 @@ def time_no_change_check(count: int = 50, status_path: str = STATUS_PATH) -> tup
     starting from an unparsed status file as a fresh engine would; and how
     many were checked. Read-only: installed packages need no change."""
     db = DpkgStatus(status_path).snapshot()
-    names = sorted(name for name in db.packages if db.lookup(name) is not None)[:count]
+    names = sorted(name for name in db.packages
+                   if (found := db.lookup(name)) is not None and found.is_installed)[:count]
     backend = Backend(DpkgStatus(status_path), Apt())
     resources = []
     for name in names:

@@ -27,11 +27,15 @@ def native_arch() -> str:
 
 
 def build_deb(workdir: Path, name: str, version: str, depends: str = "", section: str = "misc",
-              files: dict[str, tuple[str, int]] | None = None) -> Path:
+              files: dict[str, tuple[str, int]] | None = None, scripts: dict[str, str] | None = None) -> Path:
     """A package of architecture ``all`` installing /usr/share/mgmtd-test/<name>,
-    and ``files`` (path -> (content, mode); a path ending in '/' is a directory)."""
+    and ``files`` (path -> (content, mode); a path ending in '/' is a directory);
+    ``scripts``: maintainer scripts (postinst, prerm...) by name."""
     root = workdir / f"{name}_{version}"
     (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    for script, text in (scripts or {}).items():
+        (root / "DEBIAN" / script).write_text(text)
+        (root / "DEBIAN" / script).chmod(0o755)
     control = (f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: mgmtd tests <t@example.org>\n"
                f"Section: {section}\nPriority: optional\n")
     if depends:
@@ -80,10 +84,10 @@ class Repo:
         self.packages = {component: [] for component in self.components}
 
     def publish(self, name: str, version: str, component: str = "main", depends: str = "",
-                files: dict[str, tuple[str, int]] | None = None) -> None:
+                files: dict[str, tuple[str, int]] | None = None, scripts: dict[str, str] | None = None) -> None:
         """Adds a package to the repository (the machine's apt sees it after an update)."""
         section = "misc" if component == "main" else f"{component}/misc"
-        deb = build_deb(self.workdir, name, version, depends, section=section, files=files)
+        deb = build_deb(self.workdir, name, version, depends, section=section, files=files, scripts=scripts)
         filename = f"pool/{component}/{deb.name}"
         target = self.sandbox.machine.path(f"{self.root}/{filename}")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,13 @@ def installed_version(sandbox: Sandbox, name: str) -> str | None:
         return None
     status, _, version = done.stdout.partition(" ")
     return version if status == "installed" else None
+
+
+def dpkg_status(sandbox: Sandbox, name: str) -> str:
+    """dpkg's Status field inside the machine ("install ok installed", "install ok
+    half-configured"...), "" when dpkg does not know the package."""
+    done = sandbox.run("dpkg-query", "-W", "-f", "${Status}", name, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def transactions(sandbox: Sandbox) -> int:

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from tests.harness import wait_for
-from tests.system.debrepo import Repo, apt_update, installed_version, isolate_apt, transactions
+from tests.system.debrepo import Repo, apt_update, dpkg_status, installed_version, isolate_apt, transactions
 from tests.system.kinds import sandbox  # noqa: F401
 
 LOCK_HOLDER = ("import fcntl, time\n"
@@ -20,6 +20,11 @@ LOCK_HOLDER = ("import fcntl, time\n"
                "fcntl.lockf(f, fcntl.LOCK_EX)\n"
                "print('locked', flush=True)\n"
                "time.sleep(600)\n")
+
+
+# a postinst that holds the transaction until the test releases it (at most two minutes)
+GATED_POSTINST = ("#!/bin/sh\nset -e\n: > /run/mt-slow-started\n"
+                  "for i in $(seq 1200); do [ -e /run/mt-slow-release ] && exit 0; sleep 0.1; done\n")
 
 
 def graph(*entries: str) -> str:
@@ -41,6 +46,7 @@ def repo(sandbox, tmp_path_factory):  # noqa: F811
     main.publish("mt-pin", "1.0")
     main.publish("mt-pin", "2.0")
     main.publish("mt-fw", "1.0", component="non-free")
+    main.publish("mt-slow", "1.0", scripts={"postinst": GATED_POSTINST})
     main.enable()
     extra = Repo(sandbox, tmp_path_factory.mktemp("extra"), name="extra", root="/srv/mgmtd-extra",
                  origin="mgmtd-test", components=("main",))
@@ -197,3 +203,27 @@ def test_agent_repairs_drift_and_follows_newest(sandbox, repo):  # noqa: F811
     assert installed_version(sandbox, "mt-new") == "2.0"
     log = agent.stop()
     assert "Traceback" not in log
+
+
+def test_stopping_the_agent_mid_install_lets_dpkg_finish(sandbox, repo):  # noqa: F811
+    agent = sandbox.start(graph(entry("mt-slow")))
+    wait_for(lambda: sandbox.machine.path("/run/mt-slow-started").exists(), timeout=120,
+             what="mt-slow's postinst running")
+    log = agent.stop()
+    try:
+        # the engine stopped waiting (no kill after 20 s) and left no traceback
+        assert "stopped engine" in log and "did not stop within" not in log and "Traceback" not in log, log
+        # the agent is gone; dpkg is still in the postinst, in the transaction's own unit
+        assert not agent.active()
+        assert dpkg_status(sandbox, "mt-slow") == "install ok half-configured"
+        units = sandbox.run("systemctl", "list-units", "--no-legend", "--plain", "--state=active",
+                            "mgmtd-apt-*").stdout
+        assert "mgmtd-apt-" in units, units
+    finally:
+        sandbox.write("/run/mt-slow-release", "")
+    wait_for(lambda: dpkg_status(sandbox, "mt-slow") == "install ok installed", timeout=60,
+             what="dpkg finishing mt-slow after the agent stopped")
+    assert installed_version(sandbox, "mt-slow") == "1.0"
+    wait_for(lambda: "mgmtd-apt-" not in sandbox.run("systemctl", "list-units", "--no-legend", "--all",
+                                                     "mgmtd-apt-*").stdout,
+             timeout=30, what="the transaction's unit collected")

@@ -5,8 +5,11 @@ group transactions against a fake apt that edits a fake dpkg status file."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +29,14 @@ from mgmtd.resources.apt import (
 from mgmtd.resources.base import Context, Meta, ResourceError
 from mgmtd.resources.dpkgdb import DpkgStatus, Installed, parse_status
 from mgmtd.resources.pkg import (
+    IN_STATE,
     Allowed,
     Backend,
     Decision,
     PkgResource,
     decide,
     decide_locally,
+    policy_for,
     time_no_change_check,
 )
 from mgmtd.yamlgraph.loader import load_text
@@ -85,6 +90,38 @@ def test_status_parse_states_and_architectures():
     assert db.lookup("foreign") is None          # only a foreign architecture: not what `foreign` means
     assert db.lookup("foreign:arm64") is not None
     assert db.lookup("nothing") is None
+
+
+def test_packages_left_halfway_are_present_but_not_installed():
+    db = parse_status(status_text(stanza("dpkg", "1"), stanza("half", "1.0", state="half-configured"),
+                                  stanza("unpacked", "1.0", state="unpacked"),
+                                  stanza("broken", "1.0", state="half-installed"),
+                                  stanza("trig", "1.0", state="triggers-pending"),
+                                  stanza("await", "1.0", state="triggers-awaited"),
+                                  stanza("never", "1.0", state="not-installed")))
+    for name in ("half", "unpacked", "broken"):
+        assert db.lookup(name) is not None and not db.lookup(name).is_installed, name
+        # its files are on disk: uninstalled must remove it, installed must finish it
+        assert decide_locally("uninstalled", name, db.lookup(name)).says == f"remove {name} (1.0)"
+        assert decide_locally("installed", name, db.lookup(name)) is None
+        assert decide_locally("1.0", name, db.lookup(name)) is None
+    for name in ("trig", "await"):
+        assert db.lookup(name).is_installed
+        assert decide_locally("installed", name, db.lookup(name)) is IN_STATE
+        assert decide_locally("1.0", name, db.lookup(name)) is IN_STATE
+    assert db.lookup("never") is None
+    assert decide_locally("uninstalled", "never", db.lookup("never")) is IN_STATE
+
+
+def test_a_half_configured_package_is_configured_by_apt_get_install(tmp_path):
+    write_status(tmp_path / "status", stanza("dpkg", "1"), stanza("half", "1.0", state="half-configured"))
+    fake = FakeApt(tmp_path / "status", {"half": ["1.0"]})
+    backend = fake_backend(tmp_path, fake)
+    REPORTS.clear()
+    assert pkg(backend, "half").check_apply(True) is False
+    assert fake.transactions == [["half=1.0"]]
+    assert "configured half (1.0, half-configured)" in [msg for _, _, msg in REPORTS]
+    assert pkg(backend, "half").check_apply(True) is True
 
 
 def write_status(path: Path, *stanzas: str) -> None:
@@ -517,14 +554,44 @@ def test_new_index_pokes_newest_but_apt_bookkeeping_does_not(tmp_path):
     assert is_index("deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4")
     assert not is_index("lock") and not is_index("partial") and not is_index("")
     pokes = []
-    watch = ListsWatch(lambda: pokes.append(1), str(tmp_path))
+    stop = ListsWatch(str(tmp_path)).subscribe(lambda: pokes.append(1))
     try:
         (tmp_path / "partial").mkdir()
         (tmp_path / "partial" / "x_Packages").write_text("new")
         (tmp_path / "partial" / "x_Packages").rename(tmp_path / "x_Packages")   # as apt does
         wait_for(lambda: pokes, timeout=5, what="a poke for the new index")
     finally:
-        watch.stop()
+        stop()
+
+
+def lists_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("apt-lists-")]
+
+
+def test_many_newest_packages_share_one_index_watch(tmp_path):
+    from tests.harness import wait_for
+
+    # more than fs.inotify.max_user_instances (128 by default): one instance each would fail
+    backend = fake_backend(tmp_path)
+    before = len(lists_threads())
+    pokes: set[int] = set()
+    stops = []
+    for i in range(200):
+        res = pkg(backend, f"p{i}", state="newest")
+        stop = res.start_watch(lambda i=i: pokes.add(i))
+        assert stop is not None
+        stops.append(stop)
+    try:
+        assert len(lists_threads()) == before + 1
+        (tmp_path / "x_Packages").write_text("new")
+        wait_for(lambda: len(pokes) == 200, timeout=5, what="every newest package poked")
+    finally:
+        for stop in stops[:-1]:
+            stop()
+    assert backend.lists.watching          # one subscriber left
+    stops[-1]()
+    assert not backend.lists.watching
+    wait_for(lambda: len(lists_threads()) == before, timeout=5, what="the watch thread gone")
 
 
 def test_resources_of_one_engine_share_one_backend():
@@ -535,3 +602,134 @@ def test_resources_of_one_engine_share_one_backend():
     other = PkgResource("cc", {})
     other.ctx = Context(shared={})
     assert other.backend is not first.backend
+
+
+# --- names qualified with the native architecture -------------------------------------------
+
+class NativeArchApt(FakeApt):
+    """apt-cache as it is: ``foo:amd64`` on amd64 (and ``foo:all``) printed as ``foo:``."""
+
+    def policy(self, names):
+        bare = [name.removesuffix(":amd64").removesuffix(":all") for name in names]
+        return super().policy(bare)
+
+
+def test_a_name_qualified_with_the_native_arch_finds_its_candidate(tmp_path):
+    write_status(tmp_path / "status", stanza("dpkg", "1"))
+    fake = NativeArchApt(tmp_path / "status", {"libfoo": ["1.0", "2.0"]})
+    backend = fake_backend(tmp_path, fake)
+    REPORTS.clear()
+    assert pkg(backend, "libfoo:amd64", state="newest").check_apply(False) is False
+    assert "would install libfoo:amd64 (2.0)" in [msg for _, _, msg in REPORTS]
+    policies = parse_policy("foo:\n  Installed: (none)\n  Candidate: 1.0\n"
+                            "bar:i386:\n  Installed: (none)\n  Candidate: 2.0\n")
+    assert policy_for(policies, "foo:amd64", "amd64").candidate == "1.0"
+    assert policy_for(policies, "foo:all", "amd64").candidate == "1.0"
+    assert policy_for(policies, "bar:i386", "amd64").candidate == "2.0"
+    assert policy_for(policies, "foo:i386", "amd64") is None    # another architecture's is not foo's
+
+
+# --- running apt: output, timeouts, stopping ------------------------------------------------------
+
+def daemon_script(tmp_path: Path, status: int) -> list[str]:
+    """A command that starts a daemon of its own session keeping the inherited
+    stdout open (as a maintainer script starting a service may), then exits."""
+    return ["sh", "-c", f"setsid sleep 60 & echo $! > {tmp_path}/daemon; echo out; exit {status}"]
+
+
+def kill_daemon(tmp_path: Path) -> None:
+    pid = (tmp_path / "daemon").read_text().strip() if (tmp_path / "daemon").exists() else ""
+    if pid:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_daemon_keeping_stdout_open_does_not_hang_apt(tmp_path):
+    apt = Apt(systemd=False)
+    try:
+        (status, out), seconds = timed(lambda: apt._run(daemon_script(tmp_path, 3), timeout=30))
+        assert (status, out, seconds < 10) == (3, "out\n", True)
+        kill_daemon(tmp_path)
+        (status, out), seconds = timed(lambda: apt._transaction(daemon_script(tmp_path, 100), timeout=30))
+        assert (status, out, seconds < 10) == (100, "out\n", True)
+    finally:
+        kill_daemon(tmp_path)
+
+
+def test_a_transaction_runs_as_a_transient_unit_when_systemd_runs_here():
+    argv = install_command([Change("a")])
+    env = aptmod.transaction_env({"http_proxy": "http://p:3128", "HOME": "/root"})
+    command = aptmod.transient_command(argv, "mgmtd-apt-x", env)
+    assert command[:7] == ["systemd-run", "--unit=mgmtd-apt-x", "--collect", "--wait", "--pipe", "--quiet",
+                           "--description=mgmtd pkg: apt-get transaction"]
+    assert "--setenv=DEBIAN_FRONTEND=noninteractive" in command and "--setenv=LC_ALL=C" in command
+    assert "--setenv=http_proxy=http://p:3128" in command and not any("HOME" in arg for arg in command)
+    assert command[command.index("--") + 1:] == argv
+    assert aptmod.unit_name() != aptmod.unit_name() and aptmod.unit_name().startswith("mgmtd-apt-")
+    assert Apt(systemd=None).systemd == Path(aptmod.SYSTEMD_DIR).is_dir()
+
+
+FAKE_SYSTEMD_RUN = """#!/bin/sh
+# systemd-run --wait as far as the test goes: the command runs on its own
+# (in another session, as a unit would), this process only waits for it
+echo "$@" > {log}
+while [ "$1" != "--" ]; do shift; done
+shift
+setsid "$@" &
+child=$!
+while kill -0 $child 2>/dev/null; do sleep 0.05; done
+"""
+
+
+def fake_systemd_run(tmp_path: Path, monkeypatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "systemd-run"
+    script.write_text(FAKE_SYSTEMD_RUN.format(log=tmp_path / "args"))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path / "args"
+
+
+def test_stopping_only_stops_waiting_for_a_transaction_in_its_unit(tmp_path, monkeypatch):
+    from tests.harness import wait_for
+
+    args = fake_systemd_run(tmp_path, monkeypatch)
+    apt = Apt(systemd=True)
+    marker = tmp_path / "finished"
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(
+        apt._transaction(["sh", "-c", f"sleep 1.5; echo done > {marker}"], timeout=60)))
+    waiter.start()
+    wait_for(lambda: apt._waiters, timeout=10, what="the transaction started")
+    apt.interrupt()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and not marker.exists()
+    assert isinstance(result[0], Failure) and result[0].stopped
+    assert "stopped waiting for apt-get install (mgmtd is stopping): it goes on in unit mgmtd-apt-" \
+        in result[0].message
+    assert "--unit=mgmtd-apt-" in args.read_text()
+    wait_for(marker.exists, timeout=10, what="the transaction finishing on its own")
+    # and no new transaction starts once stopping
+    assert apt.install([Change("a")], downgrade=False, untrusted=False).stopped
+
+
+def test_a_transaction_past_its_deadline_is_left_running(tmp_path, monkeypatch):
+    from tests.harness import wait_for
+
+    fake_systemd_run(tmp_path, monkeypatch)
+    marker = tmp_path / "finished"
+    for systemd in (True, False):
+        marker.unlink(missing_ok=True)
+        done = Apt(systemd=systemd)._transaction(["sh", "-c", f"sleep 1; echo done > {marker}"], timeout=0.2)
+        assert isinstance(done, Failure) and "still running after 0.2 s" in done.message, done
+        assert "left it running" in done.message and not done.stopped
+        wait_for(marker.exists, timeout=10, what="the transaction finishing on its own")
