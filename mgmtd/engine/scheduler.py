@@ -31,6 +31,7 @@ class Status:
     state: str = PENDING
     dirty: bool = True
     refresh: bool = False
+    retrying: bool = False              # the next run is a retry (its timer fired)
     running: Resource | None = None     # the instance a worker is running now
     attempts: int = 0
     retry_at: float | None = None
@@ -208,6 +209,7 @@ class Scheduler:
                 continue
             res = self.graph.resources[key]
             res.refresh, status.refresh, status.dirty = status.refresh, False, False
+            res.retrying, status.retrying = status.retrying, False
             status.running = res
             self.in_flight += 1
             ready.append((key, res))
@@ -326,6 +328,7 @@ class Scheduler:
                 continue
             if what == "retry" and status.retry_at is not None and status.retry_at <= now:
                 status.retry_at = None
+                status.retrying = True
                 status.dirty = True
                 self.candidates.add(key)
             elif what == "poll" and not status.dirty:

@@ -217,7 +217,8 @@ class Resource:
         for key, spec in self.FIELDS.items():
             setattr(self, key, params.get(key, spec.default))
         self.params = {key: params.get(key, spec.default) for key, spec in self.FIELDS.items()}
-        self.refresh = False
+        self.refresh = False    # set by the engine: this run follows a change over a notify edge
+        self.retrying = False   # set by the engine: this run is a retry (meta.retry) after a failure
         self.ctx = Context()
 
     # --- identity -----------------------------------------------------------

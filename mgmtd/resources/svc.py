@@ -213,6 +213,11 @@ class SvcResource(Resource):
         self.events: UnitEvents | None = None
         self.stopping = threading.Event()
         self.started: bytes | None = None   # InvocationID of a start of ours not yet seen running
+        # a start of ours that died before it ran, and its error: the unit is not
+        # started again while it stays failed in that same invocation (its own
+        # failure signals would otherwise restart it in a loop), unless the
+        # engine retries (meta.retry), a refresh asks, or its unit file changed
+        self.gave_up: tuple[bytes, str] | None = None
 
     def _address(self) -> str:
         if self.session:
@@ -337,13 +342,21 @@ class SvcResource(Resource):
         error = props.get("LoadError") or ("", "")
         seen = Observed(props.get("LoadState", ""), props.get("ActiveState", ""),
                         props.get("UnitFileState", ""), error[1] if len(error) > 1 else "")
+        invocation = props.get("InvocationID") or None
         if seen.running:
             self.started = None
         elif (self.state == "running" and seen.active_state == "failed" and self.started is not None
-              and props.get("InvocationID") == self.started):
+              and invocation == self.started):
             # our own start that died before it was ever seen running: an error, not a loop
             self.started = None
-            raise ResourceError(self._failure(bus, path, "start", "failed", after=True))
+            raise self._give_up(invocation, self._failure(bus, path, "start", "failed", after=True))
+        if self.gave_up is not None:
+            failed_again = (self.state == "running" and seen.active_state == "failed"
+                            and invocation == self.gave_up[0])
+            if not failed_again or self.retrying or self.refresh or props.get("NeedDaemonReload"):
+                self.gave_up = None
+            else:
+                raise ResourceError(self.gave_up[1])
         try:
             return path, props, plan(self.unit, self.state, self.startup, self.refresh, seen)
         except ValueError as err:
@@ -389,8 +402,14 @@ class SvcResource(Resource):
         if action.verb in ("start", "restart", "try-restart"):
             props = bus.get_all(SYSTEMD, path, UNIT)
             if props.get("ActiveState") == "failed":
-                raise ResourceError(self._failure(bus, path, action.verb, "failed", after=True))
+                raise self._give_up(props.get("InvocationID") or None,
+                                    self._failure(bus, path, action.verb, "failed", after=True))
             self.started = props.get("InvocationID") or None
+
+    def _give_up(self, invocation: bytes | None, message: str) -> ResourceError:
+        if invocation is not None:
+            self.gave_up = (invocation, message)
+        return ResourceError(message)
 
     def _failure(self, bus: Bus, path: str, verb: str, result: str, after: bool = False) -> str:
         """A failed job's message, with the service's Result and its main process's end."""

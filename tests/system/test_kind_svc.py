@@ -79,6 +79,11 @@ def test_failing_unit_is_a_clear_error(sandbox):
     unit = write_unit(sandbox, "mgmtd-test-fail", command="/bin/false")
     done = sandbox.apply(svc_graph("mgmtd-test-fail", state="running"))
     assert done.returncode == 1, done.log
+    # its own failure's signals do not start it again and again: one run of /bin/false
+    def runs() -> int:
+        return sandbox.machine.journal("-u", unit, "-o", "cat").count("Main process exited")
+    wait_for(lambda: runs() >= 1, timeout=30, what="the unit's run in its journal")
+    assert runs() == 1, sandbox.machine.journal("-u", unit, "-o", "cat")
     assert "mgmtd-test-fail.service failed after it was started: exit-code, main process exited with " \
            "status 1" in done.log
     assert "Traceback" not in done.log

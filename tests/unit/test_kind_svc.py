@@ -325,7 +325,26 @@ def test_a_start_that_dies_at_once_is_an_error_not_a_loop():
         res.check_apply(True)
     assert "web.service failed after it was started: exit-code" in str(err.value)
     assert fake.calls.count("StartUnit") == starts
-    assert res.check_apply(True) is False          # a retry starts it again
+    # its own failure signals poke it again: the same error, no new start (no loop)
+    with pytest.raises(ResourceError, match="failed after it was started"):
+        res.check_apply(True)
+    assert fake.calls.count("StartUnit") == starts
+    res.retrying = True                            # meta.retry: the engine's retry starts it again
+    assert res.check_apply(True) is False
+    assert fake.calls.count("StartUnit") == starts + 1
+
+
+def test_a_unit_that_died_at_once_is_started_again_once_its_file_changed_or_reset():
+    fake = FakeSystemd(**{"web.service": unit()})
+    res, _ = svc(fake, state="running")
+    res.check_apply(True)
+    fake.units["web.service"]["ActiveState"] = "failed"
+    for _ in range(2):
+        with pytest.raises(ResourceError):
+            res.check_apply(True)
+    starts = fake.calls.count("StartUnit")
+    fake.units["web.service"]["NeedDaemonReload"] = True   # the operator fixed the unit file
+    assert res.check_apply(True) is False
     assert fake.calls.count("StartUnit") == starts + 1
 
 
