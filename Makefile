@@ -19,8 +19,9 @@ etcd:
 run: install
 	$(VENV)/bin/mgmtd run --hostname $(HOST) --prefix $(CURDIR)/.run/$(HOST) yaml examples/yaml/hello.yaml
 
+# the system tests run beside the others (scripts/run-tests says why)
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) scripts/run-tests $(PYTEST_ARGS)
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
