@@ -174,10 +174,10 @@ def kind_rows(raw: dict, packages: int, svc_rounds: int) -> list[Row]:
     result = attempt(raw, "pkg-check", 60, kinds.pkg_check, packages, 5)
     if result:
         rows += [
-            Row(f"7 pkg: no-change check of {packages} installed packages", result["cold"] * 1000, "ms",
-                "dpkg-query -W of the same packages", result["dpkg_query"] * 1000),
-            Row("7 pkg: the same, status file already parsed", result["warm"] * 1000, "ms",
-                "read /var/lib/dpkg/status once", result["read_status"] * 1000),
+            Row(f"7 pkg: no-change check of {packages} installed packages", result["cold"], "ms",
+                "dpkg-query -W of the same packages", result["dpkg_query"]),
+            Row("7 pkg: the same, status file already parsed", result["warm"], "ms",
+                "read /var/lib/dpkg/status once", result["read_status"]),
         ]
     else:
         rows.append(Row("7 pkg: no-change check", None, "ms", error=raw["pkg-check"]["error"]))
