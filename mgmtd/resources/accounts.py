@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from mgmtd.resources.base import ResourceError, shown
+from mgmtd.resources.base import FieldError, Meta, Resource, ResourceError, shown
 
 NAME_MAX = 32       # longest user or group name the shadow tools accept
 TOOL_TIMEOUT = 120  # seconds; the tools wait for the files' locks a few seconds at most
@@ -261,3 +261,25 @@ def run_tool(argv: list[str], runner: Runner = run_subprocess) -> None:
         raise ResourceError(f"{argv[0]} did not finish within {TOOL_TIMEOUT} s") from None
     if done.returncode != 0:
         raise ResourceError(failure(argv, done.returncode, done.stderr or ""))
+
+
+class AccountResource(Resource):
+    """What user and group share: the account files they read (the engine's
+    /etc, or a test's), the tools' runner, and the checks of name and state."""
+
+    STATES = ("exists", "absent")
+
+    def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
+        super().__init__(name, params, meta)
+        self.files: AccountFiles | None = None   # None: the engine's, /etc (tests give their own)
+        self.runner: Runner = run_subprocess
+
+    def account_files(self) -> AccountFiles:
+        return self.files if self.files is not None else system_files(self.ctx.shared)
+
+    def validate(self) -> None:
+        problem = name_problem(self.name, self.kind)
+        if problem:
+            raise FieldError("name", problem)
+        if self.state not in self.STATES:
+            raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")

@@ -5,18 +5,13 @@ says why not NSS); without ``gid`` only the group's existence is managed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mgmtd.resources.accounts import (
-    AccountFiles,
+    AccountResource,
     Accounts,
-    Runner,
-    name_problem,
-    run_subprocess,
     run_tool,
-    system_files,
 )
-from mgmtd.resources.base import ID_MAX, Field, FieldError, Meta, Resource, ResourceError, shown
+from mgmtd.resources.base import ID_MAX, Field, ResourceError
 
 
 @dataclass(frozen=True)
@@ -57,27 +52,15 @@ def plan_group(name: str, state: str, gid: int | None, accounts: Accounts) -> Gr
                      f"changed gid {current.gid} -> {gid}", problem)
 
 
-class GroupResource(Resource):
+class GroupResource(AccountResource):
     kind = "group"
     FIELDS = {
         "state": Field((str,), "exists", doc="exists or absent"),
         "gid": Field((int,), None, doc="group id; unset = any", min=0, max=ID_MAX),
     }
 
-    def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
-        super().__init__(name, params, meta)
-        self.files: AccountFiles | None = None   # None: the engine's, /etc (tests give their own)
-        self.runner: Runner = run_subprocess
-
-    def account_files(self) -> AccountFiles:
-        return self.files if self.files is not None else system_files(self.ctx.shared)
-
     def validate(self) -> None:
-        problem = name_problem(self.name, "group")
-        if problem:
-            raise FieldError("name", problem)
-        if self.state not in ("exists", "absent"):
-            raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
+        super().validate()
 
     # --- autoedges / watches -------------------------------------------------------
     def autoedge_provides(self) -> list[str]:

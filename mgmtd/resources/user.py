@@ -13,20 +13,16 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mgmtd.resources.accounts import (
-    AccountFiles,
+    AccountResource,
     Accounts,
     PasswdEntry,
-    Runner,
     name_problem,
     path_problem,
-    run_subprocess,
     run_tool,
-    system_files,
 )
-from mgmtd.resources.base import ID_MAX, Field, FieldError, Meta, Resource, ResourceError, shown
+from mgmtd.resources.base import ID_MAX, Field, FieldError, ResourceError, shown
 
 STATES = ("exists", "absent")
 
@@ -190,7 +186,7 @@ def plan(spec: UserSpec, accounts: Accounts) -> Plan | None:
                 + missing_groups(spec, accounts, changed))
 
 
-class UserResource(Resource):
+class UserResource(AccountResource):
     kind = "user"
     FIELDS = {
         "state": Field((str,), "exists", doc="exists or absent"),
@@ -204,20 +200,8 @@ class UserResource(Resource):
                                    "(useradd --non-unique)"),
     }
 
-    def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
-        super().__init__(name, params, meta)
-        self.files: AccountFiles | None = None   # None: the engine's, /etc (tests give their own)
-        self.runner: Runner = run_subprocess
-
-    def account_files(self) -> AccountFiles:
-        return self.files if self.files is not None else system_files(self.ctx.shared)
-
     def validate(self) -> None:
-        problem = name_problem(self.name, "user")
-        if problem:
-            raise FieldError("name", problem)
-        if self.state not in STATES:
-            raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
+        super().validate()
         if self.gid is not None and self.group is not None:
             raise FieldError("group", "give gid or group, not both")
         if self.group is not None:
