@@ -74,6 +74,12 @@ def autogroups(ready: list[tuple[Key, Resource]], noop: bool) -> list[list[tuple
     return [*batches.values(), *alone]
 
 
+def retry_wait(delay_ms: int) -> float:
+    """Seconds to wait before a retry: ``meta.delay`` is in milliseconds, as in
+    mgmt; at least 50 ms, so a retry loop never spins."""
+    return max(delay_ms / 1000, 0.05)
+
+
 class Scheduler:
     def __init__(self, ctx: Context, workers: int = 8, converged_after: float = 3.0,
                  on_summary: Callable[[Summary], None] | None = None,
@@ -271,7 +277,7 @@ class Scheduler:
             self.last_activity = self.clock()
             retry = res.meta.retry
             if retry == -1 or status.attempts <= retry:
-                status.retry_at = self.clock() + max(res.meta.delay, 0.05)
+                status.retry_at = self.clock() + retry_wait(res.meta.delay)
                 self._timer(status.retry_at, "retry", key)
                 LOG.warning("%s: %s (attempt %d, retrying)", key_str(key), error, status.attempts)
             else:

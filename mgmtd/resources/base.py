@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 # Upper bounds of numeric fields. Beyond them a value is a typo or an attack,
 # and the runtime would choke on it (thread waits overflow past ~292 years).
 YEAR = 365 * 24 * 3600     # the longest duration any field takes, in seconds
+YEAR_MS = YEAR * 1000      # the same, for the fields mgmt takes in milliseconds
 COUNT_MAX = 2**31          # the largest count (retries, bursts)
 ID_MAX = 2**32 - 2         # the largest uid or gid (2**32 - 1 means "none")
 
@@ -147,7 +148,7 @@ class Meta:
 
     noop: bool = False
     retry: int = 0          # extra attempts after a failure; -1 = forever
-    delay: float = 0.0      # seconds between attempts
+    delay: int = 0          # milliseconds between attempts (mgmt's unit)
     poll: float = 0.0       # seconds between checks when there is no event source; 0 = events
     autoedge: bool = True
     autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
@@ -167,7 +168,7 @@ EFFECTIVE_META: tuple[str, ...] = tuple(f.name for f in fields(Meta))
 Meta.FIELDS = {
     "noop": Field((bool,), False, doc="report what would change, change nothing"),
     "retry": Field((int,), 0, doc="extra attempts after a failure, -1 for forever", min=-1, max=COUNT_MAX),
-    "delay": Field((int, float), 0, doc="seconds to wait between attempts", min=0, max=YEAR),
+    "delay": Field((int,), 0, doc="milliseconds to wait between attempts", min=0, max=YEAR_MS),
     "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events",
                   min=0, max=YEAR),
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),

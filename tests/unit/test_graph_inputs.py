@@ -256,7 +256,7 @@ RANGES = {
     ("user", "gid"): (0, 2**32 - 2, "an integer between 0 and 4294967294"),
     ("group", "gid"): (0, 2**32 - 2, "an integer between 0 and 4294967294"),
     ("meta", "retry"): (-1, 2**31, "an integer between -1 and 2147483648"),
-    ("meta", "delay"): (0, YEAR, f"a finite number between 0 and {YEAR}"),
+    ("meta", "delay"): (0, YEAR * 1000, f"an integer between 0 and {YEAR * 1000}"),
     ("meta", "poll"): (0, YEAR, f"a finite number between 0 and {YEAR}"),
     ("meta", "limit"): (0, math.inf, "a number >= 0 (or .inf)"),
     ("meta", "burst"): (0, 2**31, "an integer between 0 and 2147483648"),
@@ -371,7 +371,7 @@ def test_collector_rejects_an_export_out_of_range():
     assert [r.name for r in chosen.resources] == ["ok@h2"]
     assert sorted(chosen.rejected) == [
         "exec[a] from h2: field 'timeout' must be a finite number between 0 and 31536000, not nan",
-        "noop[n] from h2: field 'meta.delay' must be a finite number between 0 and 31536000, not inf",
+        "noop[n] from h2: field 'meta.delay' must be integer, not inf",
     ]
 
 

@@ -58,7 +58,7 @@ resources:
     meta:
       noop: true
       retry: -1
-      delay: 1.5
+      delay: 1500
       poll: 2
       autoedge: false
       limit: .inf
@@ -119,7 +119,7 @@ def test_valid_graph_loads_resources_exports_edges_and_collect_rules():
 
     default = Meta()
     assert local.meta == default
-    assert spec.resources[2].meta == Meta(noop=True, retry=-1, delay=1.5, poll=2, autoedge=False)
+    assert spec.resources[2].meta == Meta(noop=True, retry=-1, delay=1500, poll=2, autoedge=False)
 
     # the places are kept for later errors (1-based)
     loc = spec.locations[("file", "dir_a")]
@@ -421,6 +421,7 @@ def test_cycle_through_an_autoedge():
     ("meta: 5", 5, 11, ["meta must be a mapping"]),
     ("meta:\n      retry: -2", 6, 14, ["meta.retry"]),
     ("meta:\n      delay: -1", 6, 14, ["meta.delay"]),
+    ("meta:\n      delay: 0.5", 6, 14, ["meta.delay", "must be integer"]),  # ms, as mgmt's uint64
 ])
 def test_bad_meta_param(meta, line, col, words):
     text = f"resources:\n  file:\n  - name: a\n    path: /srv/a\n    {meta}\n"

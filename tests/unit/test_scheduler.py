@@ -244,21 +244,27 @@ def test_failure_with_dependants_returns_one():
 
 def test_retry_with_delay():
     rec = Recorder()
-    flaky = Probe("flaky", rec, fail=2, meta=Meta(retry=2, delay=0.01))
+    flaky = Probe("flaky", rec, fail=2, meta=Meta(retry=2, delay=100))  # milliseconds
     rc, sched = run(graph_of([flaky, Probe("after", rec)], [("flaky", "after")]))
     assert rc == 0
     calls = rec.of("flaky")
     assert [c.result for c in calls] == ["failed", "failed", "changed"]
     for before, after in zip(calls, calls[1:], strict=False):
-        assert after.start - before.end >= 0.01
+        assert after.start - before.end >= 0.1
     assert len(rec.applied("after")) == 1
     assert_after_deps(rec, [("flaky", "after")])
     assert sched.status[("probe", "flaky")].state == OK
 
 
+def test_retry_delay_is_milliseconds_as_in_mgmt():
+    assert scheduler_module.retry_wait(5000) == 5.0   # mgmt's retry1.yaml: 5 s, not 83 min
+    assert scheduler_module.retry_wait(250) == 0.25
+    assert scheduler_module.retry_wait(0) == 0.05     # never a spinning retry loop
+
+
 def test_retries_exhausted_fails():
     rec = Recorder()
-    rc, sched = run(graph_of([Probe("flaky", rec, fail=3, meta=Meta(retry=2, delay=0.01))]))
+    rc, sched = run(graph_of([Probe("flaky", rec, fail=3, meta=Meta(retry=2, delay=10))]))
     assert rc == 1
     assert [c.result for c in rec.of("flaky")] == ["failed"] * 3
     assert sched.status[("probe", "flaky")].state == FAILED
