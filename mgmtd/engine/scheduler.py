@@ -97,7 +97,7 @@ class Scheduler:
         self.timers: list[tuple[float, int, str, Key]] = []   # (when, seq, what, key)
         self.seq = 0
         self.stops: dict[Key, Callable[[], None]] = {}
-        self.watcher = FileWatcher(self.poke)
+        self.watcher = FileWatcher(self.poke_all)
         self.quiet_since: float | None = None    # None while work is under way
         self.last_activity = clock()             # last change, failure or swap: checks that find
                                                  # everything in state (polls, own writes) do not count
@@ -111,6 +111,12 @@ class Scheduler:
     # --- thread-safe entry points -------------------------------------------
     def poke(self, key: Key) -> None:
         self.events.put(("poke", key, None))
+
+    def poke_all(self, keys: set[Key]) -> None:
+        """One event for everything one change touched: all are dirty before
+        any is dispatched, so a resource waits for the dependencies the same
+        change touched (a user for its deleted group) instead of racing them."""
+        self.events.put(("pokes", None, keys))
 
     def swap(self, graph: Graph) -> None:
         self.events.put(("swap", None, graph))
@@ -174,10 +180,10 @@ class Scheduler:
 
     def _handle(self, what: str, key: Key, payload) -> None:
         if what == "poke":
-            status = self.status.get(key)
-            if status is not None and not status.dirty:
-                status.dirty = True
-                self.candidates.add(key)
+            self._poked(key)
+        elif what == "pokes":
+            for poked in payload:
+                self._poked(poked)
         elif what == "done":
             self._done(key, *payload)
         elif what == "swap":
@@ -188,6 +194,12 @@ class Scheduler:
             elif key in self.holds:
                 self.holds.discard(key)
                 self.last_activity = self.clock()
+
+    def _poked(self, key: Key) -> None:
+        status = self.status.get(key)
+        if status is not None and not status.dirty:
+            status.dirty = True
+            self.candidates.add(key)
 
     def _dispatch(self) -> None:
         candidates, self.candidates = self.candidates, set()

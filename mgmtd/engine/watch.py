@@ -22,9 +22,10 @@ SELF_GONE = F.DELETE_SELF | F.MOVE_SELF | F.IGNORED
 
 
 class FileWatcher:
-    """Calls ``poke(key)`` for each resource whose path may have changed."""
+    """Calls ``poke(keys)`` with the resources whose paths may have changed,
+    all those one read of events touched at once."""
 
-    def __init__(self, poke: Callable[[Key], None]) -> None:
+    def __init__(self, poke: Callable[[set[Key]], None]) -> None:
         self.poke = poke
         self.inotify = WakeableINotify()
         self.lock = threading.Lock()
@@ -133,5 +134,5 @@ class FileWatcher:
                         self.dir_wd.pop(directory, None)
                         self.wd_dir.pop(event.wd, None)
                         self.unwatched.add(directory)
-            for key in touched:
-                self.poke(key)
+            if touched:
+                self.poke(touched)

@@ -509,3 +509,38 @@ def test_a_resource_retired_while_it_runs_is_closed_when_the_engine_stops():
     background.sched.swap(graph_of([]))  # slow leaves the graph while its worker runs
     assert background.stop() == 0
     assert ("slow", id(slow)) in rec.closed
+
+
+def test_resources_one_change_touched_are_dirty_together_so_dependencies_run_first():
+    """A change to a file two resources watch (/etc/group: a user and its group)
+    pokes both in one event: the user waits for the group instead of racing it."""
+    rec = Recorder()
+    group, user = Probe("group", rec, changes=0), Probe("user", rec, changes=0)
+    background = Background(graph_of([group, user], pairs=[("group", "user")]))
+    try:
+        wait_for(lambda: len(rec.of("user")) == 1, GUARD, "the first pass", interval=POLL)
+        for _ in range(20):
+            runs = len(rec.of("user"))
+            background.sched.poke_all({user.key, group.key})
+            wait_for(lambda r=runs: len(rec.of("user")) == r + 1, GUARD, "the user checked again",
+                     interval=POLL)
+            assert rec.of("group")[-1].seq_end < rec.of("user")[-1].seq_start
+    finally:
+        background.stop()
+
+
+def test_the_file_watcher_pokes_every_resource_of_a_change_at_once(tmp_path):
+    from mgmtd.engine.watch import FileWatcher
+
+    calls: list[set] = []
+    watcher = FileWatcher(calls.append)
+    try:
+        shared = tmp_path / "group"
+        shared.write_text("a\n")
+        watcher.watch(("user", "u"), [str(shared)])
+        watcher.watch(("group", "g"), [str(shared)])
+        shared.write_text("b\n")
+        wait_for(lambda: calls, GUARD, "a poke", interval=POLL)
+        assert calls[0] == {("user", "u"), ("group", "g")}
+    finally:
+        watcher.close()
