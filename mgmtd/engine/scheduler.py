@@ -35,6 +35,9 @@ class Status:
     running: Resource | None = None     # the instance a worker is running now
     attempts: int = 0
     retry_at: float | None = None
+    deadline: float | None = None       # meta.timeout of the run under way
+    timed_out: bool = False             # the run under way outran it: it fails when it returns
+    cancelling: bool = False            # its cancel() is under way: no new run until it is done
     error: str = ""
     checks: int = 0
     changes: int = 0
@@ -72,6 +75,10 @@ def autogroups(ready: list[tuple[Key, Resource]], noop: bool) -> list[list[tuple
         else:
             alone.append([(key, res)])
     return [*batches.values(), *alone]
+
+
+def timed_out_error(timeout_ms: int) -> str:
+    return f"timed out after {timeout_ms} ms"
 
 
 def retry_wait(delay_ms: int) -> float:
@@ -186,6 +193,12 @@ class Scheduler:
                 self._poked(poked)
         elif what == "done":
             self._done(key, *payload)
+        elif what == "cancelled":
+            self.in_flight -= 1
+            status = self.status.get(key)
+            if status is not None and status.cancelling:
+                status.cancelling = False
+                self.candidates.add(key)
         elif what == "swap":
             self._swap(payload)
         elif what == "hold":
@@ -206,7 +219,7 @@ class Scheduler:
         ready: list[tuple[Key, Resource]] = []
         for key in candidates:
             status = self.status.get(key)
-            if status is None or not status.dirty or status.running is not None:
+            if status is None or not status.dirty or status.running is not None or status.cancelling:
                 continue
             if key in self.retired:
                 continue  # the old instance is still running; we go when it is done
@@ -229,6 +242,10 @@ class Scheduler:
             res.refresh, status.refresh, status.dirty = status.refresh, False, False
             res.retrying, status.retrying = status.retrying, False
             status.running = res
+            status.timed_out = False
+            if res.meta.timeout > 0:
+                status.deadline = self.clock() + res.meta.timeout / 1000
+                self._timer(status.deadline, "timeout", key)
             self.in_flight += 1
             ready.append((key, res))
         for batch in autogroups(ready, self.ctx.noop):
@@ -279,6 +296,10 @@ class Scheduler:
         if status is None or status.running is not res:
             return
         status.running = None
+        status.deadline = None
+        if status.timed_out:  # whatever it returned, it returned too late
+            status.timed_out = False
+            in_state, error = False, timed_out_error(res.meta.timeout)
         status.checks += 1
         if status.dirty:  # poked while it ran: check again
             self.candidates.add(key)
@@ -324,6 +345,25 @@ class Scheduler:
         if res.meta.poll > 0:
             self._timer(self.clock() + res.meta.poll, "poll", key)
 
+    def _cut_short(self, key: Key, res: Resource) -> None:
+        """``meta.timeout`` has passed: the run fails, but only once its worker
+        returns. Until then the resource stays running, so it is never run twice
+        at once (a retry waits for the late run to end)."""
+        status = self.status[key]
+        status.timed_out = status.cancelling = True
+        self.in_flight += 1  # the cancel is work under way too
+        LOG.warning("%s: %s: cutting it short", key_str(key), timed_out_error(res.meta.timeout))
+
+        def cancel() -> None:
+            try:
+                res.cancel()
+            except Exception:  # a bug in a resource must not stop the engine
+                LOG.exception("%s: internal error in cancel", res)
+            # a cancel still under way could cut the next run short: that run waits for this
+            self.events.put(("cancelled", key, None))
+
+        threading.Thread(target=cancel, name=f"cancel {key_str(key)}", daemon=True).start()
+
     def _block_dependants(self, key: Key) -> None:
         todo = list(self.graph.dependants[key])
         while todo:
@@ -349,6 +389,9 @@ class Scheduler:
                 status.retrying = True
                 status.dirty = True
                 self.candidates.add(key)
+            elif (what == "timeout" and status.running is not None and status.deadline is not None
+                    and status.deadline <= now and not status.timed_out):
+                self._cut_short(key, status.running)
             elif what == "poll" and not status.dirty:
                 status.dirty = True
                 self.candidates.add(key)

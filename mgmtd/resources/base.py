@@ -149,6 +149,7 @@ class Meta:
     noop: bool = False
     retry: int = 0          # extra attempts after a failure; -1 = forever
     delay: int = 0          # milliseconds between attempts (mgmt's unit)
+    timeout: int = 0        # milliseconds a check/apply may run; 0 = no limit
     poll: float = 0.0       # seconds between checks when there is no event source; 0 = events
     autoedge: bool = True
     autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
@@ -169,6 +170,8 @@ Meta.FIELDS = {
     "noop": Field((bool,), False, doc="report what would change, change nothing"),
     "retry": Field((int,), 0, doc="extra attempts after a failure, -1 for forever", min=-1, max=COUNT_MAX),
     "delay": Field((int,), 0, doc="milliseconds to wait between attempts", min=0, max=YEAR_MS),
+    "timeout": Field((int,), 0, doc="milliseconds a check/apply may run before it fails "
+                     "(and is retried by retry); 0 = no limit", min=0, max=YEAR_MS),
     "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events",
                   min=0, max=YEAR),
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),
@@ -295,6 +298,12 @@ class Resource:
     def interrupt(self) -> None:
         """Cuts a running ``check_apply`` short when the engine stops (e.g. kills
         a running command); the default has nothing to cut."""
+
+    def cancel(self) -> None:
+        """Cuts the running ``check_apply`` short because it outran
+        ``meta.timeout`` (e.g. kills the command it waits for). Unlike
+        ``interrupt`` the resource stays usable: a retry runs it again. The
+        default has nothing to cut: the engine waits for the run to return."""
 
 
 class FieldError(ValueError):

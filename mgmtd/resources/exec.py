@@ -244,6 +244,14 @@ class ExecResource(Resource):
         for proc in running:
             terminate_group(proc)
 
+    def cancel(self) -> None:
+        """meta.timeout passed: stops the command running now (check_apply then
+        fails); later runs work as before."""
+        with self._lock:
+            running = list(self._running)
+        for proc in running:
+            terminate_group(proc)
+
     # --- check/apply ----------------------------------------------------------
     def _invalidate(self) -> None:
         with self._lock:
