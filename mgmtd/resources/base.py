@@ -183,9 +183,19 @@ Meta.FIELDS = {
     "burst": Field((int,), None, doc="(mgmt compatibility, ignored)", min=0, max=COUNT_MAX),
     "sema": Field((list,), None, doc="(mgmt compatibility, ignored)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
-    "realize": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
+    "realize": Field((bool,), None, doc="refused when true: mgmt marks it not implemented"),
     "reverse": Field((bool, dict), None, doc="(mgmt compatibility, ignored)"),
 }
+
+
+def meta_refusal(key: str, value: Any) -> str:
+    """Why a meta parameter mgmt documents is refused here, or "" when it is
+    not: a value that would ask for what mgmtd does not do is an error, never
+    accepted and ignored."""
+    if key == "realize" and value:
+        return ("meta.realize is not supported: mgmt marks it not implemented "
+                "(false, its default, is accepted)")
+    return ""
 
 
 @dataclass

@@ -13,7 +13,7 @@ import yaml
 
 from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, kind_names
-from mgmtd.resources.base import EFFECTIVE_META, Field, FieldError, Meta, Resource, shown
+from mgmtd.resources.base import EFFECTIVE_META, Field, FieldError, Meta, Resource, meta_refusal, shown
 from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.source import MAX_BYTES, read_graph_bytes
 
@@ -298,6 +298,9 @@ class Loader:
                 raise self.error(key_node, f"unknown meta parameter {shown(key)} (known: "
                                  f"{', '.join(sorted(Meta.FIELDS))})", subject)
             value = self.typed(value_node, f"meta.{key}", spec, subject)
+            refusal = meta_refusal(key, value)
+            if refusal:
+                raise self.error(value_node, refusal, subject)
             if key in EFFECTIVE_META and value is not None:
                 values[key] = value
         return Meta(**values)

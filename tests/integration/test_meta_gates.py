@@ -36,3 +36,15 @@ resources:
     assert "exec[slow]: timed out after 300 ms" in out.stderr
     assert "Traceback" not in out.stderr
     assert (workdir / "runs").read_text() == "run\nrun\n"   # the first run and its one retry
+
+
+def test_realize_is_refused_with_its_location(workdir):
+    graph = workdir / "realize.yaml"
+    graph.write_text("resources:\n  noop:\n  - name: n\n    meta:\n      realize: true\n")
+    out = subprocess.run([MGMTD, "validate", str(graph)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{graph}:5:16: noop[n]: meta.realize is not supported" in lines[0]
+    graph.write_text("resources:\n  noop:\n  - name: n\n    meta:\n      realize: false\n")
+    out = subprocess.run([MGMTD, "validate", str(graph)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr

@@ -422,6 +422,7 @@ def test_cycle_through_an_autoedge():
     ("meta:\n      retry: -2", 6, 14, ["meta.retry"]),
     ("meta:\n      delay: -1", 6, 14, ["meta.delay"]),
     ("meta:\n      delay: 0.5", 6, 14, ["meta.delay", "must be integer"]),  # ms, as mgmt's uint64
+    ("meta:\n      realize: true", 6, 16, ["meta.realize is not supported", "not implemented"]),
 ])
 def test_bad_meta_param(meta, line, col, words):
     text = f"resources:\n  file:\n  - name: a\n    path: /srv/a\n    {meta}\n"
