@@ -20,6 +20,23 @@ URL_FLAGS = (*LISTEN_URL_FLAGS, "advertise_client_urls", "advertise_server_urls"
 
 DEFAULT_PREFIX = "/var/lib/mgmtd"
 
+# every flag of these commands may also come from the environment (MGMTD_<FLAG>)
+ENV_COMMANDS = ("run", "engine", "validate")
+ENV_PREFIX = "MGMTD_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+class _Unset:
+    """The default of a flag that may come from the environment: replaced after
+    parsing by the environment's value or by the flag's real default."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET = _Unset()
+
 
 def seconds(text: str) -> float:
     try:
@@ -72,6 +89,104 @@ def tls_from(args: argparse.Namespace) -> tls.TLSFiles | None:
     return tls.from_args(args.tls_ca, args.tls_cert, args.tls_key)
 
 
+def env_name(action: argparse.Action) -> str:
+    """MGMTD_<FLAG> for a flag: its first long name, upper case, '-' -> '_'."""
+    flag = next(o for o in action.option_strings if o.startswith("--"))
+    return ENV_PREFIX + flag[2:].upper().replace("-", "_")
+
+
+def env_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags of ``parser`` the environment may set: every documented option
+    (not --help, not the supervisor's hidden ones)."""
+    return [a for a in parser._actions
+            if a.option_strings and a.help is not argparse.SUPPRESS
+            and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+
+
+def parse_bool(variable: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{variable}: {text!r} is not a boolean (true: {', '.join(TRUE_WORDS)}; "
+                     f"false: {', '.join(w for w in FALSE_WORDS if w)} or empty)")
+
+
+def env_value(action: argparse.Action, variable: str, text: str) -> object:
+    """The value of a flag from its variable's text, as argparse would take it
+    from the command line. ValueError: one line naming the variable."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        value = parse_bool(variable, text)
+        return value if isinstance(action, argparse._StoreTrueAction) else not value
+    try:
+        value = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+        name = getattr(action.type, "__name__", "")
+        detail = str(err) if isinstance(err, argparse.ArgumentTypeError) else f"invalid {name} value"
+        raise ValueError(f"{variable}: {text!r}: {detail}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{variable}: {text!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def add_env(parser: argparse.ArgumentParser, defaults: dict[str, object]) -> None:
+    """Marks each flag of ``parser`` as settable from MGMTD_<FLAG>: its help says
+    so, its default becomes UNSET (kept in ``defaults`` by dest)."""
+    for action in env_actions(parser):
+        variable = env_name(action)
+        if action.help and "%(default)" in action.help:
+            action.help = action.help % {"default": action.default}
+        action.help = f"{action.help or ''} (env {variable})".lstrip()
+        defaults[action.dest] = action.default
+        action.default = UNSET
+
+
+def resolve_env(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                environ: dict[str, str]) -> None:
+    """Fills each flag not given on the command line from its MGMTD_<FLAG>
+    variable, else its default: the command line wins. ValueError: one line
+    naming the variable."""
+    defaults: dict[str, object] = getattr(parser, "env_defaults", None) or {}
+    for action in env_actions(parser):
+        if getattr(args, action.dest, None) is not UNSET:
+            continue
+        variable = env_name(action)
+        if variable in environ:
+            setattr(args, action.dest, env_value(action, variable, environ[variable]))
+        else:
+            setattr(args, action.dest, defaults.get(action.dest))
+
+
+def flag_variables(command: str) -> frozenset[str]:
+    """The MGMTD_<FLAG> variables a command reads (others, such as
+    MGMTD_DPKG_LOCK_TIMEOUT, are no flag's)."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return frozenset(env_name(a) for a in env_actions(commands.choices[command]))
+
+
+def drop_flag_variables(environ: dict[str, str] | os._Environ, command: str) -> None:
+    """Removes the variables of ``command``'s flags: ``mgmtd run`` has resolved
+    them into the engine child's command line, which must not read them again
+    (MGMTD_WORKERS=x would stop it). Others, such as MGMTD_DPKG_LOCK_TIMEOUT, stay."""
+    for name in flag_variables(command):
+        environ.pop(name, None)
+
+
+class EnvArgumentParser(argparse.ArgumentParser):
+    """A command's parser whose flags not given on the command line come from
+    MGMTD_<FLAG> (see add_env), else their defaults. A bad variable raises
+    ValueError naming it (main prints that one line)."""
+
+    env_defaults: dict[str, object] | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if self.env_defaults:
+            resolve_env(parsed, self, dict(os.environ))
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mgmtd",
@@ -80,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "resources and keeps it applied.",
     )
     parser.add_argument("--version", action="version", version=f"mgmtd {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=EnvArgumentParser)
 
     run = commands.add_parser(
         "run", help="run this node: etcd, the cluster, and the engine",
@@ -154,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "Prints one line per problem as FILE:LINE:COL and exits 2 on error.",
     )
     validate.add_argument("graph_file", metavar="FILE")
+    for name in ENV_COMMANDS:
+        sub = commands.choices[name]
+        sub.env_defaults = {}
+        add_env(sub, sub.env_defaults)
+        if sub.env_defaults:
+            sub.epilog = (
+                f"Every flag may also be set in the environment as {ENV_PREFIX}<FLAG> (upper "
+                f"case, '-' as '_'); the command line wins. Booleans: {', '.join(TRUE_WORDS)} are "
+                f"true; {', '.join(w for w in FALSE_WORDS if w)} or empty are false. "
+                + (sub.epilog[0].upper() + sub.epilog[1:] if sub.epilog else ""))
     return parser
 
 
@@ -214,6 +340,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         log.get("supervisor").error("%s", err)
         return 1
+    drop_flag_variables(os.environ, "engine")  # the engine child inherits the environment
     config = NodeConfig(
         hostname=args.hostname, prefix=os.path.abspath(args.prefix),
         client_urls=args.client_urls, server_urls=args.server_urls,
@@ -285,7 +412,11 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ValueError as err:  # a bad MGMTD_<FLAG>
+        print(f"mgmtd: {err}", file=sys.stderr)
+        return 2
     try:
         check_input(args, socket.gethostname())
     except ValueError as err:
