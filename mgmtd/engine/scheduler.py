@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mgmtd import log
+from mgmtd.engine.gates import TokenBucket, limited
 from mgmtd.engine.watch import FileWatcher
 from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
@@ -38,6 +39,8 @@ class Status:
     deadline: float | None = None       # meta.timeout of the run under way
     timed_out: bool = False             # the run under way outran it: it fails when it returns
     cancelling: bool = False            # its cancel() is under way: no new run until it is done
+    bucket: TokenBucket | None = None   # meta.limit/burst; None = no limit
+    limited_until: float | None = None  # no token until then: a "limit" timer is set
     error: str = ""
     checks: int = 0
     changes: int = 0
@@ -239,6 +242,8 @@ class Scheduler:
             if waiting:
                 continue
             res = self.graph.resources[key]
+            if not self._token(key, status, res):
+                continue  # delayed, not dropped: still dirty, a timer brings it back
             res.refresh, status.refresh, status.dirty = status.refresh, False, False
             res.retrying, status.retrying = status.retrying, False
             status.running = res
@@ -254,6 +259,24 @@ class Scheduler:
             else:
                 LOG.info("%s: in one check/apply (autogroup)", ", ".join(key_str(key) for key, _ in batch))
                 self.pool.submit(self._work_group, batch)
+
+    def _token(self, key: Key, status: Status, res: Resource) -> bool:
+        """True when ``meta.limit`` lets this run start now (it takes a token);
+        else sets a timer for when a token is there."""
+        if not limited(res.meta.limit):
+            return True
+        now = self.clock()
+        if status.limited_until is not None and status.limited_until > now:
+            return False  # its timer is set
+        if status.bucket is None:
+            status.bucket = TokenBucket(res.meta.limit, res.meta.burst, now)
+        wait = status.bucket.take(now)
+        if wait <= 0:
+            status.limited_until = None
+            return True
+        status.limited_until = now + wait
+        self._timer(status.limited_until, "limit", key)
+        return False
 
     def _work(self, key: Key, res: Resource) -> None:
         error = ""
@@ -392,6 +415,9 @@ class Scheduler:
             elif (what == "timeout" and status.running is not None and status.deadline is not None
                     and status.deadline <= now and not status.timed_out):
                 self._cut_short(key, status.running)
+            elif what == "limit" and status.limited_until is not None and status.limited_until <= now:
+                status.limited_until = None
+                self.candidates.add(key)
             elif what == "poll" and not status.dirty:
                 status.dirty = True
                 self.candidates.add(key)
@@ -449,7 +475,7 @@ class Scheduler:
         """Work is under way or can start. A dirty resource that waits on a
         failed one is not work: it cannot start until something changes."""
         return bool(self.in_flight or self.candidates or self.retired or self.holds
-                    or any(what == "retry" for _, _, what, _ in self.timers))
+                    or any(what in ("retry", "limit") for _, _, what, _ in self.timers))
 
     def hold(self, reason: str) -> None:
         """Not converged until released (e.g. the collected set is not known yet)."""

@@ -153,12 +153,30 @@ class Meta:
     poll: float = 0.0       # seconds between checks when there is no event source; 0 = events
     autoedge: bool = True
     autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
+    limit: float = math.inf  # check/apply runs per second; .inf = no limit
+    burst: int = 0           # runs at once before limit applies; > 0 when limit is not .inf
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
     def __post_init__(self) -> None:
         # collected exports build a Meta straight from JSON: check them here too
         check_fields(Meta.FIELDS, {key: getattr(self, key) for key in EFFECTIVE_META}, "meta.")
+        problem = limit_problem(self.limit, self.burst)
+        if problem:
+            raise FieldError("limit", problem)
+
+
+def limit_problem(limit: float, burst: int) -> str:
+    """mgmt's rule: a limit other than .inf needs burst > 0 (else nothing ever
+    runs). A limit of 0 would allow ``burst`` runs, then none, ever: refused."""
+    if math.isinf(limit):
+        return ""
+    if limit <= 0:
+        return f"meta.limit must be > 0 (or .inf, no limit), not {shown(limit)}"
+    if burst <= 0:
+        return (f"meta.limit {shown(limit)} needs meta.burst > 0 (mgmt: "
+                "\"permanently limited (rate != Inf, burst = 0)\")")
+    return ""
 
 
 # The meta parameters that take effect: Meta's own fields. The loader keeps
@@ -179,8 +197,10 @@ Meta.FIELDS = {
                        "operation (kinds that can: pkg)"),
     # accepted for compatibility with mgmt graphs; they change nothing here
     # mgmt's own examples write ``limit: .inf``: its default, no limit
-    "limit": Field((int, float), None, doc="(mgmt compatibility, ignored)", min=0, max=math.inf),
-    "burst": Field((int,), None, doc="(mgmt compatibility, ignored)", min=0, max=COUNT_MAX),
+    "limit": Field((int, float), math.inf, doc="check/apply runs per second (a token bucket); "
+                   ".inf = no limit", min=0, max=math.inf),
+    "burst": Field((int,), 0, doc="runs allowed at once before limit applies; needs > 0 when "
+                   "limit is not .inf", min=0, max=COUNT_MAX),
     "sema": Field((list,), None, doc="(mgmt compatibility, ignored)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "realize": Field((bool,), None, doc="refused when true: mgmt marks it not implemented"),

@@ -5,6 +5,7 @@ Everything is checked before anything is built, and every problem is one
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,16 @@ import yaml
 
 from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, kind_names
-from mgmtd.resources.base import EFFECTIVE_META, Field, FieldError, Meta, Resource, meta_refusal, shown
+from mgmtd.resources.base import (
+    EFFECTIVE_META,
+    Field,
+    FieldError,
+    Meta,
+    Resource,
+    limit_problem,
+    meta_refusal,
+    shown,
+)
 from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.source import MAX_BYTES, read_graph_bytes
 
@@ -303,6 +313,11 @@ class Loader:
                 raise self.error(value_node, refusal, subject)
             if key in EFFECTIVE_META and value is not None:
                 values[key] = value
+        problem = limit_problem(values.get("limit", math.inf), values.get("burst", 0))
+        if problem:
+            fields = self.mapping(node, "meta", subject)
+            where = fields["limit"][1] if "limit" in fields else node
+            raise self.error(where, problem, subject)
         return Meta(**values)
 
     def endpoint(self, node: yaml.Node, spec: GraphSpec, what: str) -> graphs.Key:

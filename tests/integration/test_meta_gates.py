@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.harness import wait_for
+
 MGMTD = str(Path(sys.executable).parent / "mgmtd")
 
 
@@ -48,3 +50,42 @@ def test_realize_is_refused_with_its_location(workdir):
     graph.write_text("resources:\n  noop:\n  - name: n\n    meta:\n      realize: false\n")
     out = subprocess.run([MGMTD, "validate", str(graph)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def test_limit_and_burst_shaped_like_mgmts_limit1(workdir):
+    """A file rewritten behind the engine's back 50 times a second is repaired
+    at most ``limit`` times a second (plus the burst), yet repaired in the end."""
+    target = workdir / "limit"
+    graph = workdir / "limit1.yaml"
+    graph.write_text(f"""---
+graph: mygraph
+resources:
+  file:
+  - name: file1
+    meta:
+      limit: 2
+      burst: 1
+    path: "{target}"
+    content: |
+      i am a normal file
+    state: exists
+edges: []
+""")
+    log = workdir / "engine.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([MGMTD, "engine", "--hostname", "t", "yaml", str(graph)],
+                                stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_for(lambda: target.exists() and target.read_text() == "i am a normal file\n", 30, "the file")
+        start = time.monotonic()
+        while time.monotonic() - start < 2.5:
+            target.write_text("drift\n")
+            time.sleep(0.02)
+        window = time.monotonic() - start
+        wait_for(lambda: target.read_text() == "i am a normal file\n", 10, "the last repair")
+        applies = log.read_text().count("file[file1]: applied") - 1   # the first write
+        assert 1 <= applies <= 1 + 2 * (window + 1.5), log.read_text()   # ~100 without the limit
+        assert "Traceback" not in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

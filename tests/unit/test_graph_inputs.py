@@ -289,6 +289,8 @@ def test_every_numeric_field_has_its_range():
         low, high, _ = RANGES[(kind, name)]
         for bound in (low, high):
             text = ".inf" if bound == math.inf else str(bound)
+            if (kind, name, bound) == ("meta", "limit", 0):
+                continue  # in the type's range, refused with burst: test_meta_gates
             if kind == "meta":
                 graph = f"resources:\n  noop:\n  - name: r\n    meta:\n      {name}: {text}\n"
             else:

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
+import pytest
+
+from mgmtd.engine.gates import TokenBucket
 from mgmtd.engine.scheduler import FAILED, OK
-from mgmtd.resources.base import Meta, Resource, ResourceError
-from tests.unit.test_scheduler import GUARD, graph_of, run
+from mgmtd.resources.base import FieldError, Meta, Resource, ResourceError
+from mgmtd.yamlgraph.errors import GraphError
+from mgmtd.yamlgraph.loader import load_text
+from tests.harness import wait_for
+from tests.unit.test_scheduler import GUARD, Background, Probe, Recorder, graph_of, run
 
 
 class Stuck(Resource):
@@ -83,3 +90,58 @@ def test_a_run_that_ignores_cancel_stays_running_until_it_returns():
     assert [what for *_, what in res.runs] == ["cut", "ok"]
     assert res.runs[1][0] >= res.runs[0][1]
     assert not res.overlapped
+
+
+# --- limit and burst --------------------------------------------------------------
+
+def test_token_bucket_starts_full_and_refills_at_the_limit():
+    bucket = TokenBucket(limit=2.0, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]   # the burst
+    assert bucket.take(100.0) == pytest.approx(0.5)                     # then one per 1/limit s
+    assert bucket.take(100.25) == pytest.approx(0.25)                   # waiting takes nothing
+    assert bucket.take(100.5) == 0.0
+    assert bucket.take(110.0) == 0.0                                    # refills to burst, no more
+    assert [bucket.take(110.0) for _ in range(3)][-1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("meta", "col", "words"), [
+    ("limit: 0.2", 14, "meta.limit 0.2 needs meta.burst > 0"),
+    ("limit: 0.2\n      burst: 0", 14, "meta.limit 0.2 needs meta.burst > 0"),
+    ("limit: 0\n      burst: 5", 14, "meta.limit must be > 0"),
+])
+def test_a_limit_without_burst_is_refused_where_it_is_written(meta, col, words):
+    text = f"resources:\n  noop:\n  - name: n\n    meta:\n      {meta}\n"
+    with pytest.raises(GraphError) as info:
+        load_text(text, "g.yaml")
+    assert f"g.yaml:5:{col}: noop[n]: {words}" in str(info.value)
+
+
+def test_limit_defaults_and_mgmt_spellings_are_accepted():
+    assert (Meta().limit, Meta().burst) == (math.inf, 0)
+    for meta in ("limit: .inf", "limit: .inf\n      burst: 0", "limit: 0.2\n      burst: 5"):
+        load_text(f"resources:\n  noop:\n  - name: n\n    meta:\n      {meta}\n", "g.yaml")
+    with pytest.raises(FieldError, match="needs meta.burst"):
+        Meta(limit=1.0)   # a collected export is checked too
+
+
+def test_limit_delays_runs_without_dropping_them():
+    """Poked as fast as it can run for a while, a resource limited to 5 runs a
+    second (burst 1) runs about that often; the last poke still gets its run."""
+    rec = Recorder()
+    probe = Probe("p", rec, changes=0, meta=Meta(limit=5.0, burst=1))
+    bg = Background(graph_of([probe]))
+    try:
+        wait_for(lambda: len(rec.of("p")) == 1, GUARD, "the first run")
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5:
+            bg.sched.poke(probe.key)
+            time.sleep(0.01)
+        window = time.monotonic() - start
+        ran_in_window = len(rec.of("p")) - 1
+        assert ran_in_window <= 1 + 5 * window + 2   # generous: never 150 runs
+        assert ran_in_window >= 2                     # delayed, not starved
+        last_poke = time.monotonic()
+        bg.sched.poke(probe.key)
+        wait_for(lambda: rec.of("p")[-1].start > last_poke, GUARD, "a run after the last poke")   # not dropped
+    finally:
+        assert bg.stop() == 0
