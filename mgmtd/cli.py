@@ -48,6 +48,32 @@ def seconds(text: str) -> float:
     return value
 
 
+def converger_seconds(text: str) -> float | None:
+    """mgmt's --converger-timeout: seconds, or -1 (its default) for none."""
+    if text.strip() == "-1":
+        return None
+    return seconds(text)
+
+
+def converger_settings(converged_timeout: float | None, converger_timeout: float | None,
+                       converged_exit: bool) -> tuple[float | None, float | None]:
+    """(exit after, report converged after) from our --converged-timeout (which
+    exits) and mgmt's --converger-timeout (which only reports converged, and
+    exits with --converged-exit). ValueError: one line naming the flags."""
+    if converged_timeout is not None and converger_timeout is not None \
+            and converged_timeout != converger_timeout:
+        raise ValueError(f"--converged-timeout {converged_timeout:g} and --converger-timeout "
+                         f"{converger_timeout:g} disagree: give one")
+    if converged_timeout is not None:
+        return converged_timeout, None
+    if converged_exit:
+        if converger_timeout is None:
+            raise ValueError("--converged-exit: needs --converger-timeout N (exit after N "
+                             "seconds converged)")
+        return converger_timeout, None
+    return None, converger_timeout
+
+
 def add_frontend(parser: argparse.ArgumentParser) -> None:
     frontends = parser.add_subparsers(dest="frontend", metavar="FRONTEND", required=True,
                                       title="frontends (where the graph comes from)")
@@ -66,7 +92,22 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="etcd key prefix for all of mgmtd's keys (default: %(default)s)")
     parser.add_argument("--converged-timeout", type=seconds, default=None, metavar="SECONDS",
                         help="exit once every resource has been in state for this long "
+                             "(status 0; 1 if some resources failed); as mgmt's "
+                             "--converger-timeout N --converged-exit")
+    parser.add_argument("--converger-timeout", type=converger_seconds, default=None,
+                        metavar="SECONDS",
+                        help="mgmt's flag: converged after this many quiet seconds (logged, "
+                             "--converger-status-file); exits only with --converged-exit; "
+                             "-1: never (default: converged after 3 quiet seconds, no exit)")
+    parser.add_argument("--converged-exit", action="store_true",
+                        help="exit once converged for --converger-timeout seconds "
                              "(status 0; 1 if some resources failed)")
+    parser.add_argument("--converger-status-file", default=None, metavar="FILE",
+                        help="append 'true' to FILE each time the engine becomes converged, "
+                             "'false' each time it stops being (as mgmt)")
+    parser.add_argument("--max-runtime", type=seconds, default=0.0, metavar="SECONDS",
+                        help="exit with status 1 after about this many seconds (as mgmt; "
+                             "default: 0, no limit)")
     parser.add_argument("--noop", action="store_true",
                         help="report what would change (with a diff for file content), change nothing")
     parser.add_argument("--log-level", choices=log.LEVELS, default="info",
@@ -326,6 +367,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
         graph_file=getattr(args, "graph_file", None), converged_timeout=args.converged_timeout,
         noop=args.noop, endpoints=args.endpoints, membership_from_stdin=args.stdin_membership,
         report_state=args.report_state, workers=max(1, args.workers), tls=files,
+        converged_after=3.0 if args.converged_after is None else args.converged_after,
+        converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
     ))
 
 
@@ -350,7 +393,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         converged_timeout=args.converged_timeout, noop=args.noop, etcd_binary=args.etcd_binary,
         log_level=args.log_level, ideal_cluster_size=args.ideal_cluster_size or 5,
         seeds=args.seeds, no_server=args.no_server, grace_period=args.grace_period,
-        learner_deadline=args.learner_deadline, tls=files,
+        learner_deadline=args.learner_deadline, tls=files, converged_after=args.converged_after,
+        converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
     )
     try:
         return Supervisor(config).run()
@@ -399,6 +443,10 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
             check_hostname(args.hostname)
         except ValueError as err:
             raise ValueError(f"--hostname: {err}") from None
+    args.converged_timeout, args.converged_after = converger_settings(
+        args.converged_timeout, args.converger_timeout, args.converged_exit)
+    if args.converger_status_file is not None:
+        args.converger_status_file = os.path.abspath(args.converger_status_file)
     size = getattr(args, "ideal_cluster_size", None)
     if size is not None and not MIN_IDEAL_SIZE <= size <= MAX_IDEAL_SIZE:
         raise ValueError(f"--ideal-cluster-size: must be at least {MIN_IDEAL_SIZE} "

@@ -40,6 +40,18 @@ class EngineOptions:
     workers: int = 8
     converged_after: float = 3.0
     tls: TLSFiles | None = None          # mutual TLS to etcd (--tls-*); None: plain http
+    converger_status_file: str | None = None  # 'true'/'false' appended on each change
+    max_runtime: float = 0.0             # exit with status 1 after this long; 0: never
+
+
+def append_converger_status(path: str, converged: bool) -> None:
+    """mgmt's appendConvergerStatus: one line, 'true' or 'false', appended (the
+    file created 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"true\n" if converged else b"false\n")
+    finally:
+        os.close(fd)
 
 
 def load_spec(path: str | None) -> GraphSpec:
@@ -69,6 +81,8 @@ class Engine:
         self.collected: tuple[str, ...] = ()
         self.summary: Summary | None = None
         self.out_lock = threading.Lock()
+        self.converged = False               # as mgmt's converger: starts not converged
+        self.max_runtime_reached = threading.Event()
 
     def _report(self, level: str, message: str) -> None:
         LOG.log(logging.getLevelName(level.upper()), "%s", message)
@@ -87,6 +101,15 @@ class Engine:
         LOG.debug("state %s: %d/%d in state", summary.state, summary.ok, summary.resources)
         self.summary = summary
         self._send_state()
+        converged = summary.state == "converged"
+        if converged != self.converged:
+            self.converged = converged
+            LOG.info("converged status is: %s", str(converged).lower())
+            if self.options.converger_status_file is not None:
+                try:
+                    append_converger_status(self.options.converger_status_file, converged)
+                except OSError as err:
+                    LOG.error("--converger-status-file: %s", err)
 
     def _send_state(self) -> None:
         summary = self.summary
@@ -189,6 +212,10 @@ class Engine:
         # an edit between the first load and the watch would otherwise go unseen:
         # look once more now that the watch is on (an unchanged file costs one read)
         self.reloader.request()
+        if self.options.max_runtime > 0:
+            timer = threading.Timer(self.options.max_runtime, self._max_runtime_reached)
+            timer.daemon = True
+            timer.start()
         try:
             rc = self.scheduler.run(self.options.converged_timeout)
         finally:
@@ -196,12 +223,20 @@ class Engine:
             self.collector.stop()
             self.exports.stop()
             self.connection.close()
+        if self.max_runtime_reached.is_set() and not self.scheduler.timed_out:
+            LOG.error("max runtime reached (%ss): exiting with status 1", self.options.max_runtime)
+            return 1
         if self.scheduler.timed_out:
             if rc == 0:
                 LOG.info("converged for %ss: exiting", self.options.converged_timeout)
             else:
                 LOG.error("settled with failed resources: exiting with status %d", rc)
         return rc
+
+
+    def _max_runtime_reached(self) -> None:
+        self.max_runtime_reached.set()
+        self.scheduler.stop()
 
 
 def quiet_watch_thread_deaths(args: threading.ExceptHookArgs,

@@ -19,7 +19,10 @@ class NodeConfig:
     no_server: bool = False
     namespace: str = "/mgmtd"
     graph_file: str | None = None
-    converged_timeout: float | None = None
+    converged_timeout: float | None = None   # exit once converged this long
+    converged_after: float | None = None     # --converger-timeout without --converged-exit
+    converger_status_file: str | None = None
+    max_runtime: float = 0.0                 # exit (status 1) after this long; 0: never
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"

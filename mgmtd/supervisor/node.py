@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 from mgmtd import __version__, log, protocol
 from mgmtd.backoff import Backoff
@@ -38,6 +39,11 @@ LOG = log.get("supervisor")
 
 TICK = 0.5          # seconds between rounds when nothing is moving
 FAST_TICK = 0.1     # while a membership change is under way
+
+
+def max_runtime_over(max_runtime: float, elapsed: float) -> bool:
+    """--max-runtime N: the node has run for N seconds (0: no limit)."""
+    return max_runtime > 0 and elapsed >= max_runtime
 
 
 class Supervisor:
@@ -123,6 +129,10 @@ class Supervisor:
                 cfg.log_level, "--stdin-membership", "--report-state"]
         if cfg.converged_timeout is not None:
             args += ["--converged-timeout", str(cfg.converged_timeout)]
+        if cfg.converged_after is not None:
+            args += ["--converger-timeout", str(cfg.converged_after)]
+        if cfg.converger_status_file is not None:
+            args += ["--converger-status-file", cfg.converger_status_file]
         if cfg.noop:
             args.append("--noop")
         if cfg.tls is not None:
@@ -194,6 +204,7 @@ class Supervisor:
 
     def _loop(self) -> int:
         etcd_restarts, engine_restarts = Backoff(), Backoff()
+        started = time.monotonic()
         while not self.stopping.is_set():
             busy = self._membership_moving()
             self.wake.wait(self.notifier.tick(FAST_TICK if busy else TICK))
@@ -201,6 +212,9 @@ class Supervisor:
             self.notifier.watchdog()
             if self.stopping.is_set():
                 break
+            if max_runtime_over(self.config.max_runtime, time.monotonic() - started):
+                LOG.error("max runtime reached (%ss): stopping with status 1", self.config.max_runtime)
+                return 1
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 LOG.info("reloading the graph")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.harness import MGMTD, free_port, one_file_graph
+from tests.harness import MGMTD, free_port, one_file_graph, wait_for
 
 
 def env_only(workdir, **flags: str) -> dict[str, str]:
@@ -46,3 +46,48 @@ def test_a_bad_variable_is_refused_before_anything_starts(workdir):
     assert out.returncode == 2
     assert out.stderr.splitlines() == ["mgmtd: MGMTD_GRACE_PERIOD: 'soon': 'soon' is not a number of seconds"]
     assert not (workdir / "p").exists()
+
+
+def test_converger_timeout_reports_runs_on_and_max_runtime_ends_it(workdir):
+    """mgmt's --converger-timeout alone: 'true' in the status file, no exit; a
+    drift repaired appends 'false' then 'true'; --max-runtime ends it with 1."""
+    target = workdir / "out.txt"
+    graph = one_file_graph(workdir / "g.yaml", target, "wanted")
+    status = workdir / "status"
+    log = workdir / "engine.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([MGMTD, "engine", "--hostname", "t", "--converger-timeout", "1",
+                                 "--converger-status-file", str(status), "--max-runtime", "20",
+                                 "yaml", graph], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: status.exists() and status.read_text() == "true\n", 15, "converged")
+        assert proc.poll() is None, log.read_text()       # reported, not exited
+        target.write_text("drifted")
+        wait_for(lambda: status.read_text() == "true\nfalse\ntrue\n", 15, "converged again")
+        assert target.read_text() == "wanted"
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert "max runtime reached (20.0s)" in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_converged_exit_through_mgmtd_run(workdir):
+    graph = one_file_graph(workdir / "g.yaml", workdir / "out.txt", "x")
+    env = env_only(workdir, converger_timeout="1", converged_exit="1")
+    del env["MGMTD_CONVERGED_TIMEOUT"]
+    out = subprocess.run([MGMTD, "run", "--converger-status-file", str(workdir / "s"), "yaml", graph],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (workdir / "s").read_text() == "true\n"
+
+
+def test_max_runtime_through_mgmtd_run(workdir):
+    env = env_only(workdir, max_runtime="3")
+    del env["MGMTD_CONVERGED_TIMEOUT"]
+    out = subprocess.run([MGMTD, "run", "empty"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "max runtime reached (3.0s): stopping with status 1" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -29,7 +29,7 @@ def sample(action: argparse.Action) -> tuple[str, object]:
         return str(choice), choice
     if action.type is int:
         return "7", 7
-    if action.type is cli.seconds:
+    if action.type in (cli.seconds, cli.converger_seconds):
         return "7.5", 7.5
     assert action.type is None, f"{action.dest}: add a sample for type {action.type}"
     return "from-env", "from-env"
