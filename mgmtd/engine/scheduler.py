@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mgmtd import log
-from mgmtd.engine.gates import TokenBucket, limited
+from mgmtd.engine.gates import Semaphores, TokenBucket, limited
 from mgmtd.engine.watch import FileWatcher
 from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
@@ -117,6 +117,8 @@ class Scheduler:
         self.summarized_at = 0.0
         self.in_flight = 0
         self.holds: set[str] = set()
+        self.semas = Semaphores()                # meta.sema, shared by every resource
+        self.sema_waiters: set[Key] = set()      # ready but a semaphore is full
 
     # --- thread-safe entry points -------------------------------------------
     def poke(self, key: Key) -> None:
@@ -242,10 +244,14 @@ class Scheduler:
             if waiting:
                 continue
             res = self.graph.resources[key]
+            if not self.semas.available(res.meta.sema):
+                self.sema_waiters.add(key)  # back when a run gives a semaphore back
+                continue
             if not self._token(key, status, res):
                 continue  # delayed, not dropped: still dirty, a timer brings it back
             res.refresh, status.refresh, status.dirty = status.refresh, False, False
             res.retrying, status.retrying = status.retrying, False
+            self.semas.acquire(res.meta.sema)  # all of them or none: see Semaphores
             status.running = res
             status.timed_out = False
             if res.meta.timeout > 0:
@@ -310,6 +316,10 @@ class Scheduler:
 
     def _done(self, key: Key, res: Resource, in_state: bool, error: str) -> None:
         self.in_flight -= 1
+        if res.meta.sema:  # held from dispatch until the worker returned (late runs too)
+            self.semas.release(res.meta.sema)
+            self.candidates |= self.sema_waiters
+            self.sema_waiters.clear()
         if self.retired.get(key) is res:
             del self.retired[key]
             res.close()

@@ -155,15 +155,38 @@ class Meta:
     autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
     limit: float = math.inf  # check/apply runs per second; .inf = no limit
     burst: int = 0           # runs at once before limit applies; > 0 when limit is not .inf
+    sema: tuple[str, ...] = ()  # semaphores held while check/apply runs: "id" or "id:N"
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
     def __post_init__(self) -> None:
         # collected exports build a Meta straight from JSON: check them here too
-        check_fields(Meta.FIELDS, {key: getattr(self, key) for key in EFFECTIVE_META}, "meta.")
+        values = {key: getattr(self, key) for key in EFFECTIVE_META}
+        if isinstance(self.sema, tuple):
+            values["sema"] = list(self.sema)
+        check_fields(Meta.FIELDS, values, "meta.")
         problem = limit_problem(self.limit, self.burst)
         if problem:
             raise FieldError("limit", problem)
+        problem = sema_problem(values["sema"])
+        if problem:
+            raise FieldError("sema", problem)
+        object.__setattr__(self, "sema", tuple(values["sema"]))
+
+
+def sema_problem(sema: list[Any]) -> str:
+    """mgmt's rules for ``sema`` ids: strings, not empty, not a bare integer
+    (``"mylock"``, ``"mylock:2"`` and ``":2"`` are fine)."""
+    for item in sema:
+        if not isinstance(item, str):
+            return f"meta.sema: semaphore ids are strings (\"id\" or \"id:N\"), not {shown(item)}"
+        if not item:
+            return "meta.sema: a semaphore id is empty"
+        if item.strip().lstrip("+-").isdigit():
+            return f"meta.sema: {shown(item)} is not a semaphore id (\"id\" or \"id:N\")"
+        if any(not ch.isprintable() for ch in item):
+            return f"meta.sema: {shown(item)} contains control characters"
+    return ""
 
 
 def limit_problem(limit: float, burst: int) -> str:
@@ -201,7 +224,8 @@ Meta.FIELDS = {
                    ".inf = no limit", min=0, max=math.inf),
     "burst": Field((int,), 0, doc="runs allowed at once before limit applies; needs > 0 when "
                    "limit is not .inf", min=0, max=COUNT_MAX),
-    "sema": Field((list,), None, doc="(mgmt compatibility, ignored)"),
+    "sema": Field((list,), [], doc="semaphores held while check/apply runs, shared by every "
+                  "resource of the engine: \"id\" (one slot) or \"id:N\" (N slots)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "realize": Field((bool,), None, doc="refused when true: mgmt marks it not implemented"),
     "reverse": Field((bool, dict), None, doc="(mgmt compatibility, ignored)"),

@@ -22,6 +22,7 @@ from mgmtd.resources.base import (
     Resource,
     limit_problem,
     meta_refusal,
+    sema_problem,
     shown,
 )
 from mgmtd.yamlgraph.errors import GraphError, Location
@@ -313,11 +314,11 @@ class Loader:
                 raise self.error(value_node, refusal, subject)
             if key in EFFECTIVE_META and value is not None:
                 values[key] = value
-        problem = limit_problem(values.get("limit", math.inf), values.get("burst", 0))
-        if problem:
-            fields = self.mapping(node, "meta", subject)
-            where = fields["limit"][1] if "limit" in fields else node
-            raise self.error(where, problem, subject)
+        fields = self.mapping(node, "meta", subject)
+        for key, problem in (("limit", limit_problem(values.get("limit", math.inf), values.get("burst", 0))),
+                             ("sema", sema_problem(values.get("sema", [])))):
+            if problem:
+                raise self.error(fields[key][1] if key in fields else node, problem, subject)
         return Meta(**values)
 
     def endpoint(self, node: yaml.Node, spec: GraphSpec, what: str) -> graphs.Key:

@@ -89,3 +89,37 @@ edges: []
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_sema_shaped_like_mgmts_exec3_sema_serialises_the_four_commands(workdir):
+    """mgmt's exec3-sema.yaml: four sleeping commands sharing ``mylock:1``
+    (two also ``otherlock:42``), three of them chained: never two at once."""
+    stamps = workdir / "stamps"
+    stamps.mkdir()
+
+    def execs(name: str, semas: str) -> str:
+        return f"""  - name: {name}
+    meta:
+      sema: {semas}
+    cmd: date +%s.%N >> {stamps}/{name}; sleep 0.4; date +%s.%N >> {stamps}/{name}
+    shell: /bin/sh
+"""
+    graph = workdir / "exec3-sema.yaml"
+    graph.write_text("---\ngraph: parallel\nresources:\n  exec:\n"
+                     + execs("pkg10", "['mylock:1', 'otherlock:42']") + execs("svc10", "['mylock:1']")
+                     + execs("exec10", "['mylock:1']") + execs("pkg15", "['mylock:1', 'otherlock:42']")
+                     + """edges:
+- name: e1
+  from: {kind: exec, name: pkg10}
+  to: {kind: exec, name: svc10}
+- name: e2
+  from: {kind: exec, name: svc10}
+  to: {kind: exec, name: exec10}
+""")
+    out = engine_once(graph)
+    assert out.returncode == 0, out.stderr
+    runs = sorted(tuple(float(t) for t in (stamps / name).read_text().split())
+                  for name in ("pkg10", "svc10", "exec10", "pkg15"))
+    assert all(len(run) == 2 for run in runs)
+    for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+        assert start >= end, f"two commands holding mylock:1 overlapped: {runs}"

@@ -145,3 +145,72 @@ def test_limit_delays_runs_without_dropping_them():
         wait_for(lambda: rec.of("p")[-1].start > last_poke, GUARD, "a run after the last poke")   # not dropped
     finally:
         assert bg.stop() == 0
+
+
+# --- sema -------------------------------------------------------------------------
+
+def most_at_once(calls) -> int:
+    edges = sorted([(c.start, 1) for c in calls] + [(c.end, -1) for c in calls], key=lambda e: (e[0], e[1]))
+    now = best = 0
+    for _, step in edges:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def test_sema_size_as_mgmt_reads_it():
+    from mgmtd.engine.gates import sema_size
+    assert [sema_size(i) for i in ("mylock", "mylock:1", "otherlock:42", ":13", "a:b", "a:0", "a:-2",
+                                   "a:2:3")] == [1, 1, 42, 13, 1, 1, 1, 3]
+
+
+def test_semaphores_take_all_or_none():
+    from mgmtd.engine.gates import Semaphores
+    semas = Semaphores()
+    assert semas.available(("a:1", "b:2"))
+    semas.acquire(("a:1", "b:2"))
+    assert not semas.available(("b:2", "a:1")) and semas.available(("b:2",))
+    semas.acquire(("b:2",))
+    assert not semas.available(("b:2",))
+    semas.release(("a:1", "b:2"))
+    semas.release(("b:2",))
+    assert semas.held == {}
+
+
+def test_one_slot_sema_serialises_independent_resources():
+    rec = Recorder()
+    probes = [Probe(n, rec, sleep=0.1, meta=Meta(sema=("mylock:1",))) for n in "abcd"]
+    probes.append(Probe("free", rec, sleep=0.1))
+    rc, _ = run(graph_of(probes), workers=8)
+    assert rc == 0
+    locked = [c for c in rec.calls if c.name != "free"]
+    assert len(locked) == 4 and most_at_once(locked) == 1
+    assert most_at_once(rec.calls) == 2   # the one without the sema runs beside them
+
+
+def test_sema_with_two_slots_lets_two_run_at_once():
+    rec = Recorder()
+    probes = [Probe(n, rec, sleep=0.2, meta=Meta(sema=("pair:2",))) for n in "abcde"]
+    rc, _ = run(graph_of(probes), workers=8)
+    assert rc == 0
+    assert most_at_once(rec.calls) == 2
+
+
+@pytest.mark.parametrize(("sema", "words"), [
+    ("['']", "a semaphore id is empty"),
+    ("['42']", "'42' is not a semaphore id"),
+    ("[3]", "semaphore ids are strings"),
+    ("mylock", "must be list"),
+])
+def test_bad_sema_is_refused_where_it_is_written(sema, words):
+    text = f"resources:\n  noop:\n  - name: n\n    meta:\n      sema: {sema}\n"
+    with pytest.raises(GraphError) as info:
+        load_text(text, "g.yaml")
+    assert "g.yaml:5:13: noop[n]:" in str(info.value) and words in str(info.value)
+
+
+def test_collected_sema_comes_back_as_written():
+    meta = Meta(sema=["mylock:1", "other"])
+    assert meta.sema == ("mylock:1", "other") and meta == Meta(sema=("mylock:1", "other"))
+    with pytest.raises(FieldError, match="not a semaphore id"):
+        Meta(sema=["7"])
