@@ -110,6 +110,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                              "default: 0, no limit)")
     parser.add_argument("--noop", action="store_true",
                         help="report what would change (with a diff for file content), change nothing")
+    parser.add_argument("--no-autoedges", action="store_true",
+                        help="add no automatic edges: as meta autoedge: false on every resource "
+                             "(mgmt's flag)")
+    parser.add_argument("--no-autogroup", action="store_true",
+                        help="group nothing: every resource runs its own check/apply, as meta "
+                             "autogroup: false on every resource (mgmt's flag)")
     parser.add_argument("--log-level", choices=log.LEVELS, default="info",
                         help="least severe messages to log (default: %(default)s)")
     add_tls(parser)
@@ -369,6 +375,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         report_state=args.report_state, workers=max(1, args.workers), tls=files,
         converged_after=3.0 if args.converged_after is None else args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
+        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup,
     ))
 
 
@@ -395,6 +402,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=args.seeds, no_server=args.no_server, grace_period=args.grace_period,
         learner_deadline=args.learner_deadline, tls=files, converged_after=args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
+        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup,
     )
     try:
         return Supervisor(config).run()

@@ -4,6 +4,7 @@ supervisor (membership on stdin, state on stdout) or alone for tests
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.graph import Graph
-from mgmtd.resources.base import Context
+from mgmtd.resources.base import Context, Meta
 from mgmtd.tls import TLSFiles
 from mgmtd.yamlgraph.errors import GraphError
 from mgmtd.yamlgraph.loader import GraphSpec, load_file
@@ -42,6 +43,18 @@ class EngineOptions:
     tls: TLSFiles | None = None          # mutual TLS to etcd (--tls-*); None: plain http
     converger_status_file: str | None = None  # 'true'/'false' appended on each change
     max_runtime: float = 0.0             # exit with status 1 after this long; 0: never
+    no_autoedges: bool = False           # --no-autoedges: meta autoedge false everywhere
+    no_autogroup: bool = False           # --no-autogroup: meta autogroup false everywhere
+
+
+def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool) -> Meta:
+    """A resource's meta params under --no-autoedges / --no-autogroup."""
+    changes = {}
+    if no_autoedges and meta.autoedge:
+        changes["autoedge"] = False
+    if no_autogroup and meta.autogroup:
+        changes["autogroup"] = False
+    return dataclasses.replace(meta, **changes) if changes else meta
 
 
 def append_converger_status(path: str, converged: bool) -> None:
@@ -170,6 +183,8 @@ class Engine:
         for problem in sorted(problems - self.reported):
             LOG.warning("collect: %s", problem)
         self.reported = problems
+        for res in [*spec.resources, *chosen.resources]:
+            res.meta = overridden_meta(res.meta, self.options.no_autoedges, self.options.no_autogroup)
         try:
             graph: Graph = spec.build(chosen.resources)
         except GraphError as err:

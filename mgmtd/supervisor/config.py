@@ -23,6 +23,8 @@ class NodeConfig:
     converged_after: float | None = None     # --converger-timeout without --converged-exit
     converger_status_file: str | None = None
     max_runtime: float = 0.0                 # exit (status 1) after this long; 0: never
+    no_autoedges: bool = False
+    no_autogroup: bool = False
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"

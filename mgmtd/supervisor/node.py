@@ -135,6 +135,10 @@ class Supervisor:
             args += ["--converger-status-file", cfg.converger_status_file]
         if cfg.noop:
             args.append("--noop")
+        if cfg.no_autoedges:
+            args.append("--no-autoedges")
+        if cfg.no_autogroup:
+            args.append("--no-autogroup")
         if cfg.tls is not None:
             args += cfg.tls.args()
         args += cfg.engine_args

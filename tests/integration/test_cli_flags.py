@@ -91,3 +91,24 @@ def test_max_runtime_through_mgmtd_run(workdir):
     assert out.returncode == 1, out.stderr
     assert "max runtime reached (3.0s): stopping with status 1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_no_autoedges(workdir):
+    """One worker, resources dispatched in name order: a-file runs before b-dir,
+    its parent directory, unless the autoedge makes it wait."""
+    root = workdir / "x"
+    graph = workdir / "g.yaml"
+    graph.write_text(f'graph: g\nresources:\n  file:\n  - name: a-file\n    path: "{root}/d/f"\n'
+                     f'    content: "hi"\n  - name: b-dir\n    path: "{root}/d/"\n    state: exists\n')
+    runs = []
+    for flags in ([], ["--no-autoedges"]):
+        root.mkdir()
+        runs.append(subprocess.run([MGMTD, "engine", "--hostname", "t", "--workers", "1",
+                                    "--converged-timeout", "1", *flags, "yaml", str(graph)],
+                                   capture_output=True, text=True, timeout=60))
+        (root / "d" / "f").unlink(missing_ok=True)
+        (root / "d").rmdir()
+        root.rmdir()
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[1].returncode == 1, runs[1].stderr
+    assert "file[a-file]: parent directory" in runs[1].stderr

@@ -1,0 +1,65 @@
+"""--no-autoedges and --no-autogroup (mgmt's flags, issue 17): every resource
+as if its meta said autoedge: false / autogroup: false."""
+
+from __future__ import annotations
+
+from mgmtd.engine.main import Engine, EngineOptions, overridden_meta
+from mgmtd.engine.scheduler import autogroups
+from mgmtd.resources.base import Meta
+
+GRAPH = """graph: g
+resources:
+  file:
+  - name: d
+    path: "{root}/d/"
+    state: exists
+  - name: f
+    path: "{root}/d/f"
+    content: "x"
+"""
+
+
+def test_overridden_meta():
+    meta = Meta()
+    assert overridden_meta(meta, False, False) is meta
+    assert (overridden_meta(meta, True, False).autoedge, overridden_meta(meta, True, False).autogroup) \
+        == (False, True)
+    assert (overridden_meta(meta, False, True).autoedge, overridden_meta(meta, False, True).autogroup) \
+        == (True, False)
+
+
+def composed(tmp_path, **flags):
+    path = tmp_path / "g.yaml"
+    path.write_text(GRAPH.format(root=tmp_path))
+    engine = Engine(EngineOptions(hostname="t", graph_file=str(path), **flags))
+    swapped = []
+    engine.scheduler.swap = swapped.append
+    try:
+        assert engine.load(initial=True)
+    finally:
+        engine.scheduler.pool.shutdown()
+        engine.connection.close()
+    return swapped[-1]
+
+
+def test_no_autoedges_builds_the_graph_without_them(tmp_path):
+    assert composed(tmp_path).requires[("file", "f")] == {("file", "d")}
+    assert composed(tmp_path, no_autoedges=True).requires[("file", "f")] == set()
+
+
+class Groupable:
+    GROUPABLE = True
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta = meta
+
+    def group_token(self) -> str:
+        return "same"
+
+
+def test_no_autogroup_keeps_every_resource_alone():
+    ready = [(("pkg", n), Groupable(Meta())) for n in "ab"]
+    assert len(autogroups(ready, noop=False)) == 1
+    for _, res in ready:
+        res.meta = overridden_meta(res.meta, False, True)
+    assert len(autogroups(ready, noop=False)) == 2
