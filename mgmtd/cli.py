@@ -253,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
                "--converged-timeout 5 yaml examples/yaml/file1.yaml",
     )
     add_common(run)
-    run.add_argument("--prefix", default=os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-                     or DEFAULT_PREFIX,
+    run.add_argument("--prefix", default=None,
                      help="state directory: etcd data and pid files "
                           f"(default: $STATE_DIRECTORY or {DEFAULT_PREFIX})")
+    run.add_argument("--tmp-prefix", action="store_true",
+                     help="use a fresh temporary state directory (mgmtd-HOSTNAME-* in $TMPDIR), "
+                          "removed at exit; not with --prefix (mgmt's flag)")
     run.add_argument("--client-urls", default="http://127.0.0.1:2379",
                      metavar="URLS", help="where etcd listens for clients: comma-separated "
                      "http(s)://IP:PORT (default: %(default)s)")
@@ -379,11 +381,34 @@ def cmd_engine(args: argparse.Namespace) -> int:
     ))
 
 
+def default_prefix(environ: dict[str, str] | os._Environ) -> str:
+    """--prefix when not given: systemd's StateDirectory, else /var/lib/mgmtd."""
+    return environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_PREFIX
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    log.setup(args.hostname, args.log_level)
+    if not args.tmp_prefix:
+        return run_node(args, os.path.abspath(args.prefix or default_prefix(os.environ)))
+    try:
+        prefix = tempfile.mkdtemp(prefix=f"mgmtd-{args.hostname}-")
+    except OSError as err:
+        log.get("supervisor").error("--tmp-prefix: cannot create a temporary directory: %s", err)
+        return 1
+    log.get("supervisor").warning("working prefix is temporary: %s (removed at exit)", prefix)
+    try:
+        return run_node(args, prefix)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def run_node(args: argparse.Namespace, prefix: str) -> int:
     from mgmtd.supervisor.config import NodeConfig
     from mgmtd.supervisor.node import StartupError, Supervisor
 
-    log.setup(args.hostname, args.log_level)
     graph = getattr(args, "graph_file", None)
     try:
         files = tls_from(args)
@@ -392,7 +417,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     drop_flag_variables(os.environ, "engine")  # the engine child inherits the environment
     config = NodeConfig(
-        hostname=args.hostname, prefix=os.path.abspath(args.prefix),
+        hostname=args.hostname, prefix=prefix,
         client_urls=args.client_urls, server_urls=args.server_urls,
         advertise_client_urls=args.advertise_client_urls,
         advertise_server_urls=args.advertise_server_urls, namespace=args.namespace,
@@ -451,6 +476,8 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
             check_hostname(args.hostname)
         except ValueError as err:
             raise ValueError(f"--hostname: {err}") from None
+    if getattr(args, "tmp_prefix", False) and args.prefix is not None:
+        raise ValueError("--tmp-prefix: not with --prefix (a temporary prefix or a given one)")
     args.converged_timeout, args.converged_after = converger_settings(
         args.converged_timeout, args.converger_timeout, args.converged_exit)
     if args.converger_status_file is not None:

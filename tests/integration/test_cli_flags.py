@@ -112,3 +112,20 @@ def test_no_autoedges(workdir):
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[1].returncode == 1, runs[1].stderr
     assert "file[a-file]: parent directory" in runs[1].stderr
+
+
+def test_tmp_prefix_is_fresh_and_removed_at_exit(workdir):
+    env = env_only(workdir)
+    del env["MGMTD_PREFIX"]
+    env["TMPDIR"] = str(workdir / "tmp")
+    (workdir / "tmp").mkdir()
+    out = subprocess.run([MGMTD, "run", "--tmp-prefix", "empty"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    used = str(workdir / "tmp" / "mgmtd-envnode-")
+    assert f"working prefix is temporary: {used}" in out.stderr
+    assert "etcd" in out.stderr and not list((workdir / "tmp").iterdir())  # used, then removed
+    out = subprocess.run([MGMTD, "run", "--tmp-prefix", "--prefix", str(workdir / "p"), "empty"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr.splitlines()) == (
+        2, ["mgmtd: --tmp-prefix: not with --prefix (a temporary prefix or a given one)"])

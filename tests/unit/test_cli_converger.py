@@ -75,3 +75,20 @@ def test_the_supervisor_passes_them_to_its_engine(tmp_path):
     assert args[args.index("--converger-timeout") + 1] == "2.0"
     assert args[args.index("--converger-status-file") + 1] == "/s"
     assert "--converged-timeout" not in args and "--max-runtime" not in args  # the supervisor's own
+
+
+def test_tmp_prefix_and_prefix_are_refused_together():
+    args = build_parser().parse_args(["run", "--hostname", "h1", "--prefix", "/p", "--tmp-prefix", "empty"])
+    with pytest.raises(ValueError, match="^--tmp-prefix: not with --prefix"):
+        check_input(args, "h1")
+
+
+def test_default_prefix():
+    assert cli.default_prefix({}) == "/var/lib/mgmtd"
+    assert cli.default_prefix({"STATE_DIRECTORY": "/var/lib/mgmtd2:/other"}) == "/var/lib/mgmtd2"
+
+
+def test_the_supervisor_passes_the_graph_flags(tmp_path):
+    cfg = NodeConfig(hostname="h1", prefix=str(tmp_path), no_autoedges=True, no_autogroup=True)
+    args = Supervisor._engine_args(type("S", (), {"config": cfg})())
+    assert "--no-autoedges" in args and "--no-autogroup" in args
