@@ -113,6 +113,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-autoedges", action="store_true",
                         help="add no automatic edges: as meta autoedge: false on every resource "
                              "(mgmt's flag)")
+    parser.add_argument("--no-watch", action="store_true",
+                        help="never change the graph by itself: the graph file is not reloaded "
+                             "when edited, and the cluster's exports are collected once; SIGHUP "
+                             "still reloads both; resources still repair drift (mgmt's flag)")
     parser.add_argument("--no-autogroup", action="store_true",
                         help="group nothing: every resource runs its own check/apply, as meta "
                              "autogroup: false on every resource (mgmt's flag)")
@@ -377,7 +381,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         report_state=args.report_state, workers=max(1, args.workers), tls=files,
         converged_after=3.0 if args.converged_after is None else args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
-        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup,
+        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
     ))
 
 
@@ -427,7 +431,7 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         seeds=args.seeds, no_server=args.no_server, grace_period=args.grace_period,
         learner_deadline=args.learner_deadline, tls=files, converged_after=args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
-        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup,
+        no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
     )
     try:
         return Supervisor(config).run()

@@ -45,6 +45,7 @@ class EngineOptions:
     max_runtime: float = 0.0             # exit with status 1 after this long; 0: never
     no_autoedges: bool = False           # --no-autoedges: meta autoedge false everywhere
     no_autogroup: bool = False           # --no-autogroup: meta autogroup false everywhere
+    no_watch: bool = False               # --no-watch: the graph changes only on SIGHUP
 
 
 def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool) -> Meta:
@@ -95,6 +96,8 @@ class Engine:
         self.summary: Summary | None = None
         self.out_lock = threading.Lock()
         self.converged = False               # as mgmt's converger: starts not converged
+        self.exports_taken = False           # --no-watch: the first set of exports is kept
+        self.exports_refresh = False         # ... until a SIGHUP asks for a fresh one
         self.max_runtime_reached = threading.Event()
 
     def _report(self, level: str, message: str) -> None:
@@ -139,6 +142,7 @@ class Engine:
         (SIGHUP): even an unchanged file is loaded, its exports re-published
         and the cluster's exports re-read."""
         if forced:
+            self.exports_refresh = True
             self.collector.resync()
         elif not initial and self.options.graph_file is not None:
             try:
@@ -171,6 +175,10 @@ class Engine:
     def _on_exports(self, exports: list[Export]) -> None:
         self.scheduler.release("collect")
         with self.compose_lock:
+            if self.options.no_watch and self.exports_taken and not self.exports_refresh:
+                LOG.debug("the cluster's exports changed: --no-watch keeps the graph (SIGHUP reloads)")
+                return
+            self.exports_taken, self.exports_refresh = True, False
             self.exports_seen = exports
             if self.spec is not None:
                 self._compose()
@@ -223,10 +231,13 @@ class Engine:
             self.scheduler.hold("collect")  # converged means "with what the cluster exports"
         self.exports.start()
         self.collector.start()
-        self.reloader.start()
-        # an edit between the first load and the watch would otherwise go unseen:
-        # look once more now that the watch is on (an unchanged file costs one read)
-        self.reloader.request()
+        if self.options.no_watch:
+            self.reloader.start(watch_file=False)  # SIGHUP only
+        else:
+            self.reloader.start()
+            # an edit between the first load and the watch would otherwise go unseen:
+            # look once more now that the watch is on (an unchanged file costs one read)
+            self.reloader.request()
         if self.options.max_runtime > 0:
             timer = threading.Timer(self.options.max_runtime, self._max_runtime_reached)
             timer.daemon = True

@@ -38,8 +38,10 @@ class GraphReloader:
             self.forced.set()
         self.requested.set()
 
-    def start(self) -> None:
-        if self.path is not None:
+    def start(self, watch_file: bool = True) -> None:
+        """Starts reloading on request; with ``watch_file``, on every edit of the
+        graph file too (--no-watch: on request, SIGHUP, only)."""
+        if self.path is not None and watch_file:
             self.inotify = WakeableINotify()
             try:
                 self.inotify.add_watch(os.path.dirname(self.path), MASK)

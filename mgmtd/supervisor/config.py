@@ -25,6 +25,7 @@ class NodeConfig:
     max_runtime: float = 0.0                 # exit (status 1) after this long; 0: never
     no_autoedges: bool = False
     no_autogroup: bool = False
+    no_watch: bool = False
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"

@@ -139,6 +139,8 @@ class Supervisor:
             args.append("--no-autoedges")
         if cfg.no_autogroup:
             args.append("--no-autogroup")
+        if cfg.no_watch:
+            args.append("--no-watch")
         if cfg.tls is not None:
             args += cfg.tls.args()
         args += cfg.engine_args

@@ -5,6 +5,7 @@ MGMTD_<FLAG> environment variables only, the command line winning. The
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 from tests.harness import MGMTD, free_port, one_file_graph, wait_for
@@ -129,3 +130,26 @@ def test_tmp_prefix_is_fresh_and_removed_at_exit(workdir):
                          env=env, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stderr.splitlines()) == (
         2, ["mgmtd: --tmp-prefix: not with --prefix (a temporary prefix or a given one)"])
+
+
+def test_no_watch_keeps_the_graph_until_sighup_and_still_repairs_drift(workdir):
+    target = workdir / "out.txt"
+    graph = workdir / "g.yaml"
+    one_file_graph(graph, target, "first")
+    log = workdir / "engine.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([MGMTD, "engine", "--hostname", "t", "--no-watch", "yaml", str(graph)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: target.exists() and target.read_text() == "first", 15, "first applied")
+        one_file_graph(graph, target, "second")          # an edit: not reloaded
+        target.write_text("drifted")                     # drift: still repaired, to the old graph
+        wait_for(lambda: target.read_text() == "first", 15, "drift repaired")
+        proc.send_signal(signal.SIGHUP)                  # asked for: reloaded
+        wait_for(lambda: target.read_text() == "second", 15, "reloaded on SIGHUP")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "reloaded from" in text and "(requested)" in text
+    assert not [line for line in text.splitlines() if "reloaded from" in line and "(requested)" not in line]

@@ -63,3 +63,31 @@ def test_no_autogroup_keeps_every_resource_alone():
     for _, res in ready:
         res.meta = overridden_meta(res.meta, False, True)
     assert len(autogroups(ready, noop=False)) == 2
+
+
+def exports_kept(no_watch: bool) -> list:
+    engine = Engine(EngineOptions(hostname="t", no_watch=no_watch))
+    engine.scheduler.swap = lambda graph: None
+    try:
+        assert engine.load(initial=True)
+        kept = []
+        engine._on_exports([])
+        kept.append(list(engine.exports_seen))
+        engine._on_exports(["changed"])
+        kept.append(list(engine.exports_seen))
+        engine.exports_refresh = True  # what a SIGHUP sets before it re-reads the exports
+        engine._on_exports(["refreshed"])
+        kept.append(list(engine.exports_seen))
+        return kept
+    finally:
+        engine.scheduler.pool.shutdown()
+        engine.connection.close()
+
+
+def test_no_watch_keeps_the_first_exports_until_sighup(monkeypatch):
+    import mgmtd.engine.main as engine_main
+
+    monkeypatch.setattr(engine_main, "select", lambda rules, exports, host, resources: type(
+        "Chosen", (), {"conflicts": (), "rejected": (), "resources": [], "sources": {}})())
+    assert exports_kept(no_watch=True) == [[], [], ["refreshed"]]
+    assert exports_kept(no_watch=False) == [[], ["changed"], ["refreshed"]]
