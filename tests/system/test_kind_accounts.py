@@ -293,6 +293,9 @@ def test_drift_is_repaired_by_events(sandbox):
         wait_for(check, 60, f"{subject} repaired after {' '.join(action)}")
         took = time.monotonic() - start
         agent.wait_log(f"{subject}: applied", after=before)
+        # quiet again before the next change by hand: a check of the agent's own
+        # last write still in flight would see that change half-made and fail once
+        agent.wait_log("engine is converged", after=before)
         return took
 
     def intact() -> bool:
