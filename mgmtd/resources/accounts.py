@@ -16,7 +16,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -263,6 +263,25 @@ def run_tool(argv: list[str], runner: Runner = run_subprocess) -> None:
         raise ResourceError(failure(argv, done.returncode, done.stderr or ""))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What to run to bring a user or group into state, and how to say it."""
+
+    argv: list[str]
+    what: str                         # "create user x"
+    would: str                        # "create user x (uid 1002)", for noop
+    done: str                         # "created user x (uid 1002)", for the log
+    # why it cannot run now (a group missing, the uid taken): an error when
+    # applying; noop only mentions it, since resources before it may fix it
+    problems: list[str] = field(default_factory=list)
+
+    def refusal(self) -> str:
+        return f"cannot {self.what}: {'; '.join(self.problems)}"
+
+    def noop_line(self) -> str:
+        return f"would {self.would}" + (f"; now {'; '.join(self.problems)}" if self.problems else "")
+
+
 class AccountResource(Resource):
     """What user and group share: the account files they read (the engine's
     /etc, or a test's), the tools' runner, and the checks of name and state."""
@@ -283,3 +302,21 @@ class AccountResource(Resource):
             raise FieldError("name", problem)
         if self.state not in self.STATES:
             raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
+
+    def plan(self) -> Plan | None:
+        """What brings the account into state; None when it is."""
+        raise NotImplementedError
+
+    # --- check/apply; a refresh changes nothing -------------------------------------
+    def check_apply(self, apply: bool) -> bool:
+        todo = self.plan()
+        if todo is None:
+            return True
+        if not apply:
+            self.ctx.report("info", todo.noop_line())
+            return False
+        if todo.problems:
+            raise ResourceError(todo.refusal())
+        run_tool(todo.argv, self.runner)
+        self.ctx.report("info", todo.done)
+        return False

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mgmtd.resources.accounts import (
     AccountResource,
     Accounts,
     PasswdEntry,
+    Plan,
     name_problem,
     path_problem,
-    run_tool,
 )
-from mgmtd.resources.base import ID_MAX, Field, FieldError, ResourceError, shown
+from mgmtd.resources.base import ID_MAX, Field, FieldError, shown
 
 STATES = ("exists", "absent")
 
@@ -50,25 +50,6 @@ class UserSpec:
     home: str | None = None          # cleaned
     shell: str | None = None
     allowduplicateuid: bool = False
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to run to bring a user into state, and how to say it."""
-
-    argv: list[str]
-    what: str                         # "create user x"
-    would: str                        # "create user x (uid 1002)", for noop
-    done: str                         # "created user x (uid 1002)", for the log
-    # why it cannot run now (a group missing, the uid taken): an error when
-    # applying; noop only mentions it, since resources before it may fix it
-    problems: list[str] = field(default_factory=list)
-
-    def refusal(self) -> str:
-        return f"cannot {self.what}: {'; '.join(self.problems)}"
-
-    def noop_line(self) -> str:
-        return f"would {self.would}" + (f"; now {'; '.join(self.problems)}" if self.problems else "")
 
 
 def _creation_details(spec: UserSpec) -> str:
@@ -267,16 +248,5 @@ class UserResource(AccountResource):
         return [self.account_files().path("passwd"), self.account_files().path("group")]
 
     # --- check/apply; a refresh changes nothing (there is nothing to restart) --------
-    def check_apply(self, apply: bool) -> bool:
-        spec = self.spec()
-        todo = plan(spec, self.account_files().snapshot())
-        if todo is None:
-            return True
-        if not apply:
-            self.ctx.report("info", todo.noop_line())
-            return False
-        if todo.problems:
-            raise ResourceError(todo.refusal())
-        run_tool(todo.argv, self.runner)
-        self.ctx.report("info", todo.done)
-        return False
+    def plan(self) -> Plan | None:
+        return plan(self.spec(), self.account_files().snapshot())
