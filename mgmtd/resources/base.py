@@ -266,6 +266,9 @@ class Resource:
     # A kind whose resources can be brought into state together, cheaper than
     # one by one (pkg: one apt transaction), overrides ``check_apply_group``.
     GROUPABLE: ClassVar[bool] = False
+    # mgmt's fields of this kind that mgmtd does not do, with why: a graph
+    # naming one is refused with that reason, never accepted and ignored
+    UNSUPPORTED: ClassVar[dict[str, str]] = {}
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         # a value that does not fit its field never reaches the code that uses it

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from mgmtd import graph as graphs
-from mgmtd.resources import KINDS, kind_names
+from mgmtd.resources import KINDS, unknown_kind
 from mgmtd.resources.base import (
     EFFECTIVE_META,
     Field,
@@ -238,7 +238,7 @@ class Loader:
         for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
             cls = KINDS.get(kind)
             if cls is None:
-                raise self.error(kind_node, f"unknown resource kind {shown(kind)} (known: {kind_names()})")
+                raise self.error(kind_node, unknown_kind(kind))
             for item in self.sequence(list_node, f"resources.{kind}"):
                 res, exported = self.load_resource(cls, item)
                 loc = self.loc(item)
@@ -283,6 +283,9 @@ class Loader:
                 meta = self.load_meta(value_node, subject)
                 continue
             field_spec = cls.FIELDS.get(key)
+            if field_spec is None and key in cls.UNSUPPORTED:
+                raise self.error(key_node, f"{cls.kind}.{key} (mgmt's field) is not supported: "
+                                 f"{cls.UNSUPPORTED[key]}", subject)
             if field_spec is None:
                 known = ", ".join(sorted(cls.FIELDS))
                 raise self.error(key_node, f"unknown field {shown(key)} for kind {cls.kind} "
@@ -368,8 +371,7 @@ class Loader:
             kind = self.string(fields["kind"][1], "kind")
             cls = KINDS.get(kind)
             if cls is None:
-                raise self.error(fields["kind"][1], f"unknown resource kind {shown(kind)} "
-                                 f"(known: {kind_names()})")
+                raise self.error(fields["kind"][1], unknown_kind(kind))
             pattern = None
             if "pattern" in fields:
                 value = self.scalar(fields["pattern"][1])
