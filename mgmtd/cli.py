@@ -11,6 +11,7 @@ import sys
 from mgmtd import __version__, log, tls
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE
 from mgmtd.hostnames import check_hostname
+from mgmtd.mgmtflags import add_refused_flags
 from mgmtd.urls import parse_url_list
 
 # URL flags (checked by check_input, which replaces each string by the tuple of
@@ -82,6 +83,9 @@ def add_frontend(parser: argparse.ArgumentParser) -> None:
     yaml_parser.add_argument("graph_file", metavar="FILE", help="the YAML graph")
     frontends.add_parser("empty", help="no graph: only take part in the cluster",
                          description="Run with an empty graph.")
+    lang = frontends.add_parser("lang", help="mgmt's mcl language: not supported, refused",
+                                description="mgmt's mcl language is not supported by mgmtd.")
+    lang.add_argument("lang_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tmp-prefix", action="store_true",
                      help="use a fresh temporary state directory (mgmtd-HOSTNAME-* in $TMPDIR), "
                           "removed at exit; not with --prefix (mgmt's flag)")
+    run.add_argument("--allow-tmp-prefix", action="store_true",
+                     help="when the state directory cannot be created or written, use a "
+                          "temporary one as --tmp-prefix does, with a warning (mgmt's flag)")
+    run.add_argument("--no-raise-limits", action="store_true",
+                     help="mgmt's flag: do not raise limits such as inotify's; mgmtd never "
+                          "raises them, so this changes nothing")
+    add_refused_flags(run)
     run.add_argument("--client-urls", default="http://127.0.0.1:2379",
                      metavar="URLS", help="where etcd listens for clients: comma-separated "
                      "http(s)://IP:PORT (default: %(default)s)")
@@ -396,7 +407,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log.setup(args.hostname, args.log_level)
     if not args.tmp_prefix:
-        return run_node(args, os.path.abspath(args.prefix or default_prefix(os.environ)))
+        prefix = os.path.abspath(args.prefix or default_prefix(os.environ))
+        if not args.allow_tmp_prefix:
+            return run_node(args, prefix)
+        from mgmtd.supervisor.preflight import StartupError, check_prefix
+        try:
+            check_prefix(prefix)
+        except StartupError as err:
+            log.get("supervisor").warning("--allow-tmp-prefix: %s; using a temporary one", err)
+        else:
+            return run_node(args, prefix)
     try:
         prefix = tempfile.mkdtemp(prefix=f"mgmtd-{args.hostname}-")
     except OSError as err:
@@ -470,6 +490,9 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
         _check_certs(args)
     if args.command not in ("run", "engine"):
         return
+    if getattr(args, "frontend", None) == "lang":
+        raise ValueError(f"{args.command} lang: mgmt's mcl language is not supported by mgmtd; "
+                         "write the graph in YAML (yaml FILE)")
     if args.hostname is None:
         try:
             args.hostname = check_hostname(os_hostname)

@@ -153,3 +153,42 @@ def test_no_watch_keeps_the_graph_until_sighup_and_still_repairs_drift(workdir):
     text = log.read_text()
     assert "reloaded from" in text and "(requested)" in text
     assert not [line for line in text.splitlines() if "reloaded from" in line and "(requested)" not in line]
+
+
+def test_allow_tmp_prefix_only_when_the_prefix_cannot_be_used(workdir):
+    env = env_only(workdir)
+    (workdir / "a-file").write_text("")
+    env["MGMTD_PREFIX"] = str(workdir / "a-file" / "p")  # under a file: never a directory, even for root
+    env["TMPDIR"] = str(workdir / "tmp")
+    (workdir / "tmp").mkdir()
+    refused = subprocess.run([MGMTD, "run", "empty"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 1, refused.stderr
+    assert f"cannot use prefix {workdir / 'a-file' / 'p'}: Not a directory" in refused.stderr
+    out = subprocess.run([MGMTD, "run", "--allow-tmp-prefix", "empty"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--allow-tmp-prefix: cannot use prefix" in out.stderr
+    assert f"working prefix is temporary: {workdir / 'tmp' / 'mgmtd-envnode-'}" in out.stderr
+    assert not list((workdir / "tmp").iterdir())
+    env["MGMTD_PREFIX"] = str(workdir / "p")  # a usable prefix is used as given
+    out = subprocess.run([MGMTD, "run", "--allow-tmp-prefix", "empty"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "temporary" not in out.stderr and (workdir / "p" / "node.json").exists()
+
+
+def test_mgmt_flags_mgmtd_does_not_have_are_refused_with_the_reason(workdir):
+    """Before anything starts: nothing listens, nothing is created."""
+    env = env_only(workdir)
+    for argv, reason in ((["--ssh-url", "ssh://u@h:22", "empty"], "--ssh-url: mgmt's flag is not "
+                          "supported by mgmtd: mgmtd reaches etcd directly (--seeds), not over SSH"),
+                         (["--no-pgp", "empty"], "--no-pgp: mgmt's flag is not supported by mgmtd"),
+                         (["lang", "main.mcl"], "run lang: mgmt's mcl language is not supported")):
+        out = subprocess.run([MGMTD, "run", *argv], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert reason in out.stderr and "Traceback" not in out.stderr
+    assert not (workdir / "p").exists()
+    out = subprocess.run([MGMTD, "run", "--no-raise-limits", "empty"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
