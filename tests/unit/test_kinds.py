@@ -312,6 +312,44 @@ def test_msg_priorities_and_noop(caplog):
     assert "would log: quiet please" in res.ctx.report.text()
 
 
+def test_journal_datagram_uses_the_binary_form_only_for_multiline_values():
+    from mgmtd.resources.journal import encode
+    assert encode({"MESSAGE": "hi", "PRIORITY": "6"}) == b"MESSAGE=hi\nPRIORITY=6\n"
+    assert encode({"MESSAGE": "a\nb"}) == b"MESSAGE\n" + (3).to_bytes(8, "little") + b"a\nb\n"
+
+
+def test_msg_journal_sends_one_entry_with_its_fields_and_again_on_refresh(tmp_path, monkeypatch):
+    import socket
+
+    from mgmtd.resources import journal
+    path = str(tmp_path / "journal.sock")
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journald:
+        journald.bind(path)
+        journald.settimeout(5)
+        res = make(MsgResource, name="m", body="disk\nfull", priority="Err", journal=True,
+                   fields={"DISK": "sda", "LEVEL": 3})
+        assert res.check_apply(True) is False and res.check_apply(True) is True
+        entry = journald.recv(65536)
+        assert b"DISK=sda\nLEVEL=3\n" in entry and b"PRIORITY=3\n" in entry
+        assert b"MESSAGE\n" + (9).to_bytes(8, "little") + b"disk\nfull\n" in entry
+        assert b"SYSLOG_IDENTIFIER=mgmtd\n" in entry and b"MGMTD_RESOURCE=msg[m]\n" in entry
+        res.refresh = True
+        assert res.check_apply(True) is False
+        assert b"DISK=sda" in journald.recv(65536)
+
+
+def test_msg_journal_needs_upper_case_fields_and_a_running_journald(tmp_path, monkeypatch):
+    from mgmtd.resources import journal
+    with pytest.raises(FieldError, match="journal fields are upper case"):
+        make(MsgResource, body="x", journal=True, fields={"disk": "sda"})
+    make(MsgResource, body="x", fields={"disk": "sda"})  # only the journal needs them upper case
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", str(tmp_path / "none"))
+    res = make(MsgResource, body="x", journal=True)
+    with pytest.raises(ResourceError, match=f"journald is not running here \\(no {tmp_path}/none\\)"):
+        res.check_apply(True)
+
+
 # --- timer ----------------------------------------------------------------------
 
 def test_timer_ticks_poke_and_report_one_change_per_tick():
