@@ -87,7 +87,8 @@ def test_deep_nesting_and_huge_values():
 BROKEN = {
     "graph: [unclosed": "YAML syntax error",
     "resources:\n  file:\n  - name: a\n    path: /x\n  - name: a\n    path: /y\n": "duplicate name",
-    "resources:\n  augeas:\n  - name: a\n": "unknown resource kind 'augeas'",
+    "resources:\n  augeas:\n  - name: a\n": "resource kind 'augeas' (mgmt's) is not supported by mgmtd",
+    "resources:\n  augeus:\n  - name: a\n": "unknown resource kind 'augeus'",
     "resources:\n  pkg:\n  - name: A\n": "not a Debian package name",
     "resources:\n  file:\n  - name: a\n    path: /x\n    colour: red\n": "unknown field 'colour'",
     "resources:\n  file:\n  - name: a\n    path: /x\n    content: 5\n": "must be string",

@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cluster", ("mgmtd.cluster",)),
     ("engine", ("mgmtd.engine",)),
     ("supervisor", ("mgmtd.supervisor",)),
-    ("entry points", ("mgmtd.cli", "mgmtd.ctl")),
+    ("entry points", ("mgmtd.cli", "mgmtd.ctl", "mgmtd.mgmtflags")),
 )
 
 APART: tuple[tuple[str, str], ...] = (   # (importer, imported): never, whatever the order says
