@@ -1,5 +1,9 @@
 """File watching through inotify: one descriptor for the whole graph, one
-watch per parent directory, events mapped back to the resources they concern."""
+watch per parent directory, events mapped back to the resources they concern.
+
+A path ending in ``/`` asks for a directory and every entry in it (a file's
+fragment directory): the directory's parent is watched for the directory
+itself, and the directory for its entries."""
 
 from __future__ import annotations
 
@@ -33,22 +37,30 @@ class FileWatcher:
         self.dir_wd: dict[str, int] = {}
         self.by_path: dict[str, set[Key]] = {}     # watched path -> resources
         self.by_dir: dict[str, set[Key]] = {}      # parent dir -> resources with paths in it
+        self.by_contents: dict[str, set[Key]] = {}  # dir -> resources concerned by any entry in it
         self.key_paths: dict[Key, list[str]] = {}
+        self.key_contents: dict[Key, list[str]] = {}
         self.unwatched: set[str] = set()            # dirs that did not exist yet
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="inotify", daemon=True)
         self.thread.start()
 
     def watch(self, key: Key, paths: Iterable[str]) -> None:
+        paths = list(paths)
         normal = [os.path.normpath(p) for p in paths]
+        contents = [os.path.normpath(p) for p in paths if p.endswith("/")]
         with self.lock:
             self._forget(key)
             self.key_paths[key] = normal
+            self.key_contents[key] = contents
             for path in normal:
                 parent = os.path.dirname(path)
                 self.by_path.setdefault(path, set()).add(key)
                 self.by_dir.setdefault(parent, set()).add(key)
                 self._add_dir(parent)
+            for directory in contents:
+                self.by_contents.setdefault(directory, set()).add(key)
+                self._add_dir(directory)
 
     def rearm(self, key: Key) -> None:
         """Tries again to watch directories that were missing (after the
@@ -58,6 +70,9 @@ class FileWatcher:
                 parent = os.path.dirname(path)
                 if parent in self.unwatched:
                     self._add_dir(parent)
+            for directory in self.key_contents.get(key, ()):
+                if directory in self.unwatched:
+                    self._add_dir(directory)
 
     def unwatch(self, key: Key) -> None:
         with self.lock:
@@ -85,23 +100,26 @@ class FileWatcher:
         self.wd_dir[wd] = directory
 
     def _forget(self, key: Key) -> None:
+        released = []
         for path in self.key_paths.pop(key, ()):
             parent = os.path.dirname(path)
             for index, table in ((path, self.by_path), (parent, self.by_dir)):
-                keys = table.get(index)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del table[index]
-            if parent not in self.by_dir:
-                self.unwatched.discard(parent)
-                wd = self.dir_wd.pop(parent, None)
-                if wd is not None:
-                    self.wd_dir.pop(wd, None)
-                    try:
-                        self.inotify.rm_watch(wd)
-                    except OSError:
-                        pass
+                _discard(table, index, key)
+            released.append(parent)
+        for directory in self.key_contents.pop(key, ()):
+            _discard(self.by_contents, directory, key)
+            released.append(directory)
+        for directory in released:
+            if directory in self.by_dir or directory in self.by_contents:
+                continue   # still needed by another path or resource
+            self.unwatched.discard(directory)
+            wd = self.dir_wd.pop(directory, None)
+            if wd is not None:
+                self.wd_dir.pop(wd, None)
+                try:
+                    self.inotify.rm_watch(wd)
+                except OSError:
+                    pass
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
@@ -121,10 +139,12 @@ class FileWatcher:
                         continue
                     if event.name:
                         touched |= self.by_path.get(os.path.join(directory, event.name), set())
+                        touched |= self.by_contents.get(directory, set())
                         continue
                     touched |= self.by_path.get(directory, set())
                     if event.mask & SELF_GONE:
                         touched |= self.by_dir.get(directory, set())
+                        touched |= self.by_contents.get(directory, set())
                         # the watch now follows a moved or deleted inode: drop it
                         if event.mask & F.MOVE_SELF:
                             try:
@@ -136,3 +156,11 @@ class FileWatcher:
                         self.unwatched.add(directory)
             if touched:
                 self.poke(touched)
+
+
+def _discard(table: dict[str, set[Key]], index: str, key: Key) -> None:
+    keys = table.get(index)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del table[index]

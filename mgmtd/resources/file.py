@@ -13,7 +13,15 @@ import stat
 from dataclasses import dataclass
 
 from mgmtd.resources.base import ID_MAX, Field, FieldError, Resource, ResourceError, shown
+from mgmtd.resources.fragments import (
+    ENTRY_TOKEN,
+    check_fragment_fields,
+    fragment_requires,
+    fragment_watch_paths,
+    read_fragments,
+)
 from mgmtd.resources.fsplace import TEMP_PREFIX, MissingParent, Place, PlaceError, locate
+from mgmtd.resources.symlink import LinkSpec, check_link_fields, link_check_apply
 
 __all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
 
@@ -90,7 +98,10 @@ class FileResource(Resource):
         "recurse": Field((bool,), False, doc="create missing parents; remove non-empty dirs"),
         "force": Field((bool,), False, doc="replace a file by a directory or the other way round"),
         "purge": Field((bool,), False, doc="directory with source: delete entries not in source"),
+        "fragments": Field((list,), None, doc="content = these files concatenated; 'dir/' = its files"),
+        "symlink": Field((bool,), False, doc="a symbolic link pointing at source"),
     }
+    UNSUPPORTED = {"selinux": "mgmtd does not manage SELinux contexts (Debian runs without SELinux)"}
 
     # --- derived ------------------------------------------------------------
     @property
@@ -137,11 +148,17 @@ class FileResource(Resource):
         if self.state not in ("exists", "absent"):
             raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
         self.mode_bits = parse_mode(self.mode)
+        if self.fragments is not None:
+            check_fragment_fields(self.fragments, path, content=self.content, source=self.source,
+                                  state=self.state, is_dir=self.is_dir, purge=self.purge)
+        if self.symlink:
+            check_link_fields(is_dir=self.is_dir, state=self.state, source=self.source, content=self.content,
+                              fragments=self.fragments, recurse=self.recurse, purge=self.purge, mode=self.mode)
         if self.content is not None and self.source is not None:
             raise FieldError("source", "give content or source, not both")
         if self.is_dir and self.content is not None:
             raise FieldError("content", f"{path} is a directory (trailing '/'): it has no content")
-        if self.source is not None and not os.path.isabs(self.source):
+        if self.source is not None and not self.symlink and not os.path.isabs(self.source):
             raise FieldError("source", f"source must be an absolute path: {shown(self.source)}")
 
     # --- autoedges / watches -----------------------------------------------
@@ -150,7 +167,9 @@ class FileResource(Resource):
         ``file:PATH`` (a svc runs after the file holding its unit)."""
         if self.state != "exists":
             return []
-        return [self.target] if self.is_dir else [f"file:{self.target}"]
+        if self.is_dir:
+            return [self.target]
+        return [f"file:{self.target}", ENTRY_TOKEN + os.path.dirname(self.target)]
 
     def autoedge_requires(self) -> list[str]:
         """Its directories (at any depth), the package that ships it or its
@@ -165,13 +184,13 @@ class FileResource(Resource):
             tokens.append(f"user:{self.owner}")
         if isinstance(self.group, str) and self.group and not self.group.isdigit():
             tokens.append(f"group:{self.group}")
-        return tokens
+        return tokens + fragment_requires(self.fragments or [])
 
     def watch_paths(self) -> list[str]:
         paths = [self.target]
-        if self.source:
+        if self.source and not self.symlink:  # a link's target is not what it manages
             paths.append(self.source)
-        return paths
+        return paths + fragment_watch_paths(self.fragments or [])
 
     # --- check/apply --------------------------------------------------------
     confinement: Confinement | None = None   # set on collected files
@@ -189,6 +208,8 @@ class FileResource(Resource):
     def _wanted_content(self) -> bytes | None:
         if self.content is not None:
             return self.content.encode()
+        if self.fragments is not None:
+            return read_fragments(self.fragments)
         if self.source is not None and not self.is_dir:
             try:
                 with open(self.source, "rb") as src:
@@ -234,6 +255,11 @@ class FileResource(Resource):
             if place is None:
                 return self.state == "absent"
             with place:
+                if self.symlink:
+                    spec = LinkSpec(self.target, self.source, self.state, self.force,
+                                    _uid(self.owner), _gid(self.group))
+                    return link_check_apply(place, spec, apply, self.ctx.report,
+                                            lambda: self._require_parent(place))
                 if self.state == "absent":
                     return self._absent(place, apply)
                 return self._exists(place, apply)

@@ -144,6 +144,33 @@ class Place:
             raise
         self.sync_directory()
 
+    def readlink(self) -> str:
+        """The target of the link at this place, never followed."""
+        return os.readlink(self.name, dir_fd=self.dir_fd)
+
+    def symlink_atomically(self, target: str, uid: int = -1, gid: int = -1) -> None:
+        """A new link beside the object, owned as asked, renamed over it: the
+        name always resolves to the old object or the new link, never to
+        nothing. (rename cannot replace a directory by a link: the caller
+        removes an empty directory first.)"""
+        temp = TEMP_PREFIX + uuid.uuid4().hex[:12]
+        os.symlink(target, self._sibling(temp), dir_fd=self.dir_fd)
+        try:
+            if uid != -1 or gid != -1:
+                os.chown(self._sibling(temp), uid, gid, dir_fd=self.dir_fd, follow_symlinks=False)
+            os.rename(self._sibling(temp), self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except BaseException:
+            try:
+                os.unlink(self._sibling(temp), dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                pass
+            raise
+        self.sync_directory()
+
+    def lchown(self, uid: int, gid: int) -> None:
+        """Owner of the link itself (what it points at is never touched)."""
+        os.chown(self.name, uid, gid, dir_fd=self.dir_fd, follow_symlinks=False)
+
     def mkdir(self, mode: int) -> None:
         os.mkdir(self.name, 0o700, dir_fd=self.dir_fd)   # no window with wider rights than asked
         self.chmod(mode, want_dir=True)
