@@ -78,15 +78,15 @@ def untrusted_rights(rule: CollectRule, export: Export) -> str:
         return ""
     overridden = {key for key, _ in rule.set}
     sent = {k: v for k, v in export.params.items() if v is not None and k not in overridden}
+    if sent.get("symlink"):
+        # a link placed by another host could lead a local reader (a web server,
+        # another resource) to any file of this host: only the rule's set: may make one
+        return "symlink is refused for collected files (only the collect rule's set: may make a link)"
     if "source" in sent and "source" not in rule.allow:
         return "source (a file of this host) is refused for collected files; the collect rule may allow: [source]"
     if "fragments" in sent and "source" not in rule.allow:
         return ("fragments (files of this host) are refused for collected files; "
                 "the collect rule may allow: [source]")
-    if sent.get("symlink"):
-        # a link placed by another host could lead a local reader (a web server,
-        # another resource) to any file of this host: only the rule's set: may make one
-        return "symlink is refused for collected files (only the collect rule's set: may make a link)"
     if "mode" in sent and "setid" not in rule.allow:
         try:
             mode = parse_mode(sent["mode"])
