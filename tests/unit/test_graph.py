@@ -232,5 +232,6 @@ def test_file_runs_after_its_named_owner_and_group_not_numeric_ones():
 
 def test_a_regular_file_provides_itself_apart_from_directories():
     unit = file("unit", "/etc/systemd/system/x.service")
-    assert unit.autoedge_provides() == ["file:/etc/systemd/system/x.service"]
+    # and, for a file of its directory with fragments there, "entry:" (never the directory itself)
+    assert unit.autoedge_provides() == ["file:/etc/systemd/system/x.service", "entry:/etc/systemd/system"]
     assert file("gone", "/etc/x", state="absent").autoedge_provides() == []
