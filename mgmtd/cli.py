@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--stdin-membership", action="store_true", help=argparse.SUPPRESS)
     engine.add_argument("--report-state", action="store_true", help=argparse.SUPPRESS)
     engine.add_argument("--workers", type=int, default=8, help="parallel workers (default: 8)")
+    engine.add_argument("--prefix", default=None,
+                        help="state directory: the records of meta.reverse, in PREFIX/reverse/ "
+                             f"(default: $STATE_DIRECTORY or {DEFAULT_PREFIX}; mgmtd run passes its own)")
     add_frontend(engine)
 
     certs = commands.add_parser(
@@ -393,6 +396,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         converged_after=3.0 if args.converged_after is None else args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
+        prefix=os.path.abspath(args.prefix or default_prefix(os.environ)),
     ))
 
 

@@ -67,6 +67,8 @@ def build_resource(export: Export, rule: CollectRule) -> Resource:
     if isinstance(res, FileResource):
         res.confinement = Confinement(anchor_of(rule.pattern), rule.allow)
     res.validate()
+    if res.meta.reverse and res.reverse_problem():
+        raise ValueError(res.reverse_problem())
     return res
 
 

@@ -17,11 +17,12 @@ from mgmtd.cluster.client import Connection
 from mgmtd.engine.collect import Collector, Export, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.reload import GraphReloader
+from mgmtd.engine.reversal import Reversals, ReversalStore
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.graph import Graph
 from mgmtd.resources.base import Context, Meta
 from mgmtd.tls import TLSFiles
-from mgmtd.yamlgraph.errors import GraphError
+from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.loader import GraphSpec, load_file
 from mgmtd.yamlgraph.source import read_graph_bytes
 
@@ -46,6 +47,7 @@ class EngineOptions:
     no_autoedges: bool = False           # --no-autoedges: meta autoedge false everywhere
     no_autogroup: bool = False           # --no-autogroup: meta autogroup false everywhere
     no_watch: bool = False               # --no-watch: the graph changes only on SIGHUP
+    prefix: str | None = None            # state directory (meta.reverse records); None: none
 
 
 def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool) -> Meta:
@@ -80,9 +82,11 @@ class Engine:
         self.connection = Connection(options.endpoints, tls=options.tls)
         self.ctx = Context(host=options.hostname, namespace=options.namespace,
                            noop=options.noop, etcd=self.connection.get, report=self._report)
+        self.reversals = None if options.prefix is None else \
+            Reversals(ReversalStore(options.prefix), noop=options.noop)
         self.scheduler = Scheduler(self.ctx, workers=options.workers,
                                    converged_after=options.converged_after,
-                                   on_summary=self._on_summary)
+                                   on_summary=self._on_summary, reversals=self.reversals)
         self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
         self.spec: GraphSpec | None = None
         self.loaded_bytes: bytes | None = None
@@ -152,6 +156,7 @@ class Engine:
                 pass  # load_spec below says why
         try:
             spec = load_spec(self.options.graph_file)  # checks cycles too
+            self._check_reversible(spec)
         except GraphError as err:
             LOG.error("%s", err)
             if not initial:
@@ -172,6 +177,15 @@ class Engine:
             LOG.info("graph %s reloaded from %s", spec.name, spec.source)
         return True
 
+    def _check_reversible(self, spec: GraphSpec) -> None:
+        if self.reversals is not None:
+            return
+        for res in spec.resources:
+            if res.meta.reverse:
+                raise GraphError(spec.locations.get(res.key, Location(spec.source)),
+                                 "meta.reverse: true needs a state directory for its records "
+                                 "(mgmtd engine --prefix)", str(res))
+
     def _on_exports(self, exports: list[Export]) -> None:
         self.scheduler.release("collect")
         with self.compose_lock:
@@ -187,22 +201,40 @@ class Engine:
         """The graph to run: the file's resources and the collected ones."""
         spec = self.spec
         chosen = select(spec.collect, self.exports_seen, self.options.hostname, spec.resources)
-        problems = {*chosen.conflicts, *chosen.rejected}
+        # meta.reverse with nowhere to keep its records: refused, never ignored
+        refused = [] if self.reversals is not None else [r for r in chosen.resources if r.meta.reverse]
+        applied = [res for res in chosen.resources if res not in refused]
+        problems = {*chosen.conflicts, *chosen.rejected,
+                    *(f"{res}: meta.reverse needs a state directory (--prefix): not applied"
+                      for res in refused)}
         for problem in sorted(problems - self.reported):
             LOG.warning("collect: %s", problem)
         self.reported = problems
-        for res in [*spec.resources, *chosen.resources]:
+        for res in [*spec.resources, *applied]:
             res.meta = overridden_meta(res.meta, self.options.no_autoedges, self.options.no_autogroup)
         try:
-            graph: Graph = spec.build(chosen.resources)
+            graph: Graph = spec.build(applied)
         except GraphError as err:
             LOG.error("collected resources do not fit the graph (%s): keeping the current graph", err)
             return
+        if self.reversals is not None:
+            graph = self._with_reversals(spec, applied, graph)
         self.scheduler.swap(graph)
         collected = tuple(sorted(key for keys in chosen.sources.values() for key in keys))
         if collected != self.collected:
             self.collected = collected
             self._send_state()
+
+    def _with_reversals(self, spec: GraphSpec, collected: list, graph: Graph) -> Graph:
+        """The graph with the pending reversals of objects it no longer manages."""
+        reversals = self.reversals.compose([*spec.resources, *collected], set(graph.resources))
+        if not reversals:
+            return graph
+        try:
+            return spec.build([*collected, *reversals])
+        except GraphError as err:
+            LOG.error("the pending reversals do not fit the graph (%s): they wait", err)
+            return graph
 
     def _read_membership(self) -> None:
         for line in sys.stdin:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from mgmtd import log
 from mgmtd.engine.gates import Semaphores, TokenBucket, limited
+from mgmtd.engine.reversal import Reversals
 from mgmtd.engine.watch import FileWatcher
 from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
@@ -93,8 +94,10 @@ def retry_wait(delay_ms: int) -> float:
 class Scheduler:
     def __init__(self, ctx: Context, workers: int = 8, converged_after: float = 3.0,
                  on_summary: Callable[[Summary], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 reversals: Reversals | None = None) -> None:
         self.ctx = ctx
+        self.reversals = reversals                # meta.reverse; None: no records kept
         self.clock = clock
         self.converged_after = converged_after
         self.on_summary = on_summary or (lambda s: None)
@@ -287,8 +290,11 @@ class Scheduler:
     def _work(self, key: Key, res: Resource) -> None:
         error = ""
         in_state = False
+        apply = not (self.ctx.noop or res.meta.noop)
         try:
-            in_state = res.check_apply(not (self.ctx.noop or res.meta.noop))
+            if apply and self.reversals is not None:
+                self.reversals.before_apply(res)  # what it finds, before it changes anything
+            in_state = res.check_apply(apply)
         except ResourceError as err:
             error = str(err)
         except Exception as err:  # a bug in a resource must not stop the engine
@@ -297,6 +303,10 @@ class Scheduler:
         self.events.put(("done", key, (res, in_state, error)))
 
     def _work_group(self, batch: list[tuple[Key, Resource]]) -> None:
+        if self.reversals is not None and not (self.ctx.noop or batch[0][1].meta.noop):
+            batch = self._recorded(batch)
+            if not batch:
+                return
         members = [res for _, res in batch]
         first = members[0]
         try:
@@ -313,6 +323,19 @@ class Scheduler:
                 self.events.put(("done", key, (res, False, str(result))))
             else:
                 self.events.put(("done", key, (res, bool(result), "")))
+
+    def _recorded(self, batch: list[tuple[Key, Resource]]) -> list[tuple[Key, Resource]]:
+        """The members of a group whose reversal (meta.reverse) is recorded;
+        the others fail alone."""
+        kept = []
+        for key, res in batch:
+            try:
+                self.reversals.before_apply(res)
+            except ResourceError as err:
+                self.events.put(("done", key, (res, False, str(err))))
+                continue
+            kept.append((key, res))
+        return kept
 
     def _done(self, key: Key, res: Resource, in_state: bool, error: str) -> None:
         self.in_flight -= 1
@@ -357,6 +380,10 @@ class Scheduler:
         status.attempts, status.error = 0, ""
         status.state = OK
         self.watcher.rearm(key)
+        if res.reversal_of is not None and not noop and self.reversals is not None:
+            self.reversals.reversed(res)  # done once: it leaves the graph
+            self._drop(key)
+            return
         if not in_state:
             self.last_activity = self.clock()
             if noop:
@@ -460,6 +487,19 @@ class Scheduler:
         if old.resources and (kept != len(graph) or kept != len(old)):
             LOG.info("graph swapped: %d kept, %d started, %d stopped", kept,
                      len(graph) - kept, len(old) - kept)
+
+    def _drop(self, key: Key) -> None:
+        """Takes one resource out of the running graph (a reversal that is done)."""
+        graph = self.graph
+        res = graph.resources.pop(key)
+        for dep in graph.requires.pop(key):
+            graph.dependants[dep].discard(key)
+        for dependant in graph.dependants.pop(key):
+            graph.requires[dependant].discard(key)
+            self.candidates.add(dependant)
+        graph.notifies = {pair for pair in graph.notifies if key not in pair}
+        self._retire(key, res)
+        self.last_activity = self.clock()
 
     def _retire(self, key: Key, res: Resource) -> None:
         self.watcher.unwatch(key)

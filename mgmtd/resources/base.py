@@ -156,6 +156,7 @@ class Meta:
     limit: float = math.inf  # check/apply runs per second; .inf = no limit
     burst: int = 0           # runs at once before limit applies; > 0 when limit is not .inf
     sema: tuple[str, ...] = ()  # semaphores held while check/apply runs: "id" or "id:N"
+    reverse: bool = False    # undo what it changed once it leaves the graph (REVERSIBLE kinds)
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
@@ -228,7 +229,8 @@ Meta.FIELDS = {
                   "resource of the engine: \"id\" (one slot) or \"id:N\" (N slots)"),
     "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
     "realize": Field((bool,), None, doc="refused when true: mgmt marks it not implemented"),
-    "reverse": Field((bool, dict), None, doc="(mgmt compatibility, ignored)"),
+    "reverse": Field((bool,), False, doc="once the resource leaves the graph, put back what it "
+                     "found before its first change (kinds that can: file, pkg)"),
 }
 
 
@@ -269,6 +271,10 @@ class Resource:
     # mgmt's fields of this kind that mgmtd does not do, with why: a graph
     # naming one is refused with that reason, never accepted and ignored
     UNSUPPORTED: ClassVar[dict[str, str]] = {}
+    # A kind whose resources can be undone (meta.reverse) overrides ``reversal``.
+    REVERSIBLE: ClassVar[bool] = False
+    # set by the engine on a resource built from a reversal record: the record's id
+    reversal_of: str | None = None
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         # a value that does not fit its field never reaches the code that uses it
@@ -295,7 +301,8 @@ class Resource:
     def same_as(self, other: Resource) -> bool:
         """True when ``other`` would manage the object the same way, so a graph
         swap can keep this one running."""
-        return type(self) is type(other) and self.params == other.params and self.meta == other.meta
+        return (type(self) is type(other) and self.params == other.params and self.meta == other.meta
+                and self.reversal_of == other.reversal_of)
 
     def __repr__(self) -> str:
         return f"{self.kind}[{self.name}]"
@@ -307,6 +314,19 @@ class Resource:
 
     def check_apply(self, apply: bool) -> bool:
         raise NotImplementedError
+
+    def reverse_problem(self) -> str:
+        """Why ``meta.reverse: true`` cannot be honoured for this resource, or
+        "" when it can (checked when the graph is loaded)."""
+        if not self.REVERSIBLE:
+            return f"meta.reverse: kind {self.kind} cannot be reversed (kinds that can: file, pkg)"
+        return ""
+
+    def reversal(self) -> dict[str, Any]:
+        """The parameters of the resource (same kind and name) that puts back
+        what this one finds now, called before its first change. Raises
+        ``ResourceError`` when what is there cannot be put back."""
+        raise ResourceError(self.reverse_problem() or f"{self.kind} has no reversal")
 
     def group_token(self) -> Hashable:
         """Resources of a GROUPABLE kind run together only when their tokens

@@ -11,6 +11,7 @@ import os
 import pwd
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from mgmtd.resources.base import ID_MAX, Field, FieldError, Resource, ResourceError, shown
 from mgmtd.resources.fragments import (
@@ -20,7 +21,14 @@ from mgmtd.resources.fragments import (
     fragment_watch_paths,
     read_fragments,
 )
-from mgmtd.resources.fsplace import TEMP_PREFIX, MissingParent, Place, PlaceError, locate
+from mgmtd.resources.fsplace import (
+    TEMP_PREFIX,
+    MissingParent,
+    Place,
+    PlaceError,
+    describe,
+    locate,
+)
 from mgmtd.resources.symlink import LinkSpec, check_link_fields, link_check_apply
 
 __all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
@@ -85,6 +93,7 @@ class Confinement:
 
 class FileResource(Resource):
     kind = "file"
+    REVERSIBLE = True
     FIELDS = {
         "path": Field((str,), None, doc="absolute path; a trailing '/' means a directory"),
         "dirname": Field((str,), None, doc="replaces the directory part of path"),
@@ -191,6 +200,49 @@ class FileResource(Resource):
         if self.source and not self.symlink:  # a link's target is not what it manages
             paths.append(self.source)
         return paths + fragment_watch_paths(self.fragments or [])
+
+    # --- meta.reverse -------------------------------------------------------
+    def reverse_problem(self) -> str:
+        if self.is_dir:
+            return "meta.reverse: a directory cannot be reversed (as in mgmt); only a file"
+        if self.source is not None:
+            return "meta.reverse: a file with source cannot be reversed (as in mgmt); give content"
+        return ""
+
+    def reversal(self) -> dict[str, Any]:
+        """What puts back the object found now: nothing there -> absent; a
+        regular file -> that file, with the old content, mode, owner and group
+        of what this resource manages (all of them when it removes the file)."""
+        params: dict[str, Any] = {"path": self.target, "state": "absent"}
+        anchor = self.confinement.anchor if self.confinement is not None else None
+        try:
+            place = locate(self.target, anchor)
+        except MissingParent:
+            return params
+        except PlaceError as err:
+            raise ResourceError(f"cannot record its reversal: {err}") from None
+        with place:
+            st = place.lstat()
+            if st is None:
+                return params
+            if not stat.S_ISREG(st.st_mode):
+                raise ResourceError(f"cannot record its reversal: {self.target} is "
+                                    f"{describe(st.st_mode)}, only a regular file can be put back")
+            params["state"] = "exists"
+            whole = self.state == "absent"   # it removes the file: keep all of it
+            if whole or self.content is not None:
+                try:
+                    params["content"] = place.read().decode()
+                except UnicodeDecodeError:
+                    raise ResourceError(f"cannot record its reversal: {self.target} is not UTF-8 "
+                                        "text (content is a string)") from None
+            if whole or self.mode is not None:
+                params["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
+            if whole or self.owner is not None:
+                params["owner"] = str(st.st_uid)
+            if whole or self.group is not None:
+                params["group"] = str(st.st_gid)
+        return params
 
     # --- check/apply --------------------------------------------------------
     confinement: Confinement | None = None   # set on collected files

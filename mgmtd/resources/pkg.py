@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mgmtd.resources import debversion
 from mgmtd.resources.apt import Apt, AptError, Change, Failure, Policy, Release, is_free, is_supported, releases
@@ -175,11 +176,23 @@ def reached(state: str, decision: Decision, installed: Installed | None) -> bool
     return installed is not None and installed.is_installed and installed.version == decision.target
 
 
+def reversed_state(installed: Installed | None, policy: Policy | None) -> str:
+    """meta.reverse: the state that puts back what was there before the first
+    change: not there -> uninstalled; there -> the version it had when a
+    repository still offers it, else installed (any version)."""
+    if installed is None:
+        return UNINSTALLED
+    if policy is not None and policy.offered(installed.version):
+        return installed.version
+    return INSTALLED
+
+
 # --- the resource ---------------------------------------------------------------------
 
 class PkgResource(Resource):
     kind = "pkg"
     GROUPABLE = True
+    REVERSIBLE = True
     FIELDS = {
         "state": Field((str,), INSTALLED, doc="installed, uninstalled (apt-get remove, config files kept), "
                        "newest, or a version string to pin (quoted: YAML reads 1.10 as a number)"),
@@ -250,6 +263,21 @@ class PkgResource(Resource):
 
     def interrupt(self) -> None:
         self.backend.apt.interrupt()
+
+    def reversal(self) -> dict[str, Any]:
+        db = _snapshot(self.backend)
+        installed = db.lookup(self.name)
+        policy = None
+        if installed is not None:
+            try:
+                policy = policy_for(self.backend.apt.policy([self.name]), self.name, db.native_arch)
+            except AptError as err:
+                raise ResourceError(f"cannot record its reversal: {err}") from None
+        state = reversed_state(installed, policy)
+        # going back to the old version may be a downgrade; it comes from where this one did
+        return {"state": state, "allowdowngrade": state not in KEYWORDS,
+                "allowuntrusted": self.allowuntrusted, "allownonfree": self.allownonfree,
+                "allowunsupported": self.allowunsupported}
 
     # --- check/apply ----------------------------------------------------------------
     def check_apply(self, apply: bool) -> bool:

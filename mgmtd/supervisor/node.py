@@ -126,7 +126,7 @@ class Supervisor:
     def _engine_args(self) -> list[str]:
         cfg = self.config
         args = ["--hostname", cfg.hostname, "--namespace", cfg.namespace, "--log-level",
-                cfg.log_level, "--stdin-membership", "--report-state"]
+                cfg.log_level, "--stdin-membership", "--report-state", "--prefix", cfg.prefix]
         if cfg.converged_timeout is not None:
             args += ["--converged-timeout", str(cfg.converged_timeout)]
         if cfg.converged_after is not None:

@@ -302,6 +302,9 @@ class Loader:
             raise self.error(where, str(err), subject) from None
         except ValueError as err:
             raise self.error(node, str(err), subject) from None
+        problem = res.reverse_problem() if res.meta.reverse else ""
+        if problem:
+            raise self.error(self.mapping(fields["meta"][1], "meta", subject)["reverse"][1], problem, subject)
         return res, exported
 
     def load_meta(self, node: yaml.Node, subject: str) -> Meta:
