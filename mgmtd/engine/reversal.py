@@ -278,5 +278,7 @@ class Reversals:
 
 
 def _says(record: Record) -> str:
+    """The reversal in a log line: what it sets (not its path, nor a flag left off)."""
     return ", ".join(f"{key} {value!r}" if key != "content" else f"content of {len(value)} characters"
-                     for key, value in sorted(record.params.items()) if key != "path")
+                     for key, value in sorted(record.params.items())
+                     if key != "path" and value is not False and value is not None)

@@ -27,7 +27,7 @@ from mgmtd.graph import build
 from mgmtd.resources.apt import Policy
 from mgmtd.resources.base import Context, Meta, ResourceError
 from mgmtd.resources.exec import ExecResource
-from mgmtd.resources.file import FileResource
+from mgmtd.resources.file import Confinement, FileResource
 from mgmtd.resources.pkg import reversed_state
 from tests.harness import wait_for
 from tests.unit.test_kind_pkg import FakeApt, fake_backend, pkg, stanza, write_status
@@ -118,6 +118,10 @@ def test_records_round_trip_and_keep_meta_but_not_reverse(tmp_path):
     assert built.reversal_of == record.id
     # a graph that uses the name for another path: the reversal takes another name
     assert build_reversal(record, {built.key}).name.endswith(" (reversal)")
+    collected = file(tmp_path / "c", content="x")
+    collected.confinement = Confinement(str(tmp_path), frozenset({"setid"}))
+    again = build_reversal(decode(encode(make_record(collected, collected.reversal()))), set())
+    assert again.confinement == collected.confinement
     for bad in (b"{}", b"[]", b'{"format": 1, "kind": "file"}', b"not json"):
         with pytest.raises(ValueError):
             decode(bad)
