@@ -124,6 +124,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-autogroup", action="store_true",
                         help="group nothing: every resource runs its own check/apply, as meta "
                              "autogroup: false on every resource (mgmt's flag)")
+    parser.add_argument("--sema", type=int, default=-1, metavar="N",
+                        help="add a semaphore of N slots to every resource: at most N check/apply "
+                             "runs at once (1: one at a time); <= 0: off (mgmt's flag; default: "
+                             "%(default)s)")
     parser.add_argument("--log-level", choices=log.LEVELS, default="info",
                         help="least severe messages to log (default: %(default)s)")
     add_tls(parser)
@@ -397,6 +401,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
         prefix=os.path.abspath(args.prefix or default_prefix(os.environ)),
+        sema=args.sema,
     ))
 
 
@@ -456,6 +461,7 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         learner_deadline=args.learner_deadline, tls=files, converged_after=args.converged_after,
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
+        sema=args.sema,
     )
     try:
         return Supervisor(config).run()

@@ -48,15 +48,19 @@ class EngineOptions:
     no_autogroup: bool = False           # --no-autogroup: meta autogroup false everywhere
     no_watch: bool = False               # --no-watch: the graph changes only on SIGHUP
     prefix: str | None = None            # state directory (meta.reverse records); None: none
+    sema: int = -1                       # --sema N: every resource also holds ":N"; <= 0: off
 
 
-def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool) -> Meta:
-    """A resource's meta params under --no-autoedges / --no-autogroup."""
-    changes = {}
+def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool, sema: int = -1) -> Meta:
+    """A resource's meta params under --no-autoedges / --no-autogroup / --sema N
+    (mgmt's lib/main.go appends the semaphore ":N" to every resource's sema)."""
+    changes: dict = {}
     if no_autoedges and meta.autoedge:
         changes["autoedge"] = False
     if no_autogroup and meta.autogroup:
         changes["autogroup"] = False
+    if sema > 0 and f":{sema}" not in meta.sema:
+        changes["sema"] = (*meta.sema, f":{sema}")
     return dataclasses.replace(meta, **changes) if changes else meta
 
 
@@ -211,7 +215,8 @@ class Engine:
             LOG.warning("collect: %s", problem)
         self.reported = problems
         for res in [*spec.resources, *applied]:
-            res.meta = overridden_meta(res.meta, self.options.no_autoedges, self.options.no_autogroup)
+            res.meta = overridden_meta(res.meta, self.options.no_autoedges, self.options.no_autogroup,
+                                       self.options.sema)
         try:
             graph: Graph = spec.build(applied)
         except GraphError as err:

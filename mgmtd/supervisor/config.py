@@ -26,6 +26,7 @@ class NodeConfig:
     no_autoedges: bool = False
     no_autogroup: bool = False
     no_watch: bool = False
+    sema: int = -1                            # --sema N, passed to the engine
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"

@@ -141,6 +141,8 @@ class Supervisor:
             args.append("--no-autogroup")
         if cfg.no_watch:
             args.append("--no-watch")
+        if cfg.sema > 0:
+            args += ["--sema", str(cfg.sema)]
         if cfg.tls is not None:
             args += cfg.tls.args()
         args += cfg.engine_args
