@@ -1,7 +1,9 @@
 """The export record and its wire format: the one place that writes and reads
 ``{ns}/exported/{host}/{kind}/{name}`` (DESIGN.md section 3).
 
-The value is a JSON object ``{"host", "kind", "name", "params", "meta"}``.
+The value is a JSON object ``{"host", "kind", "name", "params", "meta",
+"export"}``; ``export`` lists the hosts it is meant for (``"*"``: every host;
+a record without it, written before it existed, means ``["*"]``).
 The engine of ``host`` writes it; every other engine collects it and
 ``mgmtctl exported`` lists it, so whatever is under the key is untrusted
 input: a value that is not such an object, or that names another host or
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgmtd.cluster.keys import Keys, json_object
-from mgmtd.resources.base import EFFECTIVE_META, Resource
+from mgmtd.resources.base import EXPORT_ALL, EXPORTED_META, Resource, export_problem
 
 ExportKey = tuple[str, str, str]   # (exporting host, kind, name)
 
@@ -26,6 +28,7 @@ class Export:
     name: str
     params: dict[str, Any]
     meta: dict[str, Any]
+    to: tuple[str, ...] = (EXPORT_ALL,)   # meta.export: the hosts it is meant for
 
     @property
     def key(self) -> ExportKey:
@@ -36,15 +39,16 @@ def export_of(res: Resource, host: str) -> Export:
     """What ``host`` exports of a resource of its graph: the parameters it
     sets and the meta parameters that take effect."""
     params = {k: v for k, v in res.params.items() if v is not None}
-    meta = {k: getattr(res.meta, k) for k in EFFECTIVE_META}
-    return Export(host, res.kind, res.name, params, meta)
+    meta = {k: getattr(res.meta, k) for k in EXPORTED_META}
+    return Export(host, res.kind, res.name, params, meta, res.meta.export or (EXPORT_ALL,))
 
 
 def encode(export: Export) -> str:
     """The value stored under the export's key. Deterministic (sorted keys),
     so an unchanged export is byte-for-byte the same and never rewritten."""
     return json.dumps({"host": export.host, "kind": export.kind, "name": export.name,
-                       "params": export.params, "meta": export.meta}, sort_keys=True)
+                       "params": export.params, "meta": export.meta, "export": list(export.to)},
+                      sort_keys=True)
 
 
 def export_value(res: Resource, host: str) -> str:
@@ -68,9 +72,12 @@ def parse_export(key: str, value: bytes | str, keys: Keys) -> Export | None:
         return None  # an export must say who made it, and match the key it sits under
     params = raw.get("params")
     meta = raw.get("meta", {})
+    to = raw.get("export", [EXPORT_ALL])
     if not isinstance(params, dict) or not isinstance(meta, dict):
         return None
-    return Export(host, kind, name, params, meta)
+    if not isinstance(to, list) or not to or export_problem(to):
+        return None
+    return Export(host, kind, name, params, meta, tuple(to))
 
 
 def subject_of(export: Export) -> str:

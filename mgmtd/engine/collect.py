@@ -19,7 +19,7 @@ from mgmtd.cluster.client import Connection
 from mgmtd.cluster.exported import Export, parse_export, subject_of
 from mgmtd.cluster.keys import Keys
 from mgmtd.resources import KINDS
-from mgmtd.resources.base import EFFECTIVE_META, Meta, Resource
+from mgmtd.resources.base import EXPORTED_META, Meta, Resource, exported_to
 from mgmtd.resources.file import SPECIAL_BITS, Confinement, FileResource, parse_mode
 from mgmtd.resources.fsplace import anchor_of
 from mgmtd.yamlgraph.loader import CollectRule
@@ -62,7 +62,8 @@ def build_resource(export: Export, rule: CollectRule) -> Resource:
         if not params.get(field_name):
             params[field_name] = export.name
     params.update(dict(rule.set))
-    meta_fields = {k: v for k, v in export.meta.items() if k in EFFECTIVE_META}
+    # mgmt: "On resource collect, this parameter [export] is not preserved"
+    meta_fields = {k: v for k, v in export.meta.items() if k in EXPORTED_META}
     res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))
     if isinstance(res, FileResource):
         res.confinement = Confinement(anchor_of(rule.pattern), rule.allow)
@@ -118,13 +119,14 @@ def confined(rule: CollectRule, res: Resource) -> str:
 
 def select(rules: list[CollectRule], exports: list[Export], self_host: str,
            local: list[Resource]) -> Selection:
-    """Which exports this host applies. Two exports managing the same object
+    """Which exports this host applies: those meant for it (``meta.export``
+    names it or ``"*"``) that a rule selects. Two exports managing the same object
     identically are applied once; differently, they are a conflict and neither
     is applied. A local resource always wins over a collected one."""
     out = Selection()
     candidates: dict[tuple, list[tuple[Export, Resource]]] = {}
     for export in sorted(exports, key=lambda e: e.key):
-        if export.kind not in KINDS:
+        if export.kind not in KINDS or not exported_to(export.to, self_host):
             continue
         rule = next((r for r in rules if rule_matches(r, export)), None)
         if rule is None:
@@ -141,7 +143,7 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
             out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {refusal}")
             continue
         candidates.setdefault(res.identity(), []).append((export, res))
-    local_identities = {r.identity(): r for r in local}
+    local_identities = {r.identity(): r for r in local if not r.meta.hidden}
     for identity, found in sorted(candidates.items(), key=lambda item: str(item[0])):
         hosts = [e.host for e, _ in found]
         first = found[0][1]

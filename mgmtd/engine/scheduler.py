@@ -35,7 +35,7 @@ class Status:
     refresh: bool = False
     retrying: bool = False              # the next run is a retry (its timer fired)
     running: Resource | None = None     # the instance a worker is running now
-    attempts: int = 0
+    attempts: int = 0                   # failures counted against meta.retry (mgmt's MetaState)
     retry_at: float | None = None
     deadline: float | None = None       # meta.timeout of the run under way
     timed_out: bool = False             # the run under way outran it: it fails when it returns
@@ -79,6 +79,13 @@ def autogroups(ready: list[tuple[Key, Resource]], noop: bool) -> list[list[tuple
         else:
             alone.append([(key, res)])
     return [*batches.values(), *alone]
+
+
+def rewatched(res: Resource, status: Status | None) -> bool:
+    """True when a graph swap restarts ``res`` although it did not change:
+    ``meta.rewatch`` and it failed for good (its retries spent). mgmt restarts
+    a worker that ended in error at a swap when rewatch is set."""
+    return res.meta.rewatch and status is not None and status.state == FAILED
 
 
 def timed_out_error(timeout_ms: int) -> str:
@@ -247,6 +254,13 @@ class Scheduler:
             if waiting:
                 continue
             res = self.graph.resources[key]
+            if res.meta.hidden:
+                # mgmt: a hidden resource is in the graph but its check/apply never
+                # runs; it counts as in state once what it depends on is
+                status.dirty, status.refresh, status.running = False, False, res
+                self.in_flight += 1
+                self._done(key, res, True, "")
+                continue
             if not self.semas.available(res.meta.sema):
                 self.sema_waiters.add(key)  # back when a run gives a semaphore back
                 continue
@@ -377,7 +391,9 @@ class Scheduler:
             return
         if status.state == FAILED:
             LOG.info("%s: recovered", key_str(key))
-        status.attempts, status.error = 0, ""
+        status.error = ""
+        if res.meta.retryreset:  # mgmt: else the retry budget is spent for the resource's lifetime
+            status.attempts = 0
         status.state = OK
         self.watcher.rearm(key)
         if res.reversal_of is not None and not noop and self.reversals is not None:
@@ -402,7 +418,7 @@ class Scheduler:
                 dep_status.state = PENDING
                 dep_status.dirty = True
             self.candidates.add(dependant)
-        if res.meta.poll > 0:
+        if res.meta.poll > 0 and not res.meta.hidden:
             self._timer(self.clock() + res.meta.poll, "poll", key)
 
     def _cut_short(self, key: Key, res: Resource) -> None:
@@ -463,20 +479,29 @@ class Scheduler:
     def _swap(self, graph: Graph) -> None:
         old = self.graph
         kept = 0
+        carried: dict[Key, int] = {}    # retry counts that outlive a replaced instance
         for key, res in list(old.resources.items()):
             new = graph.resources.get(key)
-            if new is not None and res.same_as(new):
+            status = self.status.get(key)
+            if new is not None and res.same_as(new) and not rewatched(res, status):
                 graph.resources[key] = res  # keep the running instance and its watches
                 kept += 1
                 continue
+            if new is not None and status is not None:
+                if rewatched(res, status):
+                    LOG.info("%s: failed for good: restarted by the graph swap (meta.rewatch)",
+                             key_str(key))
+                if not new.meta.reset:  # mgmt's MetaState: kept unless meta.reset
+                    carried[key] = status.attempts
             self._retire(key, res)
         self.graph = graph
         for key, res in graph.resources.items():
             if key in old.resources and old.resources[key] is res:
                 continue
             res.ctx = replace(self.ctx, report=lambda level, msg, r=res: self.ctx.report(level, f"{r}: {msg}"))
-            self.status[key] = Status()
-            self._start_watch(key, res)
+            self.status[key] = Status(attempts=carried.get(key, 0))
+            if not res.meta.hidden:  # mgmt: a hidden resource does not watch
+                self._start_watch(key, res)
             self.candidates.add(key)
         # an edge may have appeared or gone: recheck whoever now depends on something
         for key in graph.resources:

@@ -157,14 +157,21 @@ class Meta:
     burst: int = 0           # runs at once before limit applies; > 0 when limit is not .inf
     sema: tuple[str, ...] = ()  # semaphores held while check/apply runs: "id" or "id:N"
     reverse: bool = False    # undo what it changed once it leaves the graph (REVERSIBLE kinds)
+    retryreset: bool = False  # a success gives back the whole retry budget
+    reset: bool = False      # a graph swap that changes this resource starts its meta state afresh
+    rewatch: bool = False    # a graph swap restarts this resource's watch if it failed for good
+    hidden: bool = False     # in the graph, never applied here (an edge end, an export)
+    export: tuple[str, ...] = ()  # hosts (or "*") this resource is exported to
+    dollar: bool = False     # the name may start with "$"
 
     FIELDS: ClassVar[dict[str, Field]] = {}
 
     def __post_init__(self) -> None:
         # collected exports build a Meta straight from JSON: check them here too
         values = {key: getattr(self, key) for key in EFFECTIVE_META}
-        if isinstance(self.sema, tuple):
-            values["sema"] = list(self.sema)
+        for key in ("sema", "export"):
+            if isinstance(values[key], tuple):
+                values[key] = list(values[key])
         check_fields(Meta.FIELDS, values, "meta.")
         problem = limit_problem(self.limit, self.burst)
         if problem:
@@ -172,7 +179,32 @@ class Meta:
         problem = sema_problem(values["sema"])
         if problem:
             raise FieldError("sema", problem)
+        problem = export_problem(values["export"])
+        if problem:
+            raise FieldError("export", problem)
         object.__setattr__(self, "sema", tuple(values["sema"]))
+        object.__setattr__(self, "export", tuple(values["export"]))
+
+
+EXPORT_ALL = "*"
+
+
+def export_problem(hosts: list[Any]) -> str:
+    """mgmt's rule for ``export``: host names (or ``"*"``, every host), none
+    empty."""
+    for item in hosts:
+        if not isinstance(item, str):
+            return f"meta.export: entries are host names or \"*\", not {shown(item)}"
+        if not item:
+            return "meta.export: an entry is empty"
+        if any(not ch.isprintable() or ch.isspace() for ch in item):
+            return f"meta.export: {shown(item)} is not a host name"
+    return ""
+
+
+def exported_to(hosts: tuple[str, ...], host: str) -> bool:
+    """True when an export for ``hosts`` is meant for ``host``."""
+    return EXPORT_ALL in hosts or host in hosts
 
 
 def sema_problem(sema: list[Any]) -> str:
@@ -204,9 +236,12 @@ def limit_problem(limit: float, burst: int) -> str:
 
 
 # The meta parameters that take effect: Meta's own fields. The loader keeps
-# these, an export carries them and a collected resource gets them back; the
-# rest of Meta.FIELDS are accepted for mgmt compatibility and dropped.
+# these; the rest of Meta.FIELDS (realize: false only) is checked and dropped.
 EFFECTIVE_META: tuple[str, ...] = tuple(f.name for f in fields(Meta))
+# What an export carries and a collected resource gets back: mgmt does not
+# preserve ``export`` on collect, and ``hidden`` and ``dollar`` are about the
+# exporter's graph (a collected resource is applied, under NAME@HOST).
+EXPORTED_META: tuple[str, ...] = tuple(k for k in EFFECTIVE_META if k not in ("export", "hidden", "dollar"))
 
 Meta.FIELDS = {
     "noop": Field((bool,), False, doc="report what would change, change nothing"),
@@ -219,7 +254,6 @@ Meta.FIELDS = {
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),
     "autogroup": Field((bool,), True, doc="run with other ready resources of its kind in one "
                        "operation (kinds that can: pkg)"),
-    # accepted for compatibility with mgmt graphs; they change nothing here
     # mgmt's own examples write ``limit: .inf``: its default, no limit
     "limit": Field((int, float), math.inf, doc="check/apply runs per second (a token bucket); "
                    ".inf = no limit", min=0, max=math.inf),
@@ -227,7 +261,17 @@ Meta.FIELDS = {
                    "limit is not .inf", min=0, max=COUNT_MAX),
     "sema": Field((list,), [], doc="semaphores held while check/apply runs, shared by every "
                   "resource of the engine: \"id\" (one slot) or \"id:N\" (N slots)"),
-    "rewatch": Field((bool,), None, doc="(mgmt compatibility, ignored)"),
+    "retryreset": Field((bool,), False, doc="a check/apply that succeeds gives back the whole "
+                        "retry budget (default: retry counts failures for the resource's lifetime)"),
+    "reset": Field((bool,), False, doc="when a graph swap changes this resource, its retry count "
+                   "starts afresh (default: kept)"),
+    "rewatch": Field((bool,), False, doc="at a graph swap, restart this resource's watch if it "
+                     "failed for good (its retries spent)"),
+    "hidden": Field((bool,), False, doc="in the graph (an edge end, an export) but never applied "
+                    "on this host"),
+    "export": Field((list,), [], doc="export this resource to these hosts (\"*\": every host); "
+                    "still applied here unless hidden"),
+    "dollar": Field((bool,), False, doc="allow a name that starts with \"$\""),
     "realize": Field((bool,), None, doc="refused when true: mgmt marks it not implemented"),
     "reverse": Field((bool,), False, doc="once the resource leaves the graph, put back what it "
                      "found before its first change (kinds that can: file, pkg)"),

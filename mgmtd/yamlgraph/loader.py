@@ -5,6 +5,7 @@ Everything is checked before anything is built, and every problem is one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, unknown_kind
 from mgmtd.resources.base import (
     EFFECTIVE_META,
+    EXPORT_ALL,
     Field,
     FieldError,
     Meta,
     Resource,
+    export_problem,
     limit_problem,
     meta_refusal,
     sema_problem,
@@ -235,6 +238,7 @@ class Loader:
             return
         seen: dict[graphs.Key, Location] = {}
         identities: dict[tuple, tuple[str, Location]] = {}
+        exported_at: dict[graphs.Key, Location] = {}
         for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
             cls = KINDS.get(kind)
             if cls is None:
@@ -247,15 +251,21 @@ class Loader:
                     raise self.error(loc, f"duplicate name (first defined at line "
                                      f"{seen[(res.key, exported)].line})", label)
                 seen[(res.key, exported)] = loc
-                if exported:
+                if res.meta.export:
+                    if res.key in exported_at:
+                        raise self.error(loc, f"exported twice: {res.key[0]}/{res.name} is also "
+                                         f"exported at line {exported_at[res.key].line}", label)
+                    exported_at[res.key] = loc
                     spec.exports.append(res)
+                if exported:
                     continue
-                identity = res.identity()
-                if identity in identities:
-                    other, where = identities[identity]
-                    raise self.error(loc, f"manages the same object as {other} (line {where.line})",
-                                     label)
-                identities[identity] = (label, loc)
+                if not res.meta.hidden:  # a hidden resource manages nothing here
+                    identity = res.identity()
+                    if identity in identities:
+                        other, where = identities[identity]
+                        raise self.error(loc, f"manages the same object as {other} (line {where.line})",
+                                         label)
+                    identities[identity] = (label, loc)
                 spec.resources.append(res)
                 spec.locations[res.key] = loc
 
@@ -281,6 +291,7 @@ class Loader:
                 continue
             if key == "meta":
                 meta = self.load_meta(value_node, subject)
+                self.check_meta_for(cls, meta, value_node, subject)
                 continue
             field_spec = cls.FIELDS.get(key)
             if field_spec is None and key in cls.UNSUPPORTED:
@@ -291,9 +302,17 @@ class Loader:
                 raise self.error(key_node, f"unknown field {shown(key)} for kind {cls.kind} "
                                  f"(known: name, meta, {known})", subject)
             params[key] = self.typed(value_node, key, field_spec, subject)
+        if name.startswith("$") and not meta.dollar:
+            # mgmt's rule: most likely a variable the author forgot to interpolate
+            raise self.error(fields["name"][1], f"name {shown(name)} starts with '$' (a variable "
+                             "not interpolated?); set meta.dollar: true if it is meant", cls.kind)
         for key, field_spec in cls.FIELDS.items():
             if field_spec.required and params.get(key) is None:
                 raise self.error(node, f"field {key!r} is required", subject)
+        if exported:
+            # '@@' is mgmt's short form of meta hidden: true, export: ["*"] (a list
+            # given in meta.export says to which hosts instead)
+            meta = dataclasses.replace(meta, hidden=True, export=meta.export or (EXPORT_ALL,))
         try:
             res = cls(name, params, meta)
             res.validate()
@@ -322,10 +341,19 @@ class Loader:
                 values[key] = value
         fields = self.mapping(node, "meta", subject)
         for key, problem in (("limit", limit_problem(values.get("limit", math.inf), values.get("burst", 0))),
-                             ("sema", sema_problem(values.get("sema", [])))):
+                             ("sema", sema_problem(values.get("sema", []))),
+                             ("export", export_problem(values.get("export", [])))):
             if problem:
                 raise self.error(fields[key][1] if key in fields else node, problem, subject)
         return Meta(**values)
+
+    def check_meta_for(self, cls: type[Resource], meta: Meta, node: yaml.Node, subject: str) -> None:
+        """The meta checks that depend on the kind."""
+        fields = self.mapping(node, "meta", subject)
+        if "autogroup" in fields and meta.autogroup and not cls.GROUPABLE:
+            can = ", ".join(sorted(k for k, c in KINDS.items() if c.GROUPABLE))
+            raise self.error(fields["autogroup"][1], f"meta.autogroup: kind {cls.kind} cannot be "
+                             f"grouped (kinds that can: {can}); leave it out or write false", subject)
 
     def endpoint(self, node: yaml.Node, spec: GraphSpec, what: str) -> graphs.Key:
         fields = self.mapping(node, f"edge {what}")
