@@ -9,6 +9,7 @@ import socket
 import sys
 
 from mgmtd import __version__, log, tls
+from mgmtd.cluster.graphview import DEFAULT_FILTER, FILTERS
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE
 from mgmtd.hostnames import check_hostname
 from mgmtd.mgmtflags import add_refused_flags
@@ -128,6 +129,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="add a semaphore of N slots to every resource: at most N check/apply "
                              "runs at once (1: one at a time); <= 0: off (mgmt's flag; default: "
                              "%(default)s)")
+    parser.add_argument("--graphviz", default=None, metavar="FILE",
+                        help="write the running graph as Graphviz DOT to FILE@HOSTNAME at every "
+                             "graph swap and state change (at most once a second): fill colour by "
+                             "state, edges solid (explicit), dashed (autoedge), bold blue (notify), "
+                             "collected resources marked with their exporters; with the "
+                             "--graphviz-filter program on PATH also FILE@HOSTNAME.png (mgmt's flag)")
+    parser.add_argument("--graphviz-filter", default=None, choices=FILTERS, metavar="PROG",
+                        help=f"the Graphviz program that draws the PNG: {', '.join(FILTERS)} "
+                             f"(default: {DEFAULT_FILTER}; needs --graphviz; mgmt's flag)")
     parser.add_argument("--log-level", choices=log.LEVELS, default="info",
                         help="least severe messages to log (default: %(default)s)")
     add_tls(parser)
@@ -402,6 +412,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
         prefix=os.path.abspath(args.prefix or default_prefix(os.environ)),
         sema=args.sema,
+        graphviz=args.graphviz, graphviz_filter=args.graphviz_filter or DEFAULT_FILTER,
     ))
 
 
@@ -462,6 +473,7 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         converger_status_file=args.converger_status_file, max_runtime=args.max_runtime,
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
         sema=args.sema,
+        graphviz=args.graphviz, graphviz_filter=args.graphviz_filter,
     )
     try:
         return Supervisor(config).run()
@@ -519,6 +531,12 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
         args.converged_timeout, args.converger_timeout, args.converged_exit)
     if args.converger_status_file is not None:
         args.converger_status_file = os.path.abspath(args.converger_status_file)
+    if args.graphviz_filter is not None and args.graphviz is None:
+        raise ValueError("--graphviz-filter: needs --graphviz FILE (the filter draws that file)")
+    if args.graphviz is not None:
+        if not args.graphviz or args.graphviz.endswith("/"):
+            raise ValueError(f"--graphviz: {args.graphviz!r} is not a file name")
+        args.graphviz = os.path.abspath(args.graphviz)
     size = getattr(args, "ideal_cluster_size", None)
     if size is not None and not MIN_IDEAL_SIZE <= size <= MAX_IDEAL_SIZE:
         raise ValueError(f"--ideal-cluster-size: must be at least {MIN_IDEAL_SIZE} "

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 
 from mgmtd import __version__, tls
 from mgmtd.backoff import first_line
+from mgmtd.cluster import graphview
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.act import RECOVERY
 from mgmtd.cluster.assess import HEALTHY, NO_LEADER
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.exported import parse_export, subject_of
+from mgmtd.cluster.graphview import GraphView
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE, Keys, parse_ideal_size
 from mgmtd.cluster.model import has_majority
 from mgmtd.cluster.store import Store
@@ -28,6 +30,7 @@ from mgmtd.cluster.view import (
     render_members,
     render_table,
 )
+from mgmtd.graph import key_str
 from mgmtd.hostnames import check_hostname
 from mgmtd.urls import parse_url_list
 
@@ -73,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Delete every export of HOST. Refused while HOST is "
                                              "running (its engine would publish them again).")
     forget.add_argument("host", metavar="HOST")
+    graph = commands.add_parser("graph", help="the graph a host runs, as Graphviz DOT",
+                                description="Print the graph HOST's engine runs now, as Graphviz DOT "
+                                            "(render it with e.g. `dot -Tpng`): fill colour by "
+                                            "state, edges by kind, collected resources marked with "
+                                            "their exporters. Exits 1 when HOST publishes no graph.")
+    graph.add_argument("host", metavar="HOST")
+    graph.add_argument("-o", "--output", choices=("dot", "json"), default="dot",
+                       help="dot, or json: the view as the engine published it (default: %(default)s)")
     return parser
 
 
@@ -114,6 +125,37 @@ def forget_host(api: EtcdApi, endpoints: list[str], namespace: str, host: str) -
             raise ValueError(f"{host} is running: stop it first (its engine would export again)")
         deleted = client.delete_prefix(keys.exports_of(host)).deleted
     return f"forgot {deleted} export(s) of {host}"
+
+
+class NoGraph(LookupError):
+    """The host publishes no graph (unknown, not running, or not yet)."""
+
+
+def host_graph(api: EtcdApi, endpoints: list[str], namespace: str, host: str) -> GraphView:
+    check_hostname(host)
+    keys = Keys(namespace)
+    with member_client(api, endpoints) as client:
+        raw = client.get(keys.graph(host))[0]
+        if raw is None:
+            hosts = Store(client, keys).hosts()
+    if raw is None:
+        if host in hosts:
+            raise NoGraph(f"{host} is running but has published no graph yet (its engine publishes "
+                          "it once the graph is loaded)")
+        known = ", ".join(sorted(hosts)) or "none"
+        raise NoGraph(f"no running host {host!r} publishes a graph (running hosts: {known})")
+    view = graphview.decode(raw)
+    if view is None:
+        raise NoGraph(f"the graph of {host} in etcd ({keys.graph(host)}) is not readable")
+    return view
+
+
+def graph_json(view: GraphView) -> dict:
+    return {"graph": view.graph, "host": view.host,
+            "resources": [{"kind": n.kind, "name": n.name, "state": n.state, "collected_from": list(n.hosts)}
+                          for n in view.nodes],
+            "edges": [{"from": key_str(e.source), "to": key_str(e.target), "kind": e.kind}
+                      for e in view.edges]}
 
 
 def summarize(view: ClusterView) -> dict:
@@ -237,6 +279,13 @@ def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
         if args.command == "forget":
             print(forget_host(api, endpoints, args.namespace, args.host))
             return 0
+        if args.command == "graph":
+            shown = host_graph(api, endpoints, args.namespace, args.host)
+            if args.output == "json":
+                print(json.dumps(graph_json(shown), indent=2))
+            else:
+                print(graphview.to_dot(shown), end="")
+            return 0
         if args.command == "exported":
             rows = list_exported(api, endpoints, args.namespace, args.host, args.kind)
             if args.output == "json":
@@ -251,7 +300,7 @@ def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
     except ValueError as err:
         print(f"mgmtctl: {err}", file=sys.stderr)
         return 2
-    except ClusterUnreachable as err:
+    except (ClusterUnreachable, NoGraph) as err:
         print(f"mgmtctl: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # a gRPC failure mid-way: one line, not a traceback

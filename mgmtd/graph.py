@@ -36,6 +36,9 @@ class Graph:
     requires: dict[Key, set[Key]] = field(default_factory=dict)     # key -> what it waits for
     dependants: dict[Key, set[Key]] = field(default_factory=dict)   # key -> who waits for it
     notifies: set[tuple[Key, Key]] = field(default_factory=set)
+    auto: set[tuple[Key, Key]] = field(default_factory=set)        # autoedges no explicit edge repeats
+    name: str = ""                                                  # the graph file's ``graph:``
+    collected: dict[Key, tuple[str, ...]] = field(default_factory=dict)  # collected -> exporting hosts
 
     def __len__(self) -> int:
         return len(self.resources)
@@ -108,7 +111,10 @@ def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
     explicit = list(edges)
     for edge in explicit:
         graph.add_edge(edge)
+    explicit_pairs = {(edge.source, edge.target) for edge in explicit}
     for edge in autoedges(graph.resources.values()):
         graph.add_edge(edge)
+        if (edge.source, edge.target) not in explicit_pairs:
+            graph.auto.add((edge.source, edge.target))  # drawn apart (--graphviz, mgmtctl graph)
     graph.order()
     return graph

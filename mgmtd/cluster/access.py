@@ -89,6 +89,7 @@ def host_permissions(keys: Keys, host: str) -> list[Permission]:
         Permission.on_prefix(READWRITE, keys.exports_of(host)),
         Permission.on_key(READWRITE, keys.host(host)),
         Permission.on_key(READWRITE, keys.volunteer(host)),
+        Permission.on_key(READWRITE, keys.graph(host)),
         Permission.on_prefix(READWRITE, keys.kv),
     ]
 

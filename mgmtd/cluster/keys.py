@@ -76,6 +76,14 @@ class Keys:
         return f"{self.exported}{host}/{kind}/{name}"
 
     @property
+    def graphs(self) -> str:
+        return f"{self.namespace}/graph/"
+
+    def graph(self, host: str) -> str:
+        """The host's running graph (value: mgmtd.cluster.graphview), on its engine's lease."""
+        return f"{self.graphs}{host}"
+
+    @property
     def join_requests(self) -> str:
         return f"{self.namespace}/join/"
 

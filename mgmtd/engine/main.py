@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
+from mgmtd.cluster.graphview import DEFAULT_FILTER
 from mgmtd.engine.collect import Collector, Export, select
 from mgmtd.engine.exports import ExportPublisher
+from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
 from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.reversal import Reversals, ReversalStore
 from mgmtd.engine.scheduler import Scheduler, Summary
@@ -49,6 +51,8 @@ class EngineOptions:
     no_watch: bool = False               # --no-watch: the graph changes only on SIGHUP
     prefix: str | None = None            # state directory (meta.reverse records); None: none
     sema: int = -1                       # --sema N: every resource also holds ":N"; <= 0: off
+    graphviz: str | None = None          # --graphviz FILE: FILE@HOST (DOT), FILE@HOST.png
+    graphviz_filter: str = DEFAULT_FILTER
 
 
 def overridden_meta(meta: Meta, no_autoedges: bool, no_autogroup: bool, sema: int = -1) -> Meta:
@@ -90,8 +94,13 @@ class Engine:
             Reversals(ReversalStore(options.prefix), noop=options.noop)
         self.scheduler = Scheduler(self.ctx, workers=options.workers,
                                    converged_after=options.converged_after,
-                                   on_summary=self._on_summary, reversals=self.reversals)
+                                   on_summary=self._on_summary, reversals=self.reversals,
+                                   on_view=self._on_view)
         self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
+        self.graph_outputs = [GraphPublisher(self.connection, options.hostname, options.namespace)]
+        if options.graphviz is not None:
+            self.graph_outputs.append(GraphvizWriter(options.graphviz, options.hostname,
+                                                     options.graphviz_filter))
         self.spec: GraphSpec | None = None
         self.loaded_bytes: bytes | None = None
         self.reloader = GraphReloader(options.graph_file,
@@ -134,6 +143,11 @@ class Engine:
                     append_converger_status(self.options.converger_status_file, converged)
                 except OSError as err:
                     LOG.error("--converger-status-file: %s", err)
+
+    def _on_view(self, graph: Graph, states: dict) -> None:
+        """The scheduler's thread: only hand them over (the outputs draw and write)."""
+        for output in self.graph_outputs:
+            output.put(graph, states)
 
     def _send_state(self) -> None:
         summary = self.summary
@@ -224,6 +238,9 @@ class Engine:
             return
         if self.reversals is not None:
             graph = self._with_reversals(spec, applied, graph)
+        graph.name = spec.name
+        graph.collected = {key: tuple(sorted({s.split("/", 1)[0] for s in sources}))
+                           for key, sources in chosen.sources.items()}
         self.scheduler.swap(graph)
         collected = tuple(sorted(key for keys in chosen.sources.values() for key in keys))
         if collected != self.collected:
@@ -248,6 +265,7 @@ class Engine:
                 if self.connection.set_endpoints(message.endpoints):
                     LOG.info("etcd endpoints: %s", ",".join(message.endpoints) or "none")
                     self.exports.poke()
+                    self.graph_outputs[0].poke()
                     self.collector.endpoints_changed()
         # stdin closed: the supervisor is gone; no one will stop us otherwise
         LOG.info("supervisor closed the membership channel; stopping")
@@ -268,6 +286,8 @@ class Engine:
             self.scheduler.hold("collect")  # converged means "with what the cluster exports"
         self.exports.start()
         self.collector.start()
+        for output in self.graph_outputs:
+            output.start()
         if self.options.no_watch:
             self.reloader.start(watch_file=False)  # SIGHUP only
         else:
@@ -285,6 +305,8 @@ class Engine:
             self.reloader.stop()
             self.collector.stop()
             self.exports.stop()
+            for output in self.graph_outputs:
+                output.stop()
             self.connection.close()
         if self.max_runtime_reached.is_set() and not self.scheduler.timed_out:
             LOG.error("max runtime reached (%ss): exiting with status 1", self.options.max_runtime)

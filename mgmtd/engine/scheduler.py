@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mgmtd import log
+from mgmtd.cluster.graphview import shown_state
 from mgmtd.engine.gates import Semaphores, TokenBucket, limited
 from mgmtd.engine.reversal import Reversals
 from mgmtd.engine.watch import FileWatcher
@@ -43,6 +44,7 @@ class Status:
     bucket: TokenBucket | None = None   # meta.limit/burst; None = no limit
     limited_until: float | None = None  # no token until then: a "limit" timer is set
     error: str = ""
+    would_change: bool = False          # noop: its last check found it out of state
     checks: int = 0
     changes: int = 0
 
@@ -101,6 +103,7 @@ def retry_wait(delay_ms: int) -> float:
 class Scheduler:
     def __init__(self, ctx: Context, workers: int = 8, converged_after: float = 3.0,
                  on_summary: Callable[[Summary], None] | None = None,
+                 on_view: Callable[[Graph, dict[Key, str]], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  reversals: Reversals | None = None) -> None:
         self.ctx = ctx
@@ -108,6 +111,8 @@ class Scheduler:
         self.clock = clock
         self.converged_after = converged_after
         self.on_summary = on_summary or (lambda s: None)
+        self.on_view = on_view                   # the graph and each resource's drawn state
+        self.viewed: tuple[Graph | None, dict[Key, str]] = (None, {})
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
         self.graph = Graph()
@@ -395,6 +400,7 @@ class Scheduler:
         if res.meta.retryreset:  # mgmt: else the retry budget is spent for the resource's lifetime
             status.attempts = 0
         status.state = OK
+        status.would_change = noop and not in_state
         self.watcher.rearm(key)
         if res.reversal_of is not None and not noop and self.reversals is not None:
             self.reversals.reversed(res)  # done once: it leaves the graph
@@ -586,7 +592,20 @@ class Scheduler:
         if summary != self.last_summary:
             self.last_summary = summary
             self.on_summary(summary)
+        self._view()
         return summary
+
+    def _view(self) -> None:
+        """Hands the graph and its drawn states to ``on_view`` when either
+        changed (with the summary: at most 10 times a second while busy). The
+        callee must only queue them: this is the control thread."""
+        if self.on_view is None:
+            return
+        states = {key: shown_state(s.state, s.retry_at is not None, s.would_change)
+                  for key, s in self.status.items()}
+        if self.graph is not self.viewed[0] or states != self.viewed[1]:
+            self.viewed = (self.graph, states)
+            self.on_view(self.graph, states)
 
     def _shutdown(self) -> None:
         for key in list(self.stops):

@@ -27,6 +27,8 @@ class NodeConfig:
     no_autogroup: bool = False
     no_watch: bool = False
     sema: int = -1                            # --sema N, passed to the engine
+    graphviz: str | None = None               # --graphviz FILE (absolute)
+    graphviz_filter: str | None = None
     noop: bool = False
     etcd_binary: str = "etcd"
     log_level: str = "info"

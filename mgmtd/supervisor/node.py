@@ -143,6 +143,10 @@ class Supervisor:
             args.append("--no-watch")
         if cfg.sema > 0:
             args += ["--sema", str(cfg.sema)]
+        if cfg.graphviz is not None:
+            args += ["--graphviz", cfg.graphviz]
+        if cfg.graphviz_filter is not None:
+            args += ["--graphviz-filter", cfg.graphviz_filter]
         if cfg.tls is not None:
             args += cfg.tls.args()
         args += cfg.engine_args

@@ -31,7 +31,7 @@ HOSTS = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_c
 def test_a_host_writes_its_own_keys_and_the_shared_kv():
     mine = host_permissions(KEYS, "h1")
     for key in ("/mgmtd/exported/h1/file/x", "/mgmtd/exported/h1/exec/y", "/mgmtd/hosts/h1",
-                "/mgmtd/volunteers/h1", "/mgmtd/kv/anything"):
+                "/mgmtd/volunteers/h1", "/mgmtd/kv/anything", "/mgmtd/graph/h1"):
         assert allowed(mine, key, WRITE) and allowed(mine, key, READ), key
 
 
@@ -40,6 +40,7 @@ def test_a_host_writes_nothing_else():
     for key in ("/mgmtd/exported/h2/file/x", "/mgmtd/exported/h10/file/x", "/mgmtd/exported/h1",
                 "/mgmtd/hosts/h10", "/mgmtd/hosts/h2", "/mgmtd/volunteers/h1x", "/mgmtd/cluster/leader",
                 "/mgmtd/cluster/ideal-size", "/mgmtd/nominated/h1", "/mgmtd/join/h1", "/other",
+                "/mgmtd/graph/h2", "/mgmtd/graph/h10", "/mgmtd/graph/h1/x", "/mgmtd/graph/",
                 "/mgmtdx/exported/h1/file/x"):
         assert not allowed(mine, key, WRITE), key
 
@@ -47,6 +48,7 @@ def test_a_host_writes_nothing_else():
 def test_a_host_reads_its_namespace_only():
     mine = host_permissions(KEYS, "h1")
     assert allowed(mine, "/mgmtd/exported/h2/file/x", READ)
+    assert allowed(mine, "/mgmtd/graph/h2", READ)   # mgmtctl graph h2, with h1's certificate
     assert allowed(mine, "/mgmtd/cluster/leader", READ)
     assert not allowed(mine, "/mgmtdx", READ) and not allowed(mine, "/other/key", READ)
 
@@ -63,7 +65,7 @@ def test_no_host_may_write_another_hosts_keys(mine, other, suffix):
     if mine == other:
         return
     permissions = host_permissions(KEYS, mine)
-    for key in (KEYS.exports_of(other) + suffix, KEYS.host(other), KEYS.volunteer(other)):
+    for key in (KEYS.exports_of(other) + suffix, KEYS.host(other), KEYS.volunteer(other), KEYS.graph(other)):
         assert not allowed(permissions, key, WRITE), key
 
 
