@@ -199,6 +199,10 @@ class Access:
         self._user(endpoint, JOIN_USER, [join_role(self.keys)], users, join_password(self.ca_file))
         self._user(endpoint, ROOT_USER, [ROOT_USER], users)
         self.provision(endpoint, self_host, root=True, known=(users, roles))
+        # a role made by an older mgmtd lacks the keys added since (e.g. {ns}/graph/HOST)
+        for user in sorted(users - {self_host, ROOT_USER, JOIN_USER}):
+            if host_role(self.keys, user) in roles:
+                self._role(endpoint, host_role(self.keys, user), host_permissions(self.keys, user), roles)
         self.api.call(endpoint, "AuthEnable", timeout=5.0)
 
     def root_holders(self, endpoint: str) -> set[str]:

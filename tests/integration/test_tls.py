@@ -148,7 +148,12 @@ def test_rbac_each_node_writes_only_its_own_keys(make_node, workdir):
         return etcdctl(endpoint, *as_host(ca, host), "put", key, "{}")
 
     assert put("r3", "/mgmtd/exported/r3/noop/mine").returncode == 0
-    for key in ("/mgmtd/exported/r1/file/evil", "/mgmtd/hosts/r1", "/mgmtd/volunteers/r1",
+    # each engine publishes its own graph ({ns}/graph/HOST); any node's certificate reads any
+    shown = wait_for(lambda: (r := ctl("r3", "graph", "r1")).returncode == 0 and r, 30, "r1's graph, read by r3")
+    assert 'digraph "c"' in shown.stdout and "graph c on r1" in shown.stdout
+    assert 'digraph "e"' in wait_for(lambda: (r := ctl("r1", "graph", "r3")).returncode == 0 and r, 30,
+                                     "r3's graph, published by a client node").stdout
+    for key in ("/mgmtd/exported/r1/file/evil", "/mgmtd/hosts/r1", "/mgmtd/volunteers/r1", "/mgmtd/graph/r1",
                 "/mgmtd/cluster/ideal-size", "/mgmtd/cluster/leader", "/mgmtd/nominated/r3", "/elsewhere"):
         refused = put("r3", key)
         assert refused.returncode != 0 and "permission denied" in refused.stderr, (key, refused.stderr)

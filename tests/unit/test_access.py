@@ -145,3 +145,47 @@ def test_messages_match_etcds_field_numbers():
 def test_permission_helpers_build_key_and_prefix_ranges():
     assert Permission.on_key(READ, "/k") == Permission(READ, b"/k", b"")
     assert Permission.on_prefix(WRITE, "/p/") == Permission(WRITE, b"/p/", b"/p0")
+
+
+class FakeAuth:
+    """etcd's auth API as Access.enable uses it: users, roles, permissions."""
+
+    def __init__(self, roles: dict[str, set], users: dict[str, set]) -> None:
+        self.roles, self.users, self.enabled = roles, users, False
+
+    def call(self, endpoint, method, request=None, timeout=2.0, token=""):
+        from types import SimpleNamespace as NS
+        if method == "UserList":
+            return NS(users=sorted(self.users))
+        if method == "RoleList":
+            return NS(roles=sorted(self.roles))
+        if method == "RoleGet":
+            return NS(perm=[NS(permType=p, key=k, range_end=e) for p, k, e in self.roles[request.role]])
+        if method == "RoleAdd":
+            self.roles[request.name] = set()
+        elif method == "RoleGrantPermission":
+            self.roles[request.name].add((request.perm.permType, request.perm.key, request.perm.range_end))
+        elif method == "UserGet":
+            return NS(roles=sorted(self.users[request.name]))
+        elif method == "UserAdd":
+            self.users[request.name] = set()
+        elif method == "UserGrantRole":
+            self.users[request.user].add(request.role)
+        elif method == "AuthEnable":
+            self.enabled = True
+        else:
+            raise AssertionError(method)
+        return NS()
+
+
+def test_a_new_leader_gives_older_roles_the_keys_added_since(tmp_path):
+    from mgmtd.cluster.access import Access, host_role
+
+    certs.init_ca(str(tmp_path))
+    old = [p for p in host_permissions(KEYS, "h2") if not p.covers(KEYS.graph("h2"), WRITE)]
+    fake = FakeAuth({host_role(KEYS, "h2"): {(p.perm, p.key, p.range_end) for p in old}},
+                    {"h2": {host_role(KEYS, "h2")}})
+    Access(KEYS, str(tmp_path / "ca.crt"), fake).enable("ep", "h1")
+    h2 = [Permission(*perm) for perm in fake.roles[host_role(KEYS, "h2")]]
+    assert allowed(h2, KEYS.graph("h2"), WRITE) and not allowed(h2, KEYS.graph("h1"), WRITE)
+    assert fake.enabled and "h1" in fake.users
