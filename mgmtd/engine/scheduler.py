@@ -544,6 +544,8 @@ class Scheduler:
             res.close()
 
     def _start_watch(self, key: Key, res: Resource) -> None:
+        if res.meta.poll < 0:  # mgmt's poll -1: checked once, never watched
+            return
         paths = res.watch_paths()
         if paths and res.meta.poll <= 0:
             self.watcher.watch(key, paths)

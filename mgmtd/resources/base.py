@@ -150,7 +150,7 @@ class Meta:
     retry: int = 0          # extra attempts after a failure; -1 = forever
     delay: int = 0          # milliseconds between attempts (mgmt's unit)
     timeout: int = 0        # milliseconds a check/apply may run; 0 = no limit
-    poll: float = 0.0       # seconds between checks when there is no event source; 0 = events
+    poll: float = 0.0       # seconds between checks instead of watching; 0 = events; -1 = once
     autoedge: bool = True
     autogroup: bool = True  # may run in one check/apply with others of its kind (GROUPABLE kinds)
     limit: float = math.inf  # check/apply runs per second; .inf = no limit
@@ -176,6 +176,9 @@ class Meta:
         problem = limit_problem(self.limit, self.burst)
         if problem:
             raise FieldError("limit", problem)
+        problem = poll_problem(self.poll)
+        if problem:
+            raise FieldError("poll", problem)
         problem = sema_problem(values["sema"])
         if problem:
             raise FieldError("sema", problem)
@@ -222,6 +225,14 @@ def sema_problem(sema: list[Any]) -> str:
     return ""
 
 
+def poll_problem(poll: float) -> str:
+    """mgmt's poll: seconds between checks, 0 = watch, -1 = check once and
+    never watch; no other negative value means anything."""
+    if poll < 0 and poll != -1:
+        return f"meta.poll must be -1 (check once, never watch) or >= 0, not {shown(poll)}"
+    return ""
+
+
 def limit_problem(limit: float, burst: int) -> str:
     """mgmt's rule: a limit other than .inf needs burst > 0 (else nothing ever
     runs). A limit of 0 would allow ``burst`` runs, then none, ever: refused."""
@@ -249,8 +260,8 @@ Meta.FIELDS = {
     "delay": Field((int,), 0, doc="milliseconds to wait between attempts", min=0, max=YEAR_MS),
     "timeout": Field((int,), 0, doc="milliseconds a check/apply may run before it fails "
                      "(and is retried by retry); 0 = no limit", min=0, max=YEAR_MS),
-    "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events",
-                  min=0, max=YEAR),
+    "poll": Field((int, float), 0, doc="check every N seconds instead of watching for events; "
+                  "-1: check once, never watch", min=-1, max=YEAR),
     "autoedge": Field((bool,), True, doc="add edges to the resources this one depends on"),
     "autogroup": Field((bool,), True, doc="run with other ready resources of its kind in one "
                        "operation (kinds that can: pkg)"),

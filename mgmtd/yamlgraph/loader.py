@@ -25,6 +25,7 @@ from mgmtd.resources.base import (
     export_problem,
     limit_problem,
     meta_refusal,
+    poll_problem,
     sema_problem,
     shown,
 )
@@ -341,6 +342,7 @@ class Loader:
                 values[key] = value
         fields = self.mapping(node, "meta", subject)
         for key, problem in (("limit", limit_problem(values.get("limit", math.inf), values.get("burst", 0))),
+                             ("poll", poll_problem(values.get("poll", 0))),
                              ("sema", sema_problem(values.get("sema", []))),
                              ("export", export_problem(values.get("export", [])))):
             if problem:

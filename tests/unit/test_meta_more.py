@@ -317,3 +317,36 @@ def test_global_sema_appends_one_semaphore_of_n_slots_as_mgmt():
     assert overridden_meta(overridden_meta(meta, False, False, 3), False, False, 3).sema == ("mylock", ":3")
     assert overridden_meta(meta, False, False, 0) is meta
     assert overridden_meta(meta, False, False, -1) is meta
+
+
+# --- poll: -1 -----------------------------------------------------------------------------
+
+class Watched(Scripted):
+    """Counts how often the engine starts its watch, and has a path to watch."""
+
+    def __init__(self, name: str, meta: Meta | None = None) -> None:
+        super().__init__(name, [], meta=meta)
+        self.watches = 0
+
+    def watch_paths(self) -> list[str]:
+        return [f"/nonexistent-{self.name}/x"]
+
+    def start_watch(self, poke):
+        self.watches += 1
+        return None
+
+
+def test_poll_minus_one_checks_once_and_never_watches():
+    once, watched = Watched("once", Meta(poll=-1)), Watched("watched")
+    rc, sched = run(graph_of([once, watched]))
+    assert rc == 0 and once.calls == 1 and watched.calls == 1
+    assert (once.watches, watched.watches) == (0, 1)
+    assert once.key not in sched.watcher.key_paths and watched.key in sched.watcher.key_paths
+
+
+@pytest.mark.parametrize("poll, words", [("-2", "'meta.poll' must be"),
+                                         ("-0.5", "meta.poll must be -1 (check once, never watch) or >= 0")])
+def test_poll_below_zero_other_than_minus_one_is_refused_where_written(poll, words):
+    assert words in error_of(
+        f"graph: g\nresources:\n  noop:\n  - name: n\n    meta:\n      poll: {poll}\n")
+    load_text("graph: g\nresources:\n  noop:\n  - name: n\n    meta:\n      poll: -1\n")
