@@ -258,7 +258,7 @@ RANGES = {
     ("meta", "retry"): (-1, 2**31, "an integer between -1 and 2147483648"),
     ("meta", "delay"): (0, YEAR * 1000, f"an integer between 0 and {YEAR * 1000}"),
     ("meta", "timeout"): (0, YEAR * 1000, f"an integer between 0 and {YEAR * 1000}"),
-    ("meta", "poll"): (0, YEAR, f"a finite number between 0 and {YEAR}"),
+    ("meta", "poll"): (-1, YEAR, f"a finite number between -1 and {YEAR}"),
     ("meta", "limit"): (0, math.inf, "a number >= 0 (or .inf)"),
     ("meta", "burst"): (0, 2**31, "an integer between 0 and 2147483648"),
 }
