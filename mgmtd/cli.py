@@ -373,6 +373,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except GraphError as err:
         print(f"mgmtd: {err}", file=sys.stderr)
         return 2
+    for warning in spec.warnings:
+        print(f"mgmtd: {warning}", file=sys.stderr)
     print(f"{args.graph_file}: ok: graph {spec.name}: {len(spec.resources)} resources, "
           f"{len(spec.exports)} exported, {len(spec.edges)} edges, {len(spec.collect)} collect rules")
     return 0

@@ -180,6 +180,8 @@ class Engine:
             if not initial:
                 LOG.error("graph not reloaded: the last good graph keeps running")
             return False
+        for warning in spec.warnings:   # once per load: an unchanged file is not loaded again
+            LOG.warning("%s", warning)
         with self.compose_lock:
             self.spec = spec
             self.loaded_bytes = spec.raw

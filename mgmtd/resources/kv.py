@@ -75,6 +75,17 @@ class KVResource(Resource):
     def identity(self) -> tuple:
         return ("kv", self.kv_key or self.name, bool(self.mapped))
 
+    def shares_with(self, other: Resource) -> bool:
+        """Whether this kv and ``other`` (on the same key) may both be in one
+        graph. Only when both keep the greater value (skiplessthan, the same
+        comparison, a value each): then whatever order they run in, each
+        leaves a value no less than the one it found, so the key ends at the
+        greatest of their values (mgmt's kv4 example, a counter of stages).
+        Any other pair would fight over the key forever."""
+        return (isinstance(other, KVResource) and bool(self.skiplessthan) and bool(other.skiplessthan)
+                and self._style() == other._style()
+                and self.wanted is not None and other.wanted is not None)
+
     def validate(self) -> None:
         if not (self.kv_key or self.name).strip("/"):
             raise FieldError("key", "key must not be empty")

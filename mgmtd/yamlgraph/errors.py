@@ -29,3 +29,17 @@ class GraphError(Exception):
     def __str__(self) -> str:
         subject = f"{self.subject}: " if self.subject else ""
         return f"{self.location}: {subject}{self.message}"
+
+
+@dataclass(frozen=True)
+class GraphWarning:
+    """Something in a graph that loads but deserves the user's attention (an
+    mgmt field that mgmt itself ignores, say), printed like a GraphError."""
+
+    location: Location
+    message: str
+    subject: str = ""
+
+    def __str__(self) -> str:
+        subject = f"{self.subject}: " if self.subject else ""
+        return f"{self.location}: warning: {subject}{self.message}"

@@ -29,7 +29,7 @@ from mgmtd.resources.base import (
     sema_problem,
     shown,
 )
-from mgmtd.yamlgraph.errors import GraphError, Location
+from mgmtd.yamlgraph.errors import GraphError, GraphWarning, Location
 from mgmtd.yamlgraph.source import MAX_BYTES, read_graph_bytes
 
 EXPORT_MARK = "@@"
@@ -72,6 +72,7 @@ class GraphSpec:
     collect: list[CollectRule] = field(default_factory=list)
     locations: dict[graphs.Key, Location] = field(default_factory=dict)
     raw: bytes | None = None     # the file's bytes, to tell a real edit from a touch
+    warnings: list[GraphWarning] = field(default_factory=list)   # loaded anyway; shown once per load
 
     def build(self, extra: list[Resource] | None = None) -> graphs.Graph:
         try:
@@ -90,9 +91,18 @@ class _Node:
         self.loc = loc
 
 
+# Top-level keys that mgmt parses past without a word (its YAML decoder is
+# not strict): loaded with a warning, never silently.
+IGNORED_TOP_LEVEL = {
+    "remote": "top-level key 'remote' is ignored: mgmt ignores it too (its remote execution over "
+              "SSH is gone); mgmtd runs the graph on this host only",
+}
+
+
 class Loader:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.warnings: list[GraphWarning] = []
         self.constructor = yaml.SafeLoader("")
 
     def loc(self, node: yaml.Node) -> Location:
@@ -219,12 +229,17 @@ class Loader:
             raise GraphError(Location(self.source, 1, 1), "the graph is empty")
         top = self.mapping(root, "the graph")
         allowed = {"graph", "comment", "resources", "edges", "collect"}
+        warnings: list[GraphWarning] = []
         for key, (key_node, _) in top.items():
-            if key not in allowed:
+            if key in IGNORED_TOP_LEVEL:
+                warnings.append(GraphWarning(self.loc(key_node), IGNORED_TOP_LEVEL[key]))
+            elif key not in allowed:
                 raise self.error(key_node, f"unknown top-level key {shown(key)} (expected one of: "
                                  f"{', '.join(sorted(allowed))})")
         name = self.string(top["graph"][1], "graph") if "graph" in top else "graph"
         spec = GraphSpec(name=name, source=self.source)
+        self.warnings = spec.warnings
+        spec.warnings.extend(warnings)
         if "resources" in top:
             self.load_resources(top["resources"][1], spec)
         if "edges" in top:
@@ -238,7 +253,7 @@ class Loader:
         if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
             return
         seen: dict[graphs.Key, Location] = {}
-        identities: dict[tuple, tuple[str, Location]] = {}
+        identities: dict[tuple, list[tuple[str, Location, Resource]]] = {}
         exported_at: dict[graphs.Key, Location] = {}
         for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
             cls = KINDS.get(kind)
@@ -262,11 +277,12 @@ class Loader:
                     continue
                 if not res.meta.hidden:  # a hidden resource manages nothing here
                     identity = res.identity()
-                    if identity in identities:
-                        other, where = identities[identity]
-                        raise self.error(loc, f"manages the same object as {other} (line {where.line})",
-                                         label)
-                    identities[identity] = (label, loc)
+                    for other, where, other_res in identities.get(identity, ()):
+                        # some kinds allow several resources on one object (kv with skiplessthan)
+                        if not getattr(res, "shares_with", lambda _: False)(other_res):
+                            raise self.error(loc, f"manages the same object as {other} (line {where.line})",
+                                             label)
+                    identities.setdefault(identity, []).append((label, loc, res))
                 spec.resources.append(res)
                 spec.locations[res.key] = loc
 
@@ -298,6 +314,10 @@ class Loader:
             if field_spec is None and key in cls.UNSUPPORTED:
                 raise self.error(key_node, f"{cls.kind}.{key} (mgmt's field) is not supported: "
                                  f"{cls.UNSUPPORTED[key]}", subject)
+            legacy = getattr(cls, "LEGACY_FIELDS", {})
+            if key in legacy:    # an old mgmt field that mgmt HEAD no longer reads
+                self.warnings.append(GraphWarning(self.loc(key_node), f"field {shown(key)}: {legacy[key]}",
+                                                  subject))
             if field_spec is None:
                 known = ", ".join(sorted(cls.FIELDS))
                 raise self.error(key_node, f"unknown field {shown(key)} for kind {cls.kind} "
