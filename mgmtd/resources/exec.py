@@ -1,25 +1,28 @@
 """``exec``: runs a command (mgmt's exec), with guards.
 
-When the command runs:
+When the command runs (mgmt's CheckApply, in its order):
 
-- with ``creates``: never while that path exists; with ``ifcmd``: only when
-  ifcmd exits 0. A guard is evaluated on every check, so it *is* the state:
-  an exec whose guard says "run" runs again at every check.
+- ``mtimes``: when one of these files changed after the last successful
+  run (or there was none yet in this engine run), the command runs whatever
+  the guards below say.
+- guards, evaluated at every check, so a guard *is* the state: ``ifcmd``
+  must exit 0 (and its output must not equal ``ifequals`` /
+  ``ifequals_stdout``), ``nifcmd`` must not exit 0, ``creates`` must not
+  exist. An exec whose guards say "run" runs again at every check.
 - without a guard: once per engine run (per loaded resource). After one
-  successful run it is in state until its ``watchcmd`` prints a line, its
-  ``pollint`` elapses, or it is refreshed over a ``notify`` edge, like mgmt,
-  which treats an exec as in state until an event says otherwise.
+  successful run it is in state until an event says otherwise: a line of
+  ``watchcmd``, a change to ``watchfiles``/``mtimes``/``creates``, its
+  ``pollint``, or a refresh over a ``notify`` edge.
 - ``refresh_only: true`` (mgmtd's own field): only when refreshed.
 
+After a successful run, ``donecmd`` runs; its failure is the exec's failure.
 A refresh reruns the command, but a guard still has the last word."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -36,36 +39,25 @@ from mgmtd.resources.base import (
     is_finite_number,
     shown,
 )
+from mgmtd.resources.execproc import (
+    Output,
+    clip,
+    collect_output,
+    credential,
+    environment,
+    kill_group,
+    last_line,
+    resolve_program,
+    signal_number,
+    split_command,
+    terminate_group,
+)
+from mgmtd.resources.execwatch import ExecWatch
 
-KILL_GRACE = 2.0           # seconds between SIGTERM and SIGKILL for a stopped command
-WATCH_BACKOFF_MAX = 60.0   # longest wait before restarting a watch command that ended
-OUTPUT_LIMIT = 4000        # characters of command output kept for the debug report
-
-
-def kill_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signals the command and everything it started (it leads its own group)."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def terminate_group(proc: subprocess.Popen, grace: float = KILL_GRACE) -> None:
-    kill_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    # also reaches children that outlived a leader which obeyed SIGTERM
-    kill_group(proc, signal.SIGKILL)
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def clip(text: str) -> str:
-    return text if len(text) <= OUTPUT_LIMIT else "..." + text[-OUTPUT_LIMIT:]
+# the commands an exec may run besides cmd: (field, its shell field, its cwd field)
+COMMANDS = (("ifcmd", "ifshell", "ifcwd"), ("nifcmd", "nifshell", "nifcwd"),
+            ("watchcmd", "watchshell", "watchcwd"), ("donecmd", "doneshell", "donecwd"))
+SEND_RECV = "is mgmt's send/recv (a value sent to another resource's field), which mgmtd does not have"
 
 
 def _plain(value: object) -> bool:
@@ -73,20 +65,13 @@ def _plain(value: object) -> bool:
     return isinstance(value, str) or is_finite_number(value)
 
 
-def _unset_if_empty(value: str | int | None) -> str | int | None:
-    return None if value == "" else value   # mgmt graphs spell "not set" as ''
-
-
-def split_command(command: str, shell: str | None, field_name: str, args: list | None = None) -> list[str]:
-    if shell:
-        return [shell, "-c", command]
+def _failure(status: int) -> str:
+    if status >= 0:
+        return f"exit status {status}"
     try:
-        argv = shlex.split(command)
-    except ValueError as err:
-        raise FieldError(field_name, f"cannot split {field_name} {shown(command)}: {err}") from None
-    if not argv:
-        raise FieldError(field_name, f"{field_name} is empty")
-    return argv + [str(arg) for arg in args or ()]
+        return f"killed by signal {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"
 
 
 class ExecResource(Resource):
@@ -96,27 +81,53 @@ class ExecResource(Resource):
                      "unless shell is set; default: the resource name"),
         "args": Field((list,), None, doc="arguments appended to cmd (a single program, no shell)"),
         "shell": Field((str,), None, doc="run cmd as `SHELL -c CMD`, e.g. /bin/bash; '' = no shell"),
-        "cwd": Field((str,), None, doc="absolute working directory; orders the exec after the file "
-                     "resource managing it"),
-        "env": Field((dict,), None, doc="environment variables added to mgmtd's own"),
-        "timeout": Field((int, float), 0, doc="seconds before cmd (and ifcmd) and all it started are "
-                         "killed, an error; 0 = no limit", min=0, max=YEAR),
-        "user": Field((str, int), None, doc="run the commands as this user (needs root)", min=0, max=ID_MAX),
-        "group": Field((str, int), None, doc="run the commands as this group (needs root)",
-                       min=0, max=ID_MAX),
-        "creates": Field((str,), None, doc="absolute path; while it exists the exec is in state"),
+        "cwd": Field((str,), None, doc="absolute working directory of cmd; default: mgmtd's; orders "
+                     "the exec after the file resource managing it"),
+        "env": Field((dict,), None, doc="the commands' whole environment (nothing of mgmtd's own, "
+                     "as in mgmt); unset = empty"),
+        "sig": Field((str,), None, doc="signal that stops a running command (meta.timeout, mgmtd "
+                     "stopping), sent to its process group; SIGKILL follows after 2s; default SIGTERM"),
+        "user": Field((str, int), None, doc="run the commands as this user (needs root unless it is "
+                      "mgmtd's own)", min=0, max=ID_MAX),
+        "group": Field((str, int), None, doc="run the commands as this group (needs root unless it is "
+                       "mgmtd's own)", min=0, max=ID_MAX),
+        "creates": Field((str,), None, doc="absolute path; while it exists cmd does not run; watched"),
         "ifcmd": Field((str,), None, doc="guard, run at every check: cmd runs only if this exits 0"),
         "ifshell": Field((str,), None, doc="shell for ifcmd, like shell"),
-        "ifcwd": Field((str,), None, doc="working directory for ifcmd; default: cwd"),
+        "ifcwd": Field((str,), None, doc="working directory for ifcmd; default: mgmtd's"),
+        "ifequals": Field((str,), None, doc="cmd does not run when ifcmd exits 0 and its output "
+                          "(stdout and stderr as they came) equals this exactly (mind the newline)"),
+        "ifequals_stdout": Field((str,), None, doc="like ifequals, compared with ifcmd's stdout only"),
+        "nifcmd": Field((str,), None, doc="guard, run at every check: cmd does not run if this exits 0"),
+        "nifshell": Field((str,), None, doc="shell for nifcmd, like shell"),
+        "nifcwd": Field((str,), None, doc="working directory for nifcmd; default: mgmtd's"),
+        "mtimes": Field((list,), None, doc="absolute paths, watched; when one changed after the last "
+                        "successful run, cmd runs even if a guard says not to; a missing one is an error"),
+        "watchfiles": Field((list,), None, doc="absolute paths (a trailing / = the directory and all "
+                            "under it); a change puts the exec out of state (cmd runs again)"),
         "watchcmd": Field((str,), None, doc="long-running command; every line it prints puts the exec "
                           "out of state (cmd runs again); restarted with backoff if it ends"),
         "watchshell": Field((str,), None, doc="shell for watchcmd, like shell"),
-        "watchcwd": Field((str,), None, doc="working directory for watchcmd; default: cwd"),
-        "pollint": Field((int, float), 0, doc="if > 0: every pollint seconds the exec is put out of state "
-                         "(cmd runs again), as if watchcmd had printed a line. meta.poll, by contrast, "
-                         "only re-evaluates the guards", min=0, max=YEAR),
+        "watchcwd": Field((str,), None, doc="working directory for watchcmd; default: mgmtd's"),
+        "donecmd": Field((str,), None, doc="runs after cmd succeeded; its failure is the exec's failure"),
+        "doneshell": Field((str,), None, doc="shell for donecmd, like shell"),
+        "donecwd": Field((str,), None, doc="working directory for donecmd; default: mgmtd's"),
+        "timeout": Field((int, float), 0, doc="(old mgmt field) seconds before cmd, ifcmd, nifcmd and "
+                         "donecmd are stopped, an error; 0 = no limit", min=0, max=YEAR),
+        "pollint": Field((int, float), 0, doc="(old mgmt field) if > 0: every pollint seconds the exec "
+                         "is put out of state (cmd runs again), as if watchcmd had printed a line",
+                         min=0, max=YEAR),
         "refresh_only": Field((bool,), False, doc="(mgmtd) run only when refreshed over a notify edge"),
-        "state": Field((str,), None, doc="(mgmt compatibility) 'present' or '', nothing else"),
+        "state": Field((str,), None, doc="(old mgmt field) 'present' or '', nothing else"),
+    }
+    REFUSED_FIELDS = {name: SEND_RECV for name in ("send_output", "send_stdout", "send_stderr")}
+    LEGACY_FIELDS = {
+        "state": "mgmt HEAD has no such field and ignores it; an exec has no state to set, so mgmtd "
+                 "ignores it too (only 'present' or '' is accepted)",
+        "timeout": "mgmt HEAD has no such field and ignores it; mgmtd still stops the commands after "
+                   "this many seconds (mgmt's way: meta.timeout, in milliseconds; 0 = no limit)",
+        "pollint": "mgmt HEAD has no such field and ignores it; mgmtd still runs cmd again every "
+                   "pollint seconds (mgmt's way: meta.poll, seconds between checks; 0 = never)",
     }
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
@@ -126,6 +137,7 @@ class ExecResource(Resource):
         # ran successfully in the current generation
         self._generation = 0
         self._ran_generation = -1
+        self._ran_at: float | None = None   # wall clock of the last successful run, for mtimes
         self._running: set[subprocess.Popen] = set()
         self._interrupted = False
 
@@ -137,16 +149,18 @@ class ExecResource(Resource):
     def argv(self) -> list[str]:
         return split_command(self.command, self.shell, "cmd", self.args)
 
-    def if_argv(self) -> list[str]:
-        return split_command(self.ifcmd, self.ifshell, "ifcmd")
+    def argv_of(self, field_name: str) -> list[str]:
+        shell = {cmd: sh for cmd, sh, _ in COMMANDS}[field_name]
+        return split_command(getattr(self, field_name), getattr(self, shell), field_name)
 
     def watch_argv(self) -> list[str]:
-        return split_command(self.watchcmd, self.watchshell, "watchcmd")
+        return self.argv_of("watchcmd")
 
-    def environment(self) -> dict[str, str] | None:
-        if not self.env:
-            return None
-        return {**os.environ, **{key: str(value) for key, value in self.env.items()}}
+    def stop_signal(self) -> int:
+        return signal_number(self.sig)
+
+    def guarded(self) -> bool:
+        return bool(self.ifcmd or self.nifcmd or self.creates)
 
     def validate(self) -> None:
         if self.args and self.shell:
@@ -157,14 +171,21 @@ class ExecResource(Resource):
             if not _plain(arg):
                 raise FieldError("args", f"args must be strings (or finite numbers), not {shown(arg)}")
         self.argv()
-        if self.ifcmd:
-            self.if_argv()
-        if self.watchcmd:
-            self.watch_argv()
-        for name in ("cwd", "ifcwd", "watchcwd", "creates"):
+        for name, _, _ in COMMANDS:
+            if getattr(self, name):
+                self.argv_of(name)
+        for name in ("ifequals", "ifequals_stdout"):
+            if getattr(self, name) is not None and not self.ifcmd:
+                raise FieldError(name, f"{name} compares the output of ifcmd, and there is no ifcmd")
+        self.stop_signal()
+        for name in ("cwd", "ifcwd", "nifcwd", "watchcwd", "donecwd", "creates"):
             value = getattr(self, name)
             if value and not os.path.isabs(value):
                 raise FieldError(name, f"{name} must be an absolute path: {shown(value)}")
+        for name in ("mtimes", "watchfiles"):
+            for path in getattr(self, name) or ():
+                if not isinstance(path, str) or not os.path.isabs(path):
+                    raise FieldError(name, f"{name} holds absolute paths, not {shown(path)}")
         for key, value in (self.env or {}).items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise FieldError("env", f"bad environment variable name: {shown(key)}")
@@ -177,7 +198,7 @@ class ExecResource(Resource):
     # --- autoedges ------------------------------------------------------------
     def autoedge_requires(self) -> list[str]:
         paths: list[str] = []
-        dirs = [d for d in (self.cwd, self.ifcwd, self.watchcwd) if d]
+        dirs = [d for d in (self.cwd, self.ifcwd, self.nifcwd, self.watchcwd, self.donecwd) if d]
         if self.creates:
             dirs.append(os.path.dirname(self.creates.rstrip("/")))
         for directory in dirs:
@@ -189,202 +210,149 @@ class ExecResource(Resource):
         return paths
 
     # --- running commands -------------------------------------------------------
-    def _popen(self, argv: list[str], cwd: str | None, **streams: Any) -> subprocess.Popen:
+    def popen(self, argv: list[str], cwd: str | None, **streams: Any) -> subprocess.Popen:
+        ids = credential(self.user, self.group)
         try:
             # its own session: a timeout or stop can kill all it started, and
             # signals sent to mgmtd's terminal group do not reach it
-            return subprocess.Popen(argv, cwd=cwd or None, env=self.environment(), stdin=subprocess.DEVNULL,
-                                    start_new_session=True, user=_unset_if_empty(self.user),
-                                    group=_unset_if_empty(self.group), **streams)
+            return subprocess.Popen(resolve_program(argv), cwd=cwd or None, env=environment(self.env),
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    **(ids.popen_args() if ids else {}), **streams)
         except (OSError, ValueError, KeyError) as err:
             reason = getattr(err, "strerror", None) or str(err)
             where = f" in {cwd}" if cwd else ""
             raise ResourceError(f"cannot start {shown(argv[0])}{where}: {reason}") from None
 
-    def _run(self, argv: list[str], cwd: str | None, what: str) -> tuple[int, str, str]:
-        """Runs one command to its end; returns (status, stdout, stderr)."""
+    def _run(self, argv: list[str], cwd: str | None, what: str) -> Output:
+        """Runs one command to its end, its output captured."""
         if self._interrupted:
             raise ResourceError("interrupted: mgmtd is stopping")
-        proc = self._popen(argv, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = self.popen(argv, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self._lock:
             self._running.add(proc)
         try:
             try:
-                out, err = proc.communicate(timeout=self.timeout or None)
+                deadline = time.monotonic() + self.timeout if self.timeout else None
+                result = collect_output(proc, deadline)
             except subprocess.TimeoutExpired:
-                kill_group(proc, signal.SIGKILL)
-                raise ResourceError(f"{what} timed out after {self.timeout}s: killed it and all it "
+                terminate_group(proc, self.stop_signal())
+                raise ResourceError(f"{what} timed out after {self.timeout}s: stopped it and all it "
                                     "started") from None
         finally:
             with self._lock:
                 self._running.discard(proc)
             if proc.poll() is None:
                 kill_group(proc, signal.SIGKILL)
-                try:
-                    proc.communicate(timeout=KILL_GRACE)
-                except subprocess.TimeoutExpired:
-                    # a process that left the group still holds the pipes
-                    proc.kill()
-                    proc.wait()
+                proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         if self._interrupted:
             raise ResourceError("interrupted: mgmtd is stopping")
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        self._report_output(what, result.combined)
+        return result
 
-    def _report_output(self, what: str, out: str, err: str) -> None:
-        text = "\n".join(part.rstrip("\n") for part in (out, err) if part.strip())
-        if text:
-            self.ctx.report("debug", f"{self}: output of {what}:\n{clip(text)}")
+    def _report_output(self, what: str, text: str) -> None:
+        if text.strip():
+            self.ctx.report("debug", f"{self}: output of {what}:\n{clip(text.rstrip())}")
 
     def interrupt(self) -> None:
         """Stops a command that is running now (mgmtd is stopping); check_apply
         then raises ResourceError. Nothing else runs afterwards."""
         self._interrupted = True
-        with self._lock:
-            running = list(self._running)
-        for proc in running:
-            terminate_group(proc)
+        self.cancel()
 
     def cancel(self) -> None:
-        """meta.timeout passed: stops the command running now (check_apply then
-        fails); later runs work as before."""
+        """meta.timeout passed: stops the command running now with ``sig``
+        (check_apply then fails); later runs work as before."""
         with self._lock:
             running = list(self._running)
         for proc in running:
-            terminate_group(proc)
+            terminate_group(proc, self.stop_signal())
 
     # --- check/apply ----------------------------------------------------------
     def _invalidate(self) -> None:
         with self._lock:
             self._generation += 1
 
+    def _mtimes_changed(self) -> bool:
+        """mgmt's forceRun: one of ``mtimes`` was modified after the last
+        successful run (always true before the first one)."""
+        newest = 0.0
+        for path in self.mtimes or ():
+            try:
+                newest = max(newest, os.stat(path).st_mtime)
+            except OSError as err:
+                raise ResourceError(f"mtimes: cannot stat {path}: {err.strerror}") from None
+        with self._lock:
+            ran_at = self._ran_at
+        return bool(self.mtimes) and (ran_at is None or newest > ran_at)
+
+    def _guards_block(self) -> str:
+        """Why the guards keep cmd from running, or "" when they let it run."""
+        if self.ifcmd:
+            out = self._run(self.argv_of("ifcmd"), self.ifcwd, "ifcmd")
+            if out.status != 0:
+                return f"ifcmd {_failure(out.status)}"
+            if self.ifequals is not None and out.combined == self.ifequals:
+                return "the output of ifcmd equals ifequals"
+            if self.ifequals_stdout is not None and out.stdout == self.ifequals_stdout:
+                return "the stdout of ifcmd equals ifequals_stdout"
+        if self.nifcmd:
+            out = self._run(self.argv_of("nifcmd"), self.nifcwd, "nifcmd")
+            if out.status == 0:
+                return "nifcmd exited with status 0"
+        if self.creates and os.path.exists(self.creates):
+            return f"{self.creates} exists"
+        return ""
+
     def check_apply(self, apply: bool) -> bool:
-        if self.creates and os.path.lexists(self.creates):
-            self.ctx.report("debug", f"{self}: {self.creates} exists, not running")
-            return True
         if self.refresh_only and not self.refresh:
             return True
         with self._lock:
             generation = self._generation
             ran = self._ran_generation == generation
-        if ran and not self.refresh and not (self.ifcmd or self.creates):
-            return True
-        if self.ifcmd:
-            status, out, err = self._run(self.if_argv(), self.ifcwd or self.cwd, "ifcmd")
-            self._report_output("ifcmd", out, err)
-            if status != 0:
-                self.ctx.report("debug", f"{self}: ifcmd exited with status {status}, not running")
+        if self._mtimes_changed():
+            self.ctx.report("debug", f"{self}: one of mtimes changed since the last run")
+        else:
+            if ran and not self.refresh and not self.guarded():
+                return True
+            blocked = self._guards_block()
+            if blocked:
+                self.ctx.report("debug", f"{self}: {blocked}, not running")
                 return True
         if not apply:
             why = " (refresh)" if self.refresh else ""
             self.ctx.report("info", f"{self}: would run{why}: {self.command}")
             return False
-        status, out, err = self._run(self.argv(), self.cwd, "cmd")
-        self._report_output("cmd", out, err)
-        if status != 0:
-            if status < 0:
-                try:
-                    failure = f"killed by signal {signal.Signals(-status).name}"
-                except ValueError:
-                    failure = f"killed by signal {-status}"
-            else:
-                failure = f"exit status {status}"
-            detail = last_line(err) or last_line(out) or "no output"
-            raise ResourceError(f"command {shown(self.command)} failed: {failure}: {detail}")
+        for what, argv, cwd in (("cmd", self.argv(), self.cwd),
+                                ("donecmd", self.argv_of("donecmd") if self.donecmd else None, self.donecwd)):
+            if argv is None:
+                continue
+            out = self._run(argv, cwd, what)
+            if out.status != 0:
+                detail = last_line(out.stderr) or last_line(out.stdout) or "no output"
+                shown_cmd = self.command if what == "cmd" else self.donecmd
+                raise ResourceError(f"{'command' if what == 'cmd' else what} {shown(shown_cmd)} failed: "
+                                    f"{_failure(out.status)}: {detail}")
         with self._lock:
             self._ran_generation = generation
+            self._ran_at = time.time()
         return False
 
     # --- events -----------------------------------------------------------------
+    def watched_files(self) -> list[str]:
+        return [*(self.mtimes or ()), *(self.watchfiles or ()), *([self.creates] if self.creates else [])]
+
     def start_watch(self, poke: Callable[[], None]) -> Callable[[], None] | None:
-        if not self.watchcmd and not (self.pollint and self.pollint > 0):
+        files = self.watched_files()
+        if not self.watchcmd and not (self.pollint and self.pollint > 0) and not files:
             return None
 
         def fire() -> None:
             self._invalidate()
             poke()
 
-        watch = _Watch(self, fire)
+        watch = ExecWatch(self, fire, files)
         watch.start()
         return watch.stop
-
-
-class _Watch:
-    """The exec's event sources: the watch command (restarted with backoff
-    when it ends, since an event source that silently died would hide drift)
-    and the pollint ticker."""
-
-    def __init__(self, res: ExecResource, fire: Callable[[], None]) -> None:
-        self.res = res
-        self.fire = fire
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.proc: subprocess.Popen | None = None
-        self.threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        if self.res.watchcmd:
-            self.threads.append(threading.Thread(target=self._watch_loop, name=f"watch-{self.res}",
-                                                 daemon=True))
-        if self.res.pollint and self.res.pollint > 0:
-            self.threads.append(threading.Thread(target=self._poll_loop, name=f"poll-{self.res}",
-                                                 daemon=True))
-        for thread in self.threads:
-            thread.start()
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping.set()
-            proc = self.proc
-        if proc is not None:
-            terminate_group(proc)
-        for thread in self.threads:
-            thread.join(timeout=KILL_GRACE + 3)
-
-    def _poll_loop(self) -> None:
-        while not self.stopping.wait(self.res.pollint):
-            self.fire()
-
-    def _watch_loop(self) -> None:
-        res = self.res
-        delay = 1.0
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            clean, how = self._watch_once()
-            if self.stopping.is_set():
-                return
-            if time.monotonic() - started > WATCH_BACKOFF_MAX:
-                delay = 1.0
-            res.ctx.report("info" if clean else "warning", f"{res}: {how}; restarting it in {delay:g}s")
-            if self.stopping.wait(delay):
-                return
-            delay = min(delay * 2, WATCH_BACKOFF_MAX)
-
-    def _watch_once(self) -> tuple[bool, str]:
-        """Runs the watch command until it ends; returns (ended with status 0, how it ended)."""
-        res = self.res
-        with tempfile.TemporaryFile() as errors:
-            with self.lock:
-                if self.stopping.is_set():
-                    return True, "stopped"
-                try:
-                    proc = res._popen(res.watch_argv(), res.watchcwd or res.cwd,
-                                      stdout=subprocess.PIPE, stderr=errors)
-                except ResourceError as err:
-                    return False, f"watchcmd: {err}"
-                self.proc = proc
-            try:
-                assert proc.stdout is not None
-                for raw in proc.stdout:
-                    line = raw.decode(errors="replace").rstrip()
-                    if line.strip():
-                        res.ctx.report("debug", f"{res}: watchcmd: {clip(line)}")
-                        self.fire()
-            finally:
-                proc.stdout.close()
-                status = proc.wait()
-                with self.lock:
-                    self.proc = None
-            errors.seek(0)
-            detail = last_line(errors.read()[-OUTPUT_LIMIT:].decode(errors="replace"))
-        how = f"watchcmd exited with status {status}"
-        return status == 0, f"{how}: {detail}" if detail else how
