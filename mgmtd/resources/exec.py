@@ -127,7 +127,7 @@ class ExecResource(Resource):
         "timeout": "mgmt HEAD has no such field and ignores it; mgmtd still stops the commands after "
                    "this many seconds (mgmt's way: meta.timeout, in milliseconds; 0 = no limit)",
         "pollint": "mgmt HEAD has no such field and ignores it; mgmtd still runs cmd again every "
-                   "pollint seconds (mgmt's way: meta.poll, seconds between checks; 0 = never)",
+                   "pollint seconds (mgmt's way: meta.poll, seconds between checks instead of events)",
     }
 
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
