@@ -21,6 +21,7 @@ A refresh reruns the command, but a guard still has the last word."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -57,6 +58,7 @@ from mgmtd.resources.execwatch import ExecWatch
 # the commands an exec may run besides cmd: (field, its shell field, its cwd field)
 COMMANDS = (("ifcmd", "ifshell", "ifcwd"), ("nifcmd", "nifshell", "nifcwd"),
             ("watchcmd", "watchshell", "watchcwd"), ("donecmd", "doneshell", "donecwd"))
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SEND_RECV = "is mgmt's send/recv (a value sent to another resource's field), which mgmtd does not have"
 
 
@@ -187,7 +189,8 @@ class ExecResource(Resource):
                 if not isinstance(path, str) or not os.path.isabs(path):
                     raise FieldError(name, f"{name} holds absolute paths, not {shown(path)}")
         for key, value in (self.env or {}).items():
-            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
+                # mgmt's isNameValid: letters, digits and '_', not starting with a digit
                 raise FieldError("env", f"bad environment variable name: {shown(key)}")
             if not _plain(value):
                 raise FieldError("env", f"env {shown(key)}: value must be a string (or a finite number), "

@@ -41,6 +41,13 @@ def test_env_is_the_whole_environment(tmp_path, monkeypatch):
     assert environment(None) == {}
 
 
+@pytest.mark.parametrize("name", ["", "1A", "A-B", "A=B", "Ä", "A B"])
+def test_env_names_follow_mgmts_rule(name):
+    with pytest.raises(FieldError, match="bad environment variable name"):
+        ExecResource("e", {"cmd": "true", "env": {name: "x"}}).validate()
+    ExecResource("e", {"cmd": "true", "env": {"_a1": "x", "PATH": "/bin"}}).validate()
+
+
 def test_guard_commands_default_to_mgmtds_cwd_not_cwd(tmp_path):
     # mgmt: ifcwd, nifcwd, watchcwd, donecwd are each "the working directory of mgmt" when unset
     (tmp_path / "work").mkdir()
