@@ -291,10 +291,16 @@ class ExecResource(Resource):
             ran_at = self._ran_at
         return bool(self.mtimes) and (ran_at is None or newest > ran_at)
 
+    def _guard(self, name: str, cwd: str | None) -> Output:
+        out = self._run(self.argv_of(name), cwd, name)
+        if out.status < 0:   # mgmt: a guard killed by a signal is an error, not an answer
+            raise ResourceError(f"{name} {shown(getattr(self, name))} failed: {_failure(out.status)}")
+        return out
+
     def _guards_block(self) -> str:
         """Why the guards keep cmd from running, or "" when they let it run."""
         if self.ifcmd:
-            out = self._run(self.argv_of("ifcmd"), self.ifcwd, "ifcmd")
+            out = self._guard("ifcmd", self.ifcwd)
             if out.status != 0:
                 return f"ifcmd {_failure(out.status)}"
             if self.ifequals is not None and out.combined == self.ifequals:
@@ -302,7 +308,7 @@ class ExecResource(Resource):
             if self.ifequals_stdout is not None and out.stdout == self.ifequals_stdout:
                 return "the stdout of ifcmd equals ifequals_stdout"
         if self.nifcmd:
-            out = self._run(self.argv_of("nifcmd"), self.nifcwd, "nifcmd")
+            out = self._guard("nifcmd", self.nifcwd)
             if out.status == 0:
                 return "nifcmd exited with status 0"
         if self.creates and os.path.exists(self.creates):

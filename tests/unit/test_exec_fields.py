@@ -81,6 +81,15 @@ def test_ifequals_stdout_ignores_stderr(tmp_path):
     assert res.check_apply(True) is False and runs(log) == 1
 
 
+@pytest.mark.parametrize("guard", ["ifcmd", "nifcmd"])
+def test_a_guard_killed_by_a_signal_is_an_error(tmp_path, guard):
+    log = tmp_path / "log"
+    res = appender(log, **{guard: "sh -c 'kill -KILL $$'"})
+    with pytest.raises(ResourceError, match=f"{guard} .* failed: killed by signal SIGKILL"):
+        res.check_apply(True)
+    assert runs(log) == 0
+
+
 def test_ifequals_needs_an_ifcmd():
     with pytest.raises(FieldError, match="there is no ifcmd"):
         ExecResource("e", {"cmd": "true", "ifequals": "x"}).validate()
