@@ -59,7 +59,7 @@ from mgmtd.resources.execwatch import ExecWatch
 COMMANDS = (("ifcmd", "ifshell", "ifcwd"), ("nifcmd", "nifshell", "nifcwd"),
             ("watchcmd", "watchshell", "watchcwd"), ("donecmd", "doneshell", "donecwd"))
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SEND_RECV = "is mgmt's send/recv (a value sent to another resource's field), which mgmtd does not have"
+SEND_RECV = "it is a value for mgmt's send/recv (sent into another resource's field), which mgmtd does not have"
 
 
 def _plain(value: object) -> bool:
@@ -122,7 +122,7 @@ class ExecResource(Resource):
         "refresh_only": Field((bool,), False, doc="(mgmtd) run only when refreshed over a notify edge"),
         "state": Field((str,), None, doc="(old mgmt field) 'present' or '', nothing else"),
     }
-    REFUSED_FIELDS = {name: SEND_RECV for name in ("send_output", "send_stdout", "send_stderr")}
+    UNSUPPORTED = {name: SEND_RECV for name in ("send_output", "send_stdout", "send_stderr")}
     LEGACY_FIELDS = {
         "state": "mgmt HEAD has no such field and ignores it; an exec has no state to set, so mgmtd "
                  "ignores it too (only 'present' or '' is accepted)",

@@ -285,8 +285,9 @@ def test_credential_like_mgmt():
 def test_send_fields_are_refused_with_a_location(field):
     with pytest.raises(GraphError) as info:
         load_text(f"resources:\n  exec:\n  - name: e\n    cmd: 'true'\n    {field}: x\n", "g.yaml")
-    assert str(info.value) == (f"g.yaml:5:5: exec[e]: field '{field}': is mgmt's send/recv (a value sent "
-                               "to another resource's field), which mgmtd does not have")
+    assert str(info.value) == (f"g.yaml:5:5: exec[e]: exec.{field} (mgmt's field) is not supported: it is "
+                               "a value for mgmt's send/recv (sent into another resource's field), which "
+                               "mgmtd does not have")
 
 
 def test_old_fields_load_with_located_warnings():
@@ -305,4 +306,4 @@ def test_every_mgmt_exec_field_is_known():
             "ifcmd", "ifcwd", "ifshell", "ifequals", "ifequals_stdout", "nifcmd", "nifcwd", "nifshell",
             "creates", "mtimes", "donecmd", "donecwd", "doneshell", "user", "group"}
     assert mgmt <= set(ExecResource.FIELDS)
-    assert set(ExecResource.REFUSED_FIELDS) == {"send_output", "send_stdout", "send_stderr"}
+    assert set(ExecResource.UNSUPPORTED) == {"send_output", "send_stdout", "send_stderr"}
