@@ -71,3 +71,15 @@ def test_kv_without_value_cannot_share():
 def test_kv_sharing_is_checked_against_every_earlier_one():
     with pytest.raises(GraphError, match=r"kv\[c\]: manages the same object as kv\[a\]"):
         load_text(kv_graph(kv("a", 1), kv("b", 2), kv("c", 3, skip=False)))
+
+
+def test_shipped_examples_load_without_warnings():
+    # our own examples show mgmt's current way (meta.timeout, no remote:), never an old field
+    from pathlib import Path
+
+    from mgmtd.yamlgraph.loader import load_file
+
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples" / "yaml").glob("*.yaml"))
+    assert any(path.name == "notify1.yaml" for path in examples)
+    for path in examples:
+        assert load_file(str(path)).warnings == [], path.name
