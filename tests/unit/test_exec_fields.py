@@ -279,6 +279,18 @@ def test_credential_like_mgmt():
         credential("no-such-user-mgmtd", None, (0, 0))
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="changing user needs root")
+def test_user_and_group_run_the_command_as_them():
+    def ids(**who) -> list[str]:
+        res = make(ExecResource, cmd="id -u; id -g; id -G", shell="/bin/sh", **who)
+        res.check_apply(True)
+        return res.ctx.report.text("debug").split(":\n", 1)[1].split()
+
+    assert ids(user="nobody") == ["65534", "0", "0"]   # the gid stays mgmtd's; no extra groups
+    assert ids(user="nobody", group="nogroup") == ["65534", "65534", "65534"]
+    assert ids(group=65534) == ["0", "65534", "65534"]
+
+
 # --- fields mgmt has and mgmtd refuses or warns about --------------------------------------------
 
 @pytest.mark.parametrize("field", ["send_output", "send_stdout", "send_stderr"])
