@@ -13,7 +13,7 @@ from mgmtd.cluster.graphview import DEFAULT_FILTER, FILTERS
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE
 from mgmtd.hostnames import check_hostname
 from mgmtd.mgmtflags import add_refused_flags
-from mgmtd.urls import parse_url_list
+from mgmtd.urls import is_loopback_host, parse_listen, parse_url_list
 
 # URL flags (checked by check_input, which replaces each string by the tuple of
 # its URLs): those etcd listens on take only an IP address or localhost
@@ -48,6 +48,15 @@ def seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def listen_address(text: str) -> str:
+    """--prometheus-listen: HOST:PORT (checked here, parsed again by check_input)."""
+    try:
+        parse_listen("", text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(": ")) from None
+    return text.strip()
 
 
 def converger_seconds(text: str) -> float | None:
@@ -313,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long a nominated node has to start etcd and catch up (default: 30)")
     run.add_argument("--etcd-binary", default="etcd", metavar="PATH",
                      help="the etcd server to run (default: etcd on PATH)")
+    run.add_argument("--prometheus", action="store_true",
+                     help="serve metrics for Prometheus on /metrics (mgmt's flag; names in "
+                          "docs/operations.md)")
+    run.add_argument("--prometheus-listen", type=listen_address, default=None, metavar="HOST:PORT",
+                     help="where /metrics listens, with --prometheus (default: 127.0.0.1:9233, as mgmt); "
+                          "with --tls-* it is https and asks for a client certificate of the cluster's CA")
+    run.add_argument("--prometheus-insecure", action="store_true",
+                     help="with --tls-*: serve /metrics over plain http, no client certificate; only on "
+                          "a loopback --prometheus-listen")
     add_frontend(run)
 
     engine = commands.add_parser(
@@ -476,6 +494,8 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         no_autoedges=args.no_autoedges, no_autogroup=args.no_autogroup, no_watch=args.no_watch,
         sema=args.sema,
         graphviz=args.graphviz, graphviz_filter=args.graphviz_filter,
+        prometheus_listen=args.prometheus_listen if args.prometheus else None,
+        prometheus_insecure=args.prometheus_insecure,
     )
     try:
         return Supervisor(config).run()
@@ -539,6 +559,8 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
         if not args.graphviz or args.graphviz.endswith("/"):
             raise ValueError(f"--graphviz: {args.graphviz!r} is not a file name")
         args.graphviz = os.path.abspath(args.graphviz)
+    if args.command == "run":
+        check_prometheus(args)
     size = getattr(args, "ideal_cluster_size", None)
     if size is not None and not MIN_IDEAL_SIZE <= size <= MAX_IDEAL_SIZE:
         raise ValueError(f"--ideal-cluster-size: must be at least {MIN_IDEAL_SIZE} "
@@ -549,6 +571,26 @@ def check_input(args: argparse.Namespace, os_hostname: str) -> None:
             flag = "--" + dest.replace("_", "-")
             setattr(args, dest, () if value is None else
                     parse_url_list(flag, value, listen=dest in LISTEN_URL_FLAGS))
+
+
+def check_prometheus(args: argparse.Namespace) -> None:
+    """--prometheus-*: replaces --prometheus-listen by (host, port). ValueError: one line."""
+    if not args.prometheus:
+        for flag in ("listen", "insecure"):
+            if getattr(args, f"prometheus_{flag}"):
+                raise ValueError(f"--prometheus-{flag}: needs --prometheus")
+        return
+    from mgmtd.supervisor.metrics import DEFAULT_LISTEN
+
+    args.prometheus_listen = parse_listen("--prometheus-listen", args.prometheus_listen or DEFAULT_LISTEN)
+    if args.prometheus_insecure:
+        if not (args.tls_ca or args.tls_cert or args.tls_key):
+            raise ValueError("--prometheus-insecure: only with --tls-* (without TLS /metrics is plain "
+                             "http already)")
+        if not is_loopback_host(args.prometheus_listen[0]):
+            raise ValueError(f"--prometheus-insecure: /metrics would be open to the network on "
+                             f"{args.prometheus_listen[0]}: only on a loopback --prometheus-listen "
+                             "(127.0.0.1, ::1, localhost)")
 
 
 def main(argv: list[str] | None = None) -> int:

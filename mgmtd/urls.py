@@ -108,3 +108,27 @@ def parse_url_list(flag: str, value: str, listen: bool = False) -> tuple[str, ..
         if problem is not None:
             raise ValueError(f"{flag}: {url}: {problem}")
     return tuple(normalized(u) for u in items)
+
+
+def parse_listen(flag: str, text: str) -> tuple[str, int]:
+    """(host, port) of a listen address as Go writes it: ``HOST:PORT``,
+    ``[V6]:PORT``, or ``:PORT`` (every interface); the host an IP address or
+    localhost. ValueError: one line naming the flag."""
+    try:
+        host, port = _split_host_port(text.strip())
+    except ValueError as err:
+        raise ValueError(f"{flag}: {text!r}: {err} (expected HOST:PORT, like 127.0.0.1:9233)") from None
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{flag}: {text!r}: port {port!r} is not a number from 1 to 65535")
+    if host and not _is_ip(host) and host.lower() != "localhost":
+        raise ValueError(f"{flag}: {text!r}: listens on an IP address (or localhost), not on {host!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -7,6 +7,8 @@ so restarting the exporter does not make collectors see it flap."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from mgmtd import log
 from mgmtd.backoff import Backoff, first_line
@@ -26,7 +28,8 @@ class ExportPublisher:
     that lands while a sync is in flight is written by the next round, never
     lost."""
 
-    def __init__(self, connection: Connection, host: str, namespace: str) -> None:
+    def __init__(self, connection: Connection, host: str, namespace: str,
+                 on_synced: Callable[[float], None] = lambda seconds: None) -> None:
         self.connection = connection
         self.host = host
         self.keys = Keys(namespace)
@@ -34,6 +37,8 @@ class ExportPublisher:
         self.desired: dict[str, str] | None = None
         self.generation = 0          # of ``desired``; bumped by every publish
         self.synced_generation = 0   # the generation etcd is known to hold
+        self.published_at = 0.0      # monotonic time of the newest publish
+        self.on_synced = on_synced   # seconds from that publish until etcd held it (/metrics)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
@@ -45,6 +50,7 @@ class ExportPublisher:
         with self.lock:
             self.desired = desired
             self.generation += 1
+            self.published_at = time.monotonic()
         self.wake.set()
 
     def poke(self) -> None:
@@ -70,6 +76,15 @@ class ExportPublisher:
                 return None
             return self.generation, self.desired
 
+    def _synced(self, generation: int) -> None:
+        with self.lock:
+            # only what was written counts; a newer publish goes round again
+            self.synced_generation = max(self.synced_generation, generation)
+            newest = self.synced_generation == self.generation
+            published_at = self.published_at
+        if newest:
+            self.on_synced(time.monotonic() - published_at)
+
     def _loop(self) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping.is_set():
@@ -85,9 +100,7 @@ class ExportPublisher:
                     self.stopping.wait(delay)
                     continue
                 backoff.reset()
-                with self.lock:
-                    # only what was written counts; a newer publish goes round again
-                    self.synced_generation = max(self.synced_generation, generation)
+                self._synced(generation)
 
     def _sync(self, desired: dict[str, str]) -> None:
         if not desired and not self.connection.endpoints:

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from mgmtd import log, protocol
@@ -21,6 +22,7 @@ from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
 from mgmtd.engine.reload import GraphReloader
 from mgmtd.engine.reversal import Reversals, ReversalStore
 from mgmtd.engine.scheduler import Scheduler, Summary
+from mgmtd.engine.stats import EngineStats
 from mgmtd.graph import Graph
 from mgmtd.resources.base import Context, Meta
 from mgmtd.tls import TLSFiles
@@ -29,6 +31,8 @@ from mgmtd.yamlgraph.loader import GraphSpec, load_file
 from mgmtd.yamlgraph.source import read_graph_bytes
 
 LOG = log.get("engine")
+
+STATS_EVERY = 1.0   # seconds between stats lines to the supervisor (only when they changed)
 
 
 @dataclass
@@ -92,11 +96,13 @@ class Engine:
                            noop=options.noop, etcd=self.connection.get, report=self._report)
         self.reversals = None if options.prefix is None else \
             Reversals(ReversalStore(options.prefix), noop=options.noop)
+        self.stats = EngineStats()
         self.scheduler = Scheduler(self.ctx, workers=options.workers,
                                    converged_after=options.converged_after,
                                    on_summary=self._on_summary, reversals=self.reversals,
-                                   on_view=self._on_view)
-        self.exports = ExportPublisher(self.connection, options.hostname, options.namespace)
+                                   on_view=self._on_view, stats=self.stats)
+        self.exports = ExportPublisher(self.connection, options.hostname, options.namespace,
+                                       on_synced=self.stats.exports_synced)
         self.graph_outputs = [GraphPublisher(self.connection, options.hostname, options.namespace)]
         if options.graphviz is not None:
             self.graph_outputs.append(GraphvizWriter(options.graphviz, options.hostname,
@@ -120,7 +126,7 @@ class Engine:
     def _report(self, level: str, message: str) -> None:
         LOG.log(logging.getLevelName(level.upper()), "%s", message)
 
-    def _send(self, message: protocol.EngineState) -> None:
+    def _send(self, message: protocol.EngineState | protocol.EngineStats) -> None:
         if not self.options.report_state:
             return
         with self.out_lock:
@@ -148,6 +154,16 @@ class Engine:
         """The scheduler's thread: only hand them over (the outputs draw and write)."""
         for output in self.graph_outputs:
             output.put(graph, states)
+
+    def _send_stats(self) -> None:
+        """The counters for the supervisor's /metrics, when they changed: one
+        small line a second at most, whatever the graph's size."""
+        sent = None
+        while not self.scheduler.stopped.wait(STATS_EVERY):
+            stats = self.stats.snapshot()
+            if stats != sent:
+                self._send(stats)
+                sent = stats
 
     def _send_state(self) -> None:
         summary = self.summary
@@ -191,6 +207,7 @@ class Engine:
                 LOG.info("would export %s (noop: exports are not published)", res)
         else:
             self.exports.publish(spec.exports)
+            self.stats.exports_published(len(spec.exports))
         if forced:
             LOG.info("graph %s reloaded from %s (requested): exports re-published", spec.name, spec.source)
         elif not initial:
@@ -207,6 +224,7 @@ class Engine:
                                  "(mgmtd engine --prefix)", str(res))
 
     def _on_exports(self, exports: list[Export]) -> None:
+        read_at = time.monotonic()
         self.scheduler.release("collect")
         with self.compose_lock:
             if self.options.no_watch and self.exports_taken and not self.exports_refresh:
@@ -216,6 +234,7 @@ class Engine:
             self.exports_seen = exports
             if self.spec is not None:
                 self._compose()
+            self.stats.collect_taken(len(self.collected), time.monotonic() - read_at)
 
     def _compose(self) -> None:
         """The graph to run: the file's resources and the collected ones."""
@@ -244,6 +263,7 @@ class Engine:
         graph.collected = {key: tuple(sorted({s.split("/", 1)[0] for s in sources}))
                            for key, sources in chosen.sources.items()}
         self.scheduler.swap(graph)
+        self.stats.graph_started(kind for kind, _ in graph.resources)
         collected = tuple(sorted(key for keys in chosen.sources.values() for key in keys))
         if collected != self.collected:
             self.collected = collected
@@ -290,6 +310,8 @@ class Engine:
         self.collector.start()
         for output in self.graph_outputs:
             output.start()
+        if self.options.report_state:
+            threading.Thread(target=self._send_stats, name="stats", daemon=True).start()
         if self.options.no_watch:
             self.reloader.start(watch_file=False)  # SIGHUP only
         else:

@@ -20,6 +20,7 @@ from mgmtd import log
 from mgmtd.cluster.graphview import shown_state
 from mgmtd.engine.gates import Semaphores, TokenBucket, limited
 from mgmtd.engine.reversal import Reversals
+from mgmtd.engine.stats import HARD, SOFT, EngineStats
 from mgmtd.engine.watch import FileWatcher
 from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
@@ -47,6 +48,7 @@ class Status:
     would_change: bool = False          # noop: its last check found it out of state
     checks: int = 0
     changes: int = 0
+    drift_at: float | None = None       # an event came while it was in state: repair latency from then
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,10 @@ class Scheduler:
                  on_summary: Callable[[Summary], None] | None = None,
                  on_view: Callable[[Graph, dict[Key, str]], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 reversals: Reversals | None = None) -> None:
+                 reversals: Reversals | None = None, stats: EngineStats | None = None) -> None:
         self.ctx = ctx
         self.reversals = reversals                # meta.reverse; None: no records kept
+        self.stats = stats or EngineStats()
         self.clock = clock
         self.converged_after = converged_after
         self.on_summary = on_summary or (lambda s: None)
@@ -232,6 +235,8 @@ class Scheduler:
         status = self.status.get(key)
         if status is not None and not status.dirty:
             status.dirty = True
+            if status.state == OK and status.drift_at is None:
+                status.drift_at = self.clock()
             self.candidates.add(key)
 
     def _dispatch(self) -> None:
@@ -379,11 +384,13 @@ class Scheduler:
         if status.dirty:  # poked while it ran: check again
             self.candidates.add(key)
         noop = self.ctx.noop or res.meta.noop
+        self.stats.checked(res.kind, not noop, not in_state, bool(error))
         if error:
             status.attempts += 1
             status.error = error
             self.last_activity = self.clock()
             retry = res.meta.retry
+            self.stats.failed(key, res.kind, SOFT if retry == -1 or status.attempts <= retry else HARD)
             if retry == -1 or status.attempts <= retry:
                 status.retry_at = self.clock() + retry_wait(res.meta.delay)
                 self._timer(status.retry_at, "retry", key)
@@ -401,6 +408,11 @@ class Scheduler:
             status.attempts = 0
         status.state = OK
         status.would_change = noop and not in_state
+        self.stats.succeeded(key)
+        if status.drift_at is not None and not status.dirty:  # (dirty: drifted again, the next run says)
+            if not in_state and not noop:
+                self.stats.repaired(self.clock() - status.drift_at)
+            status.drift_at = None
         self.watcher.rearm(key)
         if res.reversal_of is not None and not noop and self.reversals is not None:
             self.reversals.reversed(res)  # done once: it leaves the graph
@@ -533,6 +545,7 @@ class Scheduler:
         self.last_activity = self.clock()
 
     def _retire(self, key: Key, res: Resource) -> None:
+        self.stats.forget(key)
         self.watcher.unwatch(key)
         stop = self.stops.pop(key, None)
         if stop is not None:

@@ -38,6 +38,8 @@ class NodeConfig:
     etcd_start_timeout: float = 30.0
     engine_args: list[str] = field(default_factory=list)
     tls: TLSFiles | None = None
+    prometheus_listen: tuple[str, int] | None = None   # --prometheus: where /metrics listens
+    prometheus_insecure: bool = False                  # with TLS: plain http (loopback only)
 
     @property
     def advertised_clients(self) -> tuple[str, ...]:

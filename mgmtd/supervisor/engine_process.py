@@ -1,5 +1,5 @@
 """The engine child: started with the graph, fed membership on stdin, read
-for state on stdout. Its stderr is the supervisor's (the same journal)."""
+for state and stats on stdout. Its stderr is the supervisor's (the same journal)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ ENGINE_STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class EngineProcess:
-    def __init__(self, args: list[str], on_state: Callable[[protocol.EngineState], None]) -> None:
+    def __init__(self, args: list[str], on_state: Callable[[protocol.EngineState], None],
+                 on_stats: Callable[[int, protocol.EngineStats], None] = lambda run, stats: None) -> None:
         self.args = args
         self.on_state = on_state
+        self.on_stats = on_stats          # (which start of the engine, its counters)
+        self.runs = 0
         self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.last_membership: protocol.Membership | None = None
@@ -33,17 +36,20 @@ class EngineProcess:
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, bufsize=1,
         )
-        threading.Thread(target=self._read_state, args=(self.proc,), name="engine-state",
+        self.runs += 1
+        threading.Thread(target=self._read_state, args=(self.proc, self.runs), name="engine-state",
                          daemon=True).start()
         LOG.info("started engine (pid %d)", self.proc.pid)
         if self.last_membership is not None:
             self.send(self.last_membership)
 
-    def _read_state(self, proc: subprocess.Popen) -> None:
+    def _read_state(self, proc: subprocess.Popen, run: int) -> None:
         for line in proc.stdout:
             message = protocol.parse_line(line)
             if isinstance(message, protocol.EngineState):
                 self.on_state(message)
+            elif isinstance(message, protocol.EngineStats):
+                self.on_stats(run, message)
         proc.stdout.close()
 
     def send(self, membership: protocol.Membership) -> None:

@@ -23,6 +23,7 @@ from mgmtd.supervisor.config import NodeConfig
 from mgmtd.supervisor.engine_process import EngineProcess
 from mgmtd.supervisor.etcd_process import EtcdStartError, find_binary
 from mgmtd.supervisor.local_etcd import LocalEtcd
+from mgmtd.supervisor.metrics import Metrics, serve_metrics
 from mgmtd.supervisor.notify import Notifier
 from mgmtd.supervisor.preflight import (
     NodeState,
@@ -67,6 +68,7 @@ class Supervisor:
         self.notifier = Notifier()
         self.last_error = ""
         self.access: Access | None = None
+        self.metrics = Metrics()   # served only with --prometheus; kept up to date either way (cheap)
 
     # --- start-up ---------------------------------------------------------------
     def preflight(self) -> None:
@@ -109,6 +111,8 @@ class Supervisor:
         # which build runs, for an operator reading the journal during an upgrade (once the
         # checks passed: a refused start stays one line)
         LOG.info("mgmtd %s starting (pid %d)", __version__, os.getpid())
+        if cfg.prometheus_listen is not None:
+            serve_metrics(self.metrics, cfg.prometheus_listen, cfg.tls, cfg.prometheus_insecure)
 
     def _check_identity(self, files: TLSFiles) -> None:
         """etcd takes the user from the certificate's name: it must be this host's."""
@@ -179,6 +183,7 @@ class Supervisor:
             LOG.info("engine is %s (%d/%d resources in state)", state.state, state.ok,
                      state.resources)
         self.engine_state = state
+        self.metrics.engine_state(state.state)
         self.wake.set()
 
     def _install_signals(self) -> None:
@@ -201,7 +206,8 @@ class Supervisor:
         self._install_signals()
         try:
             self._first_role()
-            self.engine = EngineProcess(self._engine_args(), self._on_engine_state)
+            self.engine = EngineProcess(self._engine_args(), self._on_engine_state,
+                                        self.metrics.engine_stats)
             self.engine.start()
             self._cluster_round()
             return self._loop()
@@ -248,6 +254,7 @@ class Supervisor:
                 if self.stopping.wait(delay):
                     break
                 self.engine.start()
+                self.metrics.engine_restarted()
             if self._cluster_round() and self.engine_state.state in ("converged", "converging"):
                 engine_restarts.reset()
             self._report()
@@ -260,6 +267,7 @@ class Supervisor:
         round_ = self.loop.round(self.local.state(), self._engine_record())
         self.last_round = round_
         assessment = round_.assessment
+        self.metrics.cluster_round(assessment, round_.decision, self.local.serving)
         if assessment.reachable:
             self.state.remember(list(assessment.voter_endpoints))
             self.last_error = ""
@@ -370,6 +378,7 @@ class Supervisor:
         try:
             self.local.start(joining=True)
             backoff.reset()
+            self.metrics.etcd_restarted()
         except EtcdStartError as err:
             LOG.error("%s", err)
             process.kill()
@@ -385,3 +394,4 @@ class Supervisor:
         if self.local is not None:
             self.local.process.stop()
         self.api.close()
+        self.metrics.close()

@@ -31,6 +31,8 @@ def sample(action: argparse.Action) -> tuple[str, object]:
         return "7", 7
     if action.type in (cli.seconds, cli.converger_seconds):
         return "7.5", 7.5
+    if action.type is cli.listen_address:
+        return "127.0.0.1:9999", "127.0.0.1:9999"
     assert action.type is None, f"{action.dest}: add a sample for type {action.type}"
     return "from-env", "from-env"
 
