@@ -409,9 +409,10 @@ class Scheduler:
         status.state = OK
         status.would_change = noop and not in_state
         self.stats.succeeded(key)
-        if status.drift_at is not None and not status.dirty:  # (dirty: drifted again, the next run says)
-            if not in_state and not noop:
-                self.stats.repaired(self.clock() - status.drift_at)
+        if status.drift_at is not None and not in_state and not noop:
+            self.stats.repaired(self.clock() - status.drift_at)
+            status.drift_at = None
+        elif not status.dirty:  # in state: that event was no drift (its own write, say)
             status.drift_at = None
         self.watcher.rearm(key)
         if res.reversal_of is not None and not noop and self.reversals is not None:

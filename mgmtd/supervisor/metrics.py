@@ -192,14 +192,14 @@ class Metrics:
         self.reachable.set(assessment.reachable)
         self.serving.set(serving)
         self.is_leader.set(assessment.is_leader)
+        # the leader probes every voter; elsewhere the round's reads were linearizable: that
+        # they were answered (or not) is what this node knows of a majority
+        self.quorum_ok.set(assessment.quorum.ok if assessment.quorum is not None else assessment.reachable)
         if not assessment.reachable:
-            self.quorum_ok.set(0)  # no majority this node can reach; the member counts stay the last known
-            return
+            return  # the member counts stay the last known
         self.voters.set(len(assessment.voters))
         self.learners.set(sum(1 for m in assessment.members if m.is_learner))
         self.ideal.set(assessment.ideal_size or 0)
-        if assessment.quorum is not None:
-            self.quorum_ok.set(assessment.quorum.ok)
         if assessment.leader and assessment.leader != self.leader:
             self.leader_changes.inc()
         if assessment.leader:

@@ -7,6 +7,7 @@ parser, and the --prometheus flags."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import pytest
@@ -153,11 +154,14 @@ def test_cluster_gauges_leader_changes_and_membership_changes_by_kind():
     assert value(metrics, "mgmtd_cluster_membership_changes_total", kind="add_learner") == 1
     assert value(metrics, "mgmtd_cluster_membership_changes_total", kind="promote") == 0
     assert value(metrics, "mgmtd_cluster_membership_changes_total", kind="remove") == 1
-    metrics.cluster_round(assessment(leader="b", is_leader=False), Decision(), serving=False)
+    follower = dataclasses.replace(assessment(leader="b", is_leader=False), quorum=None)  # not probed
+    metrics.cluster_round(follower, Decision(), serving=False)
+    assert value(metrics, "mgmtd_cluster_quorum_ok") == 1   # its linearizable reads were answered
     assert value(metrics, "mgmtd_cluster_leader_changes_total") == 2
     assert value(metrics, "mgmtd_cluster_is_leader") == 0
     assert value(metrics, "mgmtd_etcd_serving") == 0
-    metrics.cluster_round(assessment(reachable=False, leader="", is_leader=False), Decision(), serving=False)
+    cut_off = dataclasses.replace(assessment(reachable=False, leader="", is_leader=False), quorum=None)
+    metrics.cluster_round(cut_off, Decision(), serving=False)
     assert value(metrics, "mgmtd_cluster_reachable") == 0
     assert value(metrics, "mgmtd_cluster_quorum_ok") == 0
     assert value(metrics, "mgmtd_cluster_voters") == 3   # the last known, not 0
