@@ -112,9 +112,12 @@ def run_flags(source: Source) -> list[str]:
     return sorted(set(FLAG.findall(match.group(1))))
 
 
-def top_level_keys(source: Source) -> list[str]:
+def graph_keys(source: Source) -> dict[str, list[str]]:
+    """The YAML graph's own keys: top level, an edge and its ends, a collect rule."""
     text = source.read("yamlgraph/gconfig.go")
-    return struct_fields(text, "GraphConfigData") + struct_fields(text, "Resources")
+    return {"top_level": struct_fields(text, "GraphConfigData") + struct_fields(text, "Resources"),
+            "edge": struct_fields(text, "Edge"), "edge_end": struct_fields(text, "Vertex"),
+            "collect": struct_fields(text, "collectorResConfig")}
 
 
 def main() -> None:
@@ -123,7 +126,7 @@ def main() -> None:
     source = Source(parser.parse_args().mgmt)
     inventory = {
         "mgmt_commit": source.commit(),
-        "top_level": top_level_keys(source),
+        **graph_keys(source),
         "meta": meta_params(source),
         "run_flags": run_flags(source),
         "kinds": kinds(source),
