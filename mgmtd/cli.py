@@ -11,6 +11,7 @@ import sys
 from mgmtd import __version__, log, tls
 from mgmtd.cluster.graphview import DEFAULT_FILTER, FILTERS
 from mgmtd.cluster.keys import DEFAULT_NAMESPACE, MAX_IDEAL_SIZE, MIN_IDEAL_SIZE
+from mgmtd.cluster.retention import DEFAULT_KEEP, parse_policy
 from mgmtd.hostnames import check_hostname
 from mgmtd.mgmtflags import add_refused_flags
 from mgmtd.urls import is_loopback_host, parse_listen, parse_url_list
@@ -57,6 +58,14 @@ def listen_address(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err).removeprefix(": ")) from None
     return text.strip()
+
+
+def retention_policy(text: str):
+    """--backup-keep: last=N,hourly=N,daily=N,weekly=N (cluster/retention.py)."""
+    try:
+        return parse_policy(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def converger_seconds(text: str) -> float | None:
@@ -331,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-insecure", action="store_true",
                      help="with --tls-*: serve /metrics over plain http, no client certificate; only on "
                           "a loopback --prometheus-listen")
+    run.add_argument("--backup-dir", default=None, metavar="DIR",
+                     help="where this node keeps the backups it takes, e.g. an off-node mount "
+                          "(default: PREFIX/backups)")
+    run.add_argument("--backup-interval", type=seconds, default=900.0, metavar="SECONDS",
+                     help="the leader backs etcd up this often, and before every membership change "
+                          "(default: 900; 0: only before changes and on 'mgmtctl backup now')")
+    run.add_argument("--backup-keep", type=retention_policy, default=parse_policy(DEFAULT_KEEP),
+                     metavar="RULES",
+                     help="which backups to keep: the N newest (last=N) and the newest of each of "
+                          f"the N latest hours, days, weeks that have one (default: {DEFAULT_KEEP})")
     add_frontend(run)
 
     engine = commands.add_parser(
@@ -362,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an IP address the node serves on (repeat; 127.0.0.1 is always added)")
     issue.add_argument("--dns", action="append", default=[], metavar="NAME",
                        help="another DNS name of the node (repeat)")
+
+    restore = commands.add_parser(
+        "restore", help="restore a backup on this node, its mgmtd stopped (after losing quorum)",
+        description="Restore a backup (an id from 'mgmtctl backups', or a snapshot file) on this "
+                    "node as a one-member cluster with a new cluster id, for a node whose mgmtd is "
+                    "stopped; with it running, use 'mgmtctl restore'. Refused while the cluster has "
+                    "quorum, unless --force. Then start mgmtd: the other nodes rejoin as volunteers.")
+    restore.add_argument("--prefix", default=None,
+                         help=f"the node's state directory (default: $STATE_DIRECTORY or {DEFAULT_PREFIX})")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument("--force", action="store_true", help="restore even though the cluster has quorum")
+    restore.add_argument("snapshot", metavar="SNAPSHOT", help="a backup id, or the path of a snapshot file")
 
     validate = commands.add_parser(
         "validate", help="check a YAML graph without running it",
@@ -496,6 +527,7 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         graphviz=args.graphviz, graphviz_filter=args.graphviz_filter,
         prometheus_listen=args.prometheus_listen if args.prometheus else None,
         prometheus_insecure=args.prometheus_insecure,
+        backup_dir=args.backup_dir, backup_interval=args.backup_interval, backup_keep=args.backup_keep,
     )
     try:
         return Supervisor(config).run()
@@ -506,6 +538,22 @@ def run_node(args: argparse.Namespace, prefix: str) -> int:
         log.get("supervisor").debug("internal error", exc_info=True)
         log.get("supervisor").error("internal error: %r (run with --log-level debug for details)", err)
         return 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from mgmtd.supervisor.offline import restore_offline
+
+    log.setup("mgmtd", "warning")
+    prefix = os.path.abspath(args.prefix or default_prefix(os.environ))
+
+    def confirm(question: str) -> bool:
+        if not sys.stdin.isatty():
+            print("mgmtd: not asking without a terminal: add --yes", file=sys.stderr)
+            return False
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    return restore_offline(prefix, args.snapshot, args.yes, args.force, confirm,
+                           lambda line: print(line, flush=True))
 
 
 def _check_certs(args: argparse.Namespace) -> None:
@@ -611,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_engine(args)
         if args.command == "certs":
             return cmd_certs(args)
+        if args.command == "restore":
+            return cmd_restore(args)
         return cmd_run(args)
     except KeyboardInterrupt:
         return 130

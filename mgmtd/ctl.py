@@ -6,15 +6,19 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 
 from mgmtd import __version__, tls
 from mgmtd.backoff import first_line
-from mgmtd.cluster import graphview
+from mgmtd.cluster import control, graphview
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.act import RECOVERY
 from mgmtd.cluster.assess import HEALTHY, NO_LEADER
+from mgmtd.cluster.backups import BackupRecord, parse_record
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.exported import parse_export, subject_of
@@ -35,6 +39,7 @@ from mgmtd.hostnames import check_hostname
 from mgmtd.urls import parse_url_list
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
+DEFAULT_PREFIX = "/var/lib/mgmtd"    # as mgmtd run's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("host", metavar="HOST")
     graph.add_argument("-o", "--output", choices=("dot", "json"), default="dot",
                        help="dot, or json: the view as the engine published it (default: %(default)s)")
+    backups = commands.add_parser("backups", help="the cluster's backups: when, revision, size, which node",
+                                  description="List every node's backups (from etcd's index; without "
+                                              "quorum, as the answering member last knew it).")
+    backups.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    backup = commands.add_parser("backup", help="take a backup now ('backup now')",
+                                 description="Ask the leader for a backup now and wait for it.")
+    backup.add_argument("now", choices=("now",), metavar="now")
+    backup.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default: %(default)s)")
+    restore = commands.add_parser(
+        "restore", help="restore a backup on this node (after losing quorum for good)",
+        description="Restore SNAPSHOT (a backup id from 'mgmtctl backups', held by this node, or a "
+                    "snapshot file) on the node whose mgmtd runs on --prefix: it becomes a one-member "
+                    "cluster with a new cluster id, the others rejoin as volunteers and the cluster "
+                    "grows back to its ideal size. Refused while the cluster has quorum, unless --force. "
+                    "With mgmtd stopped: 'mgmtd restore'.")
+    restore.add_argument("snapshot", metavar="SNAPSHOT")
+    restore.add_argument("--prefix", default=None,
+                         help=f"the node's state directory (default: $STATE_DIRECTORY or {DEFAULT_PREFIX})")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument("--force", action="store_true", help="restore even though the cluster has quorum")
+    restore.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default: %(default)s)")
     return parser
 
 
@@ -158,6 +184,98 @@ def graph_json(view: GraphView) -> dict:
                       for e in view.edges]}
 
 
+def list_backups(api: EtcdApi, endpoints: list[str], namespace: str) -> tuple[list[BackupRecord], bool]:
+    """Every node's backups, oldest first, and whether the list is current
+    (False: no quorum; the answering member's own, serializable, copy)."""
+    keys = Keys(namespace)
+    try:
+        with member_client(api, endpoints) as client:
+            return Store(client, keys).backups(), True
+    except ClusterUnreachable:
+        raise
+    except Exception as err:
+        if is_permission_denied(err):
+            raise
+    _, _, endpoint = first_member_list(api, endpoints)
+    found = (parse_record(value) for _, value in api.get_prefix(endpoint, keys.backups, serializable=True))
+    return sorted((r for r in found if r is not None), key=lambda r: (r.time, r.id)), False
+
+
+def newest_backup(api: EtcdApi, endpoints: list[str], namespace: str) -> dict | None:
+    try:
+        found, _ = list_backups(api, endpoints, namespace)
+    except Exception:  # status still reports the rest
+        return None
+    return backup_row(found[-1]) if found else None
+
+
+def backup_row(record: BackupRecord) -> dict:
+    row = json.loads(record.encode())
+    row["when"] = record.when
+    return row
+
+
+def render_backups(records: list[BackupRecord], current: bool) -> str:
+    table = render_table(["ID", "TAKEN", "REVISION", "SIZE", "HOST", "MEMBERS", "REASON"],
+                         [[r.id, r.when, str(r.revision), str(r.size), r.host, str(r.members), r.reason]
+                          for r in records])
+    return table if current else "no quorum: as the answering member last knew it\n" + table
+
+
+def backup_now(api: EtcdApi, endpoints: list[str], namespace: str, timeout: float) -> BackupRecord:
+    request = uuid.uuid4().hex[:12]
+    keys = Keys(namespace)
+    with member_client(api, endpoints) as client:
+        store = Store(client, keys)
+        store.request_backup(request)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [r for r in store.backups() if f"({request})" in r.reason]
+            if done:
+                return done[0]
+            time.sleep(0.2)
+    raise ValueError(f"no backup within {timeout:g}s: is there a leader, and does its log say "
+                     "'backup failed'?")
+
+
+def restore(prefix: str, snapshot: str, yes: bool, force: bool, timeout: float) -> int:
+    """Asks the supervisor running on ``prefix`` to restore, and relays its progress."""
+    pid = control.supervisor_pid(prefix)
+    if pid is None:
+        print(f"mgmtctl: no mgmtd runs on {prefix}: give its --prefix, or with it stopped use "
+              f"'mgmtd restore --prefix {prefix} {snapshot}'", file=sys.stderr)
+        return 1
+    if not yes:
+        if not sys.stdin.isatty():
+            print("mgmtctl: not asking without a terminal: add --yes", file=sys.stderr)
+            return 1
+        answer = input(f"Restore {snapshot} on this node ({prefix})? It becomes a one-member cluster with a "
+                       "new cluster id; every other member moves its member data aside and rejoins; writes "
+                       "after the backup are lost. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("mgmtctl: not restored", file=sys.stderr)
+            return 1
+    request = control.write_request(prefix, snapshot, force)
+    os.kill(pid, signal.SIGUSR1)
+    path = control.progress_path(prefix, request)
+    shown = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines[shown:]:
+            print(line, flush=True)
+            if line.startswith(control.FINAL):
+                return 0 if line.startswith("done:") else 1
+        shown = len(lines)
+        time.sleep(0.1)
+    print(f"mgmtctl: no answer from mgmtd (pid {pid}) within {timeout:g}s", file=sys.stderr)
+    return 1
+
+
 def summarize(view: ClusterView) -> dict:
     voters = [n for n in view.nodes if n.role in ("leader", "voter")]
     healthy = [n for n in voters if n.health == HEALTHY]
@@ -203,12 +321,18 @@ def render_status(summary: dict) -> str:
         lines.append(f"planner   waiting: {summary['waiting']}")
     if summary["unhealthy"]:
         lines += _reachability_lines(summary)
+    newest = summary.get("newest_backup")
+    if newest:
+        lines.append(f"backup    newest {newest['id']}: revision {newest['revision']}, {newest['when']}, "
+                     f"on {newest['host']}")
     if summary["quorum"]:
         lines.append("quorum    ok")
     else:
         lines.append(f"quorum    LOST: {summary['healthy_voters']} of {summary['voters']} voters healthy; "
                      "the cluster accepts no writes and mgmtd changes no membership.")
         lines.append(f"recovery  {RECOVERY}")
+        if newest:
+            lines.append(f"restore   on {newest['host']}: mgmtctl restore {newest['id']}")
     return "\n".join(lines)
 
 
@@ -272,7 +396,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
     """One mgmtctl command against the cluster; returns the exit status."""
+    if args.command == "restore":
+        prefix = os.path.abspath(args.prefix or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+                                 or DEFAULT_PREFIX)
+        return restore(prefix, args.snapshot, args.yes, args.force, args.timeout)
     try:
+        if args.command == "backups":
+            records, current = list_backups(api, endpoints, args.namespace)
+            if args.output == "json":
+                print(json.dumps([backup_row(r) for r in records], indent=2))
+            else:
+                print(render_backups(records, current))
+            return 0
+        if args.command == "backup":
+            record = backup_now(api, endpoints, args.namespace, args.timeout)
+            print(f"backup {record.id}: revision {record.revision}, {record.size} bytes, on {record.host}")
+            return 0
         if args.command == "set":
             print(set_ideal_size(api, endpoints, args.namespace, args.size))
             return 0
@@ -320,6 +459,7 @@ def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
             print(render_members(view))
         return 0
     summary = summarize(view)
+    summary["newest_backup"] = newest_backup(api, endpoints, args.namespace)
     print(json.dumps(summary, indent=2) if args.output == "json" else render_status(summary))
     return 0 if summary["quorum"] else 2
 

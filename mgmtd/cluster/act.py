@@ -6,6 +6,8 @@ those that mean "not yet" are told apart from real failures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mgmtd.backoff import first_line
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.model import (
@@ -27,17 +29,21 @@ TRANSIENT = ("unhealthy cluster", "not in sync", "too many learner", "learner me
              "member not found", "context deadline exceeded", "leader changed")
 
 RECOVERY = ("To recover: bring the stopped voters back (start mgmtd on their nodes with the same "
-            "--prefix); if they are gone for good, restore from a snapshot on one node with "
-            "'etcdctl snapshot restore' and start the others afresh (see docs/operations.md).")
+            "--prefix); if they are gone for good, restore the newest backup on the node that holds it "
+            "with 'mgmtctl restore BACKUP' ('mgmtctl backups' lists them; see docs/operations.md).")
 
 
-def act(api: EtcdApi, store: Store, assessment: Assessment,
-        actions: tuple[Action, ...]) -> tuple[Outcome, ...]:
+def act(api: EtcdApi, store: Store, assessment: Assessment, actions: tuple[Action, ...],
+        before_change: Callable[[Action], None] | None = None) -> tuple[Outcome, ...]:
+    """``before_change(action)`` runs before each membership change (the
+    supervisor backs up there); it must not raise and must be quick."""
     endpoint = assessment.raft_leader_url or assessment.endpoint
     outcomes = []
     for action in actions:
         if not is_membership_change(action) and not isinstance(action, Unnominate):
             continue  # Wait and LostQuorum are reports, not acts
+        if before_change is not None and is_membership_change(action):
+            before_change(action)
         try:
             detail = _one(api, store, assessment, endpoint, action)
         except Exception as err:  # etcd refused or did not answer: the next round plans again from what is

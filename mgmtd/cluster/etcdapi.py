@@ -15,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -53,6 +54,8 @@ class EndpointStatus:
     raft_term: int
     version: str
     errors: tuple[str, ...] = field(default=())
+    cluster_id: int = 0
+    revision: int = 0            # the member's own applied revision (answered without quorum)
 
 
 # --- the messages -------------------------------------------------------------------
@@ -95,6 +98,17 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
     "RoleGetResponse": [("header", 1, ".ResponseHeader", False), ("perm", 2, ".Permission", True)],
     "RoleGrantPermissionRequest": [("name", 1, "string", False), ("perm", 2, ".Permission", False)],
     "PutRequest": [("key", 1, "bytes", False), ("value", 2, "bytes", False)],
+    # backups (Maintenance/Snapshot, a server stream) and reads that need no quorum
+    # (a serializable Range is answered by the member itself)
+    "SnapshotResponse": [("header", 1, ".ResponseHeader", False), ("remaining_bytes", 2, "uint64", False),
+                         ("blob", 3, "bytes", False)],
+    "RangeRequest": [("key", 1, "bytes", False), ("range_end", 2, "bytes", False),
+                     ("serializable", 7, "bool", False)],
+    "KeyValue": [("key", 1, "bytes", False), ("create_revision", 2, "int64", False),
+                 ("mod_revision", 3, "int64", False), ("version", 4, "int64", False),
+                 ("value", 5, "bytes", False), ("lease", 6, "int64", False)],
+    "RangeResponse": [("header", 1, ".ResponseHeader", False), ("kvs", 2, ".KeyValue", True),
+                      ("more", 3, "bool", False), ("count", 4, "int64", False)],
 }
 # etcd's Permission.Type is an enum; on the wire an enum is a varint like int64
 READ, WRITE, READWRITE = 0, 1, 2
@@ -140,6 +154,8 @@ _METHODS = {
     "RoleGet": ("Auth", "RoleGetRequest", "RoleGetResponse"),
     "RoleGrantPermission": ("Auth", "RoleGrantPermissionRequest", "HeaderResponse"),
     "Put": ("KV", "PutRequest", "HeaderResponse"),
+    "Range": ("KV", "RangeRequest", "RangeResponse"),
+    "Snapshot": ("Maintenance", "Empty", "SnapshotResponse"),   # a server stream: see snapshot()
 }
 
 
@@ -149,6 +165,17 @@ _METHODS = {
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 1000)]
 _MAX_CHANNELS = 64
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end for every key starting with ``prefix``."""
+    raw = bytearray(prefix)
+    while raw:
+        if raw[-1] < 0xFF:
+            raw[-1] += 1
+            return bytes(raw)
+        raw.pop()
+    return b"\0"
 
 
 def _member(raw) -> MemberInfo:
@@ -224,7 +251,39 @@ class EtcdApi:
         reply = self.call(endpoint, "Status", timeout=timeout)
         return EndpointStatus(endpoint=endpoint, member_id=reply.header.member_id, leader_id=reply.leader,
                               raft_index=reply.raftIndex, raft_term=reply.raftTerm, version=reply.version,
-                              errors=tuple(reply.errors))
+                              errors=tuple(reply.errors), cluster_id=reply.header.cluster_id,
+                              revision=reply.header.revision)
+
+    def get_prefix(self, endpoint: str, prefix: str, serializable: bool = True,
+                   timeout: float = 2.0) -> list[tuple[str, bytes]]:
+        """Keys and values under ``prefix``. Serializable: the member answers from
+        its own data, so this works without quorum (what a lost cluster knew)."""
+        raw = prefix.encode()
+        reply = self.call(endpoint, "Range", M["RangeRequest"](key=raw, range_end=_prefix_end(raw),
+                                                               serializable=serializable), timeout)
+        return [(kv.key.decode(errors="replace"), kv.value) for kv in reply.kvs]
+
+    def get(self, endpoint: str, key: str, serializable: bool = True, timeout: float = 2.0) -> bytes | None:
+        reply = self.call(endpoint, "Range", M["RangeRequest"](key=key.encode(), serializable=serializable),
+                          timeout)
+        return reply.kvs[0].value if reply.kvs else None
+
+    def snapshot(self, endpoint: str, out: BinaryIO, timeout: float = 60.0) -> int:
+        """Streams the member's backend (etcd's snapshot, its own hash appended)
+        into ``out``; returns the number of bytes. etcd sends the whole database
+        from one read transaction: a consistent point in time."""
+        stub = self._channel(endpoint).unary_stream(
+            "/etcdserverpb.Maintenance/Snapshot", request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=M["SnapshotResponse"].FromString)
+        size = 0
+        try:
+            for chunk in stub(M["Empty"](), timeout=timeout):
+                out.write(chunk.blob)
+                size += len(chunk.blob)
+        except grpc.RpcError as err:
+            detail = err.details() if hasattr(err, "details") else str(err)
+            raise EtcdApiError(f"{endpoint}: {detail}", err.code() if hasattr(err, "code") else None) from None
+        return size
 
     def healthy(self, endpoint: str, timeout: float = 1.0) -> bool:
         """True when the endpoint answers /health with health=true (it has a leader

@@ -45,6 +45,23 @@ class Keys:
         return f"{self.namespace}/cluster/leader"
 
     @property
+    def generation(self) -> str:
+        """Raised by every restore: old members see a newer cluster (cluster/generation.py)."""
+        return f"{self.namespace}/cluster/generation"
+
+    @property
+    def backup_request(self) -> str:
+        """``mgmtctl backup now`` asks the leader here."""
+        return f"{self.namespace}/cluster/backup-request"
+
+    @property
+    def backups(self) -> str:
+        return f"{self.namespace}/backups/"
+
+    def backup(self, backup_id: str) -> str:
+        return f"{self.backups}{backup_id}"
+
+    @property
     def hosts(self) -> str:
         return f"{self.namespace}/hosts/"
 

@@ -65,6 +65,7 @@ class ClusterLoop:
         self.previous: Assessment | None = None
         self.decision = Decision()        # the last round's plan and what became of it
         self.join_asked_at: float | None = None
+        self.before_change: Callable[[object], None] | None = None   # the supervisor's backup
 
     # --- the round --------------------------------------------------------------------
     def round(self, local: LocalState, engine: dict) -> Round:
@@ -85,7 +86,7 @@ class ClusterLoop:
                 raise
             except Exception as err:  # etcd moving under us: the next round looks again
                 LOG.debug("cannot announce this node yet: %s", first_line(err))
-            outcomes = act(self.api, store, assessment, actions) if actions else ()
+            outcomes = act(self.api, store, assessment, actions, self.before_change) if actions else ()
             self._log_outcomes(outcomes)
             self._look_after_access(store, assessment)
         else:
@@ -171,6 +172,10 @@ class ClusterLoop:
         return True
 
     # --- the connection ---------------------------------------------------------------------
+    def store(self) -> Store | None:
+        """The store on the current endpoints (None when no client can be made)."""
+        return self._store()
+
     def _store(self) -> Store | None:
         endpoints = tuple(self.endpoints)
         if self.client is None or endpoints != self.client_endpoints:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from mgmtd.cluster.backups import BackupRecord, parse_record
+from mgmtd.cluster.generation import parse_generation
 from mgmtd.cluster.keys import IdealSize, Keys, json_object, parse_ideal_size
 from mgmtd.cluster.model import Nomination, Readable, Volunteer
 
@@ -169,3 +171,32 @@ class Store:
 
     def set_ideal_size(self, size: int) -> None:
         self.client.put(self.keys.ideal_size, str(size))
+
+    # --- backups and the restore generation --------------------------------------------
+    def backups(self) -> list[BackupRecord]:
+        found = (parse_record(value) for value, _ in self.client.get_prefix(self.keys.backups))
+        return sorted((r for r in found if r is not None), key=lambda r: (r.time, r.id))
+
+    def put_backup(self, record: BackupRecord) -> None:
+        self.client.put(self.keys.backup(record.id), record.encode())
+
+    def delete_backup(self, backup_id: str) -> None:
+        self.client.delete(self.keys.backup(backup_id))
+
+    def backup_request(self) -> str:
+        """The id of a pending ``mgmtctl backup now`` ("" when none)."""
+        raw = self.client.get(self.keys.backup_request)[0]
+        return raw.decode(errors="replace").strip() if raw else ""
+
+    def request_backup(self, request: str) -> None:
+        self.client.put(self.keys.backup_request, request)
+
+    def clear_backup_request(self, request: str) -> None:
+        txn, key = self.client.transactions, self.keys.backup_request
+        self.client.transaction(compare=[txn.value(key) == request], success=[txn.delete(key)], failure=[])
+
+    def generation(self) -> int:
+        return parse_generation(self.client.get(self.keys.generation)[0])
+
+    def set_generation(self, generation: int) -> None:
+        self.client.put(self.keys.generation, str(generation))

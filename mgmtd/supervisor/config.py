@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mgmtd.cluster.retention import Policy
 from mgmtd.tls import TLSFiles
 
 
@@ -40,6 +41,9 @@ class NodeConfig:
     tls: TLSFiles | None = None
     prometheus_listen: tuple[str, int] | None = None   # --prometheus: where /metrics listens
     prometheus_insecure: bool = False                  # with TLS: plain http (loopback only)
+    backup_dir: str | None = None             # None: {prefix}/backups
+    backup_interval: float = 900.0            # seconds between scheduled backups; 0: none
+    backup_keep: Policy = field(default_factory=Policy)
 
     @property
     def advertised_clients(self) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from mgmtd.supervisor.preflight import (
     is_loopback,
     lock_prefix,
 )
+from mgmtd.supervisor.recovery import Recovery
 from mgmtd.tls import TLSFiles, check_host_name, common_name
 
 LOG = log.get("supervisor")
@@ -57,6 +58,8 @@ class Supervisor:
         self.api = EtcdApi(config.tls)   # every etcd call of the supervisor goes with its TLS files
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
+        self.restore_requested = threading.Event()   # SIGUSR1: mgmtctl restore
+        self.recovery: Recovery | None = None
         self.wake = threading.Event()
         self.local: LocalEtcd | None = None
         self.engine: EngineProcess | None = None
@@ -108,6 +111,9 @@ class Supervisor:
             self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
             fallback=lambda: merge(self.state.endpoints, cfg.seeds), api=self.api, access=self.access,
             pid=os.getpid())
+        self.recovery = Recovery(self)
+        self.recovery.start()
+        self.loop.before_change = self.recovery.before_change
         # which build runs, for an operator reading the journal during an upgrade (once the
         # checks passed: a refused start stays one line)
         LOG.info("mgmtd %s starting (pid %d)", __version__, os.getpid())
@@ -159,7 +165,7 @@ class Supervisor:
 
     def _first_role(self) -> None:
         cfg = self.config
-        if not cfg.no_server and self.local.has_member_data():
+        if not cfg.no_server and self.local.has_member_data() and not self.recovery.superseded_at_start():
             self.local.rejoin()
         elif not cfg.seeds and not self.state.endpoints:
             if cfg.no_server:
@@ -200,6 +206,12 @@ class Supervisor:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
 
+        def restore(_signum, _frame):
+            self.restore_requested.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGUSR1, restore)
+
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> int:
         self.preflight()
@@ -239,6 +251,9 @@ class Supervisor:
                 self.notifier.reloading()
                 self.engine.reload()
                 self.notifier.reloaded()
+            if self.restore_requested.is_set():
+                self.restore_requested.clear()
+                self.recovery.restore_from_request()
             if self.local.serving and not self.local.process.running():
                 if not self._restart_etcd(etcd_restarts):
                     continue
@@ -274,6 +289,7 @@ class Supervisor:
         elif not assessment.permission_denied:
             self.last_error = assessment.error[:200]
         self._take(round_.step)
+        self.recovery.after_round(round_)
         if assessment.reachable:
             self._push_membership(round_)
         return assessment.reachable
@@ -391,6 +407,8 @@ class Supervisor:
             self.engine.stop()
         if self.loop is not None:
             self.loop.close()
+        if self.recovery is not None:
+            self.recovery.at_stop()
         if self.local is not None:
             self.local.process.stop()
         self.api.close()

@@ -104,12 +104,22 @@ class NodeState:
             raw = {}
         self.instance: str = raw.get("instance") or uuid.uuid4().hex
         self.endpoints: list[str] = list(raw.get("endpoints", []))
+        # the cluster this node's member data belongs to (cluster/generation.py), the
+        # last revision it saw, a generation a restore left to write, and how the node
+        # was run (what ``mgmtd restore`` needs with the supervisor stopped)
+        self.cluster_id: int = _whole(raw.get("cluster_id"))
+        self.generation: int = _whole(raw.get("generation"))
+        self.revision: int = _whole(raw.get("revision"))
+        self.restored_generation: int = _whole(raw.get("restored_generation"))
+        self.node: dict = raw.get("node") if isinstance(raw.get("node"), dict) else {}
         self.save()
 
     def save(self) -> None:
         temp = self.path + ".tmp"
         with open(temp, "w") as handle:
-            json.dump({"instance": self.instance, "endpoints": self.endpoints}, handle)
+            json.dump({"instance": self.instance, "endpoints": self.endpoints, "cluster_id": self.cluster_id,
+                       "generation": self.generation, "revision": self.revision,
+                       "restored_generation": self.restored_generation, "node": self.node}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.path)
@@ -118,6 +128,10 @@ class NodeState:
         if endpoints and sorted(endpoints) != sorted(self.endpoints):
             self.endpoints = sorted(endpoints)
             self.save()
+
+
+def _whole(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def is_loopback(url: str) -> bool:

@@ -33,6 +33,8 @@ def sample(action: argparse.Action) -> tuple[str, object]:
         return "7.5", 7.5
     if action.type is cli.listen_address:
         return "127.0.0.1:9999", "127.0.0.1:9999"
+    if action.type is cli.retention_policy:
+        return "last=2,daily=3", cli.parse_policy("last=2,daily=3")
     assert action.type is None, f"{action.dest}: add a sample for type {action.type}"
     return "from-env", "from-env"
 

@@ -1,0 +1,93 @@
+"""``mgmtd restore --prefix P SNAPSHOT``: the restore for a node whose
+supervisor is stopped. It reads how the node ran from ``node.json``, takes
+the prefix's lock (so no supervisor starts meanwhile), refuses while the
+cluster has quorum (unless --force), restores, and leaves the new generation
+for the supervisor to write at its next start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from mgmtd import tls
+from mgmtd.backoff import first_line
+from mgmtd.cluster.assess import quorum_of
+from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
+from mgmtd.cluster.observe import member_list_from, probe_all
+from mgmtd.supervisor.etcd_process import find_binary
+from mgmtd.supervisor.preflight import NodeState, StartupError, lock_prefix
+from mgmtd.supervisor.restore import RestoreError, check, lost_writes, refusal, restore_data
+
+QUESTION = ("Restore {snapshot} on {host} ({prefix})? It becomes a one-member cluster with a new cluster "
+            "id; every other member moves its member data aside and rejoins; writes after the backup "
+            "are lost.")
+
+
+def quorum_present(api: EtcdApi, endpoints: list[str]) -> bool:
+    """Whether the cluster at these URLs has a majority of healthy voters."""
+    try:
+        _, _, members = member_list_from(api, endpoints)
+    except EtcdApiError:
+        return False
+    return quorum_of(tuple(members), probe_all(api, members)).ok
+
+
+def restore_offline(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[str], bool],
+                    say: Callable[[str], None]) -> int:
+    if not os.path.isfile(os.path.join(prefix, "node.json")):
+        say(f"refused: no mgmtd node in {prefix} (no node.json): give the node's --prefix")
+        return 1
+    try:
+        lock = lock_prefix(prefix)
+    except StartupError:
+        say(f"refused: mgmtd runs on {prefix}: use 'mgmtctl restore {spec}' (it asks the running supervisor)")
+        return 1
+    try:
+        return _restore(prefix, spec, yes, force, confirm, say)
+    except RestoreError as err:
+        say(f"failed: {err}")
+        return 1
+    except (OSError, ValueError) as err:
+        say(f"failed: {first_line(err)}")
+        return 1
+    finally:
+        os.close(lock)
+
+
+def _restore(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[str], bool],
+             say: Callable[[str], None]) -> int:
+    state = NodeState(prefix)
+    node = state.node
+    if not node.get("host") or not node.get("peer_urls"):
+        raise RestoreError(f"{prefix}/node.json does not say how this node ran: start mgmtd once "
+                           "(this version), or restore by hand (docs/operations.md)")
+    if node.get("no_server"):
+        raise RestoreError("this node runs with --no-server: restore on a node that may run etcd")
+    files = node.get("tls")
+    api = EtcdApi(tls.from_args(*files) if isinstance(files, list) and len(files) == 3 else None)
+    try:
+        own = set(node.get("client_urls") or ())
+        others = [u for u in state.endpoints if u not in own]
+        why = refusal(quorum_present(api, others), force)
+        if why:
+            say(f"refused: {why}")
+            return 1
+        etcdctl = find_binary("etcdctl")
+        snapshot = check(spec, node.get("backup_dir") or os.path.join(prefix, "backups"), etcdctl, say)
+        question = QUESTION.format(snapshot=spec, host=node["host"], prefix=prefix)
+        if not yes and not confirm(question):
+            say("refused: not confirmed")
+            return 1
+        restore_data(snapshot, prefix, node["host"], node["peer_urls"], etcdctl, say)
+        base = snapshot.record.generation if snapshot.record is not None else 0
+        generation = max(base, state.generation) + 1
+        known = state.revision
+        state.restored_generation, state.cluster_id, state.revision = generation, 0, snapshot.revision
+        state.endpoints = sorted(own)
+        state.save()
+    finally:
+        api.close()
+    say(f"done: {node['host']} will start as a one-member cluster, generation {generation}, at revision "
+        f"{snapshot.revision}; {lost_writes(snapshot.revision, known)}. Start mgmtd now (systemctl start "
+        "mgmtd): the other nodes rejoin as volunteers")
+    return 0
