@@ -32,9 +32,9 @@ class Policy:
 
 
 def parse_policy(text: str) -> Policy:
-    """``last=4,hourly=24,daily=7`` (rules left out keep nothing; ``last`` is at
-    least 1: the newest backup is never deleted). ValueError: one line."""
-    counts = dict.fromkeys(RULES, 0)
+    """``last=4,hourly=24,daily=7`` (rules left out keep nothing, except
+    ``last``: at least 1, the newest backup is never deleted). ValueError: one line."""
+    counts = {**dict.fromkeys(RULES, 0), "last": 1}
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue

@@ -195,6 +195,9 @@ class Store:
         txn, key = self.client.transactions, self.keys.backup_request
         self.client.transaction(compare=[txn.value(key) == request], success=[txn.delete(key)], failure=[])
 
+    def drop_backup_request(self) -> None:
+        self.client.delete(self.keys.backup_request)
+
     def generation(self) -> int:
         return parse_generation(self.client.get(self.keys.generation)[0])
 

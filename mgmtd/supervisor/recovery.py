@@ -182,6 +182,7 @@ class Recovery:
             for nomination in store.nominations():
                 if nomination.host != self.sup.config.hostname:
                     store.unnominate(nomination.host)
+            store.drop_backup_request()   # answered before the loss, or to be asked again
         except Exception as err:  # the next round tries again
             LOG.debug("cannot write the restored generation yet: %s", first_line(err))
             return

@@ -1,0 +1,213 @@
+"""The pure parts of backups and restore (issue 18): retention, the
+generation guard's decision, the backup directory's atomic writes and
+checks, the restore's refusal and loss report, the mgmtctl-supervisor
+request files, and the backup hook before membership changes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mgmtd.cluster import control
+from mgmtd.cluster.act import act
+from mgmtd.cluster.backups import BackupDir, BackupRecord, backup_id, check_file, parse_record
+from mgmtd.cluster.generation import Mark, Sighting, newer_cluster, parse_generation, rivals
+from mgmtd.cluster.model import AddLearner, Assessment, Result, Unnominate
+from mgmtd.cluster.retention import Policy, parse_policy, to_delete, to_keep
+from mgmtd.supervisor.preflight import lock_prefix
+from mgmtd.supervisor.restore import RestoreError, lost_writes, refusal, resolve
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+# --- retention ----------------------------------------------------------------------------
+def test_policy_parsing():
+    assert parse_policy("last=4,hourly=24,daily=7") == Policy(4, 24, 7, 0)
+    assert parse_policy(" last=1 , weekly=2 ") == Policy(1, 0, 0, 2)
+    assert parse_policy("last=2").describe() == "last=2"
+    assert parse_policy("hourly=3") == Policy(1, 3, 0, 0)   # the newest is always kept
+    for bad, message in [("last=0", "at least 1"), ("monthly=3", "RULE one of"),
+                         ("last=x", "whole number"), ("last=-1", "negative"), ("last", "RULE=N")]:
+        with pytest.raises(ValueError, match=message):
+            parse_policy(bad)
+
+
+def test_hourly_keeps_the_newest_of_each_hour_with_a_backup():
+    base = 1_000 * DAY
+    backups = [(f"b{i}", base + i * 15 * 60) for i in range(12)]   # every 15 min for 3 h
+    kept = to_keep(backups, Policy(last=1, hourly=2, daily=0))
+    assert kept == {"b11", "b7"}   # the newest, and the newest of the hour before it
+    assert to_delete(backups, Policy(last=1, hourly=2, daily=0)) == {f"b{i}" for i in range(12)} - kept
+
+
+def test_a_cluster_down_for_a_week_keeps_its_last_backups():
+    backups = [(f"old{i}", 10 * DAY + i * HOUR) for i in range(30)]
+    assert len(to_keep(backups, Policy(last=4, hourly=24, daily=7))) == 24  # hours with a backup, not clock hours
+
+
+BACKUPS = st.lists(st.tuples(st.integers(0, 10**6).map(lambda i: f"id{i}"),
+                             st.floats(0, 60 * DAY, allow_nan=False)), max_size=60,
+                   unique_by=lambda b: b[0])
+POLICIES = st.builds(Policy, st.integers(1, 5), st.integers(0, 30), st.integers(0, 10), st.integers(0, 5))
+
+
+@settings(max_examples=300)
+@given(BACKUPS, POLICIES)
+def test_retention_properties(backups, policy):
+    kept, deleted = to_keep(backups, policy), to_delete(backups, policy)
+    ids = {b for b, _ in backups}
+    assert kept | deleted == ids and not kept & deleted
+    if backups:
+        newest = max(backups, key=lambda b: (b[1], b[0]))[0]
+        assert newest in kept
+    assert len(kept) <= policy.last + policy.hourly + policy.daily + policy.weekly
+    assert len(kept) >= min(len(ids), policy.last)
+    # applying the policy again to what it kept deletes nothing more
+    assert to_delete([b for b in backups if b[0] in kept], policy) == set()
+
+
+# --- the generation guard --------------------------------------------------------------------
+def test_a_newer_cluster_supersedes_old_member_data():
+    mine = Mark(cluster_id=0xA, generation=0)
+    restored = Sighting("http://r:2379", 0xB, 1)
+    assert newer_cluster(mine, [restored]) == restored
+    assert newer_cluster(mine, [Sighting("http://o:2379", 0xA, 0)]) is None      # my own cluster
+    assert newer_cluster(Mark(0xB, 1), [Sighting("http://o:2379", 0xA, 0)]) is None  # the old one, seen by the new
+    assert newer_cluster(mine, [Sighting("http://x:2379", 0xC, 0)]) is None      # same generation: never guessed
+    assert rivals(mine, [Sighting("http://x:2379", 0xC, 0)]) == [Sighting("http://x:2379", 0xC, 0)]
+    # a node that never recorded its cluster id still compares generations
+    assert newer_cluster(Mark(0, 0), [restored]) == restored
+    # the highest generation wins
+    later = Sighting("http://s:2379", 0xD, 2)
+    assert newer_cluster(mine, [restored, later]) == later
+
+
+def test_generation_parsing():
+    assert [parse_generation(v) for v in (None, b"3", "12\n", b"x", b"-1", "٣")] == [0, 3, 12, 0, 0, 0]
+
+
+# --- the backup directory ---------------------------------------------------------------------
+def record_for(directory: BackupDir, name: str, size: int, digest: str, when: float = 1.0) -> BackupRecord:
+    return BackupRecord(id=name, time=when, revision=7, size=size, sha256=digest, host="h1", cluster_id="ab",
+                        members=3, generation=0, reason="schedule")
+
+
+def test_a_backup_is_listed_only_once_whole(tmp_path):
+    directory = BackupDir(str(tmp_path / "b"))
+    name = backup_id(1_800_000_000.25, "h1")
+    assert name == "20270115T080000250Z-h1"
+    size, digest = directory.write_snapshot(name, lambda out: out.write(b"x" * 1000))
+    assert size == 1000 and len(digest) == 64
+    assert directory.list() == []                      # the file alone is not a backup yet
+    record = record_for(directory, name, size, digest)
+    directory.publish(record)
+    assert directory.list() == [record] and directory.find(name) == record
+    assert parse_record(record.encode()) == record
+    assert check_file(directory.file(name), record) == ""
+    with open(directory.file(name), "r+b") as handle:
+        handle.write(b"y")
+    assert "damaged" in check_file(directory.file(name), record)
+    directory.delete(name)
+    assert directory.list() == [] and not os.listdir(directory.path)
+
+
+def test_a_snapshot_cut_short_leaves_nothing_listed(tmp_path):
+    directory = BackupDir(str(tmp_path / "b"))
+
+    def broken(out):
+        out.write(b"half")
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError):
+        directory.write_snapshot("20260101T000000000Z-h1", broken)
+    assert os.listdir(directory.path) == []
+    # what a crash (no exception handler ran) leaves is removed at the next start
+    (tmp_path / "b" / ".20260101T000000000Z-h1.db.tmp").write_bytes(b"half")
+    assert directory.remove_temporaries() == [".20260101T000000000Z-h1.db.tmp"]
+    assert directory.list() == []
+
+
+def test_resolve_by_id_or_path(tmp_path):
+    directory = BackupDir(str(tmp_path / "b"))
+    name = "20260101T000000000Z-h1"
+    size, digest = directory.write_snapshot(name, lambda out: out.write(b"data"))
+    directory.publish(record_for(directory, name, size, digest))
+    assert resolve(name, directory.path) == (directory.file(name), directory.find(name))
+    assert resolve(directory.file(name), "/nowhere") == (directory.file(name), directory.find(name))
+    plain = tmp_path / "saved.db"
+    plain.write_bytes(b"x")
+    assert resolve(str(plain), "/nowhere") == (str(plain), None)
+    with pytest.raises(RestoreError, match="no backup 'nope'"):
+        resolve("nope", directory.path)
+
+
+# --- restore's decisions ---------------------------------------------------------------------------
+def test_restore_is_refused_with_quorum_unless_forced():
+    assert "the cluster has quorum" in refusal(quorum_present=True, force=False)
+    assert refusal(quorum_present=True, force=True) == ""
+    assert refusal(quorum_present=False, force=False) == ""
+
+
+def test_lost_writes_are_reported_by_revision():
+    assert lost_writes(98, 120) == ("writes acknowledged after revision 98 are possibly lost: this node had "
+                                    "seen up to revision 120 (22 revisions are not in the snapshot; members "
+                                    "that are gone may have had more)")
+    assert "no write this node knew of is missing" in lost_writes(98, 98)
+    assert lost_writes(98, 0) == "the snapshot holds revision 98"
+
+
+# --- mgmtctl restore -> the supervisor ----------------------------------------------------------------
+def test_restore_request_files(tmp_path):
+    prefix = str(tmp_path)
+    assert control.supervisor_pid(prefix) is None
+    fd = lock_prefix(prefix)
+    try:
+        assert control.supervisor_pid(prefix) == os.getpid()
+    finally:
+        os.close(fd)
+    assert control.supervisor_pid(prefix) is None
+    request = control.write_request(prefix, "20260101T000000000Z-h1", force=True)
+    taken = control.take_request(prefix)
+    assert taken == {"id": request, "snapshot": "20260101T000000000Z-h1", "force": True}
+    assert control.take_request(prefix) is None            # done once
+    control.say(prefix, request, "done: ok")
+    with open(control.progress_path(prefix, request)) as handle:
+        assert handle.read().startswith(control.FINAL[0])
+
+
+# --- the backup before a membership change ------------------------------------------------------------
+class FakeApi:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def member_add(self, endpoint, peer_urls, learner):
+        self.calls.append("member_add")
+
+        class Added:
+            id = 0x1
+        return Added()
+
+
+class FakeStore:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def nominate(self, nomination):
+        self.calls.append("nominate")
+
+    def unnominate(self, host):
+        self.calls.append("unnominate")
+
+
+def test_act_backs_up_before_each_membership_change_only():
+    calls: list[str] = []
+    assessment = Assessment(now=1.0, self_host="h1", ideal_size=3, members=(), volunteers=(), nominations=(),
+                            failed_hosts=frozenset(), grace_period=10, learner_deadline=30, endpoint="http://e")
+    outcomes = act(FakeApi(calls), FakeStore(calls), assessment,
+                   (Unnominate("h9", "stale"), AddLearner("h2", ("http://h2:2380",))),
+                   before_change=lambda action: calls.append(f"backup before {type(action).__name__}"))
+    assert calls == ["unnominate", "backup before AddLearner", "member_add", "nominate"]
+    assert [o.result for o in outcomes] == [Result.DONE, Result.DONE]
