@@ -374,6 +374,8 @@ class Supervisor:
             parts.append(assessment.ideal_problem)
         if self.last_error:
             parts.append(f"last error: {self.last_error}")
+        if self.recovery is not None and self.recovery.backups.last_error:
+            parts.append(f"last backup failed: {self.recovery.backups.last_error}")
         return "; ".join(parts)
 
     def _restart_etcd(self, backoff: Backoff) -> bool:

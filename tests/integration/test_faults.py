@@ -163,7 +163,7 @@ def test_lost_quorum_is_stated_plainly_and_nothing_is_changed(make_node, workdir
              "the supervisor saying so")
     status = mgmtctl("--endpoints", urls, "status")
     assert status.returncode == 2, status.stdout + status.stderr
-    assert "LOST: 0 of 2 voters healthy" in status.stdout and "etcdctl snapshot restore" in status.stdout
+    assert "LOST: 0 of 2 voters healthy" in status.stdout and "mgmtctl restore BACKUP" in status.stdout
     # a whole round after the grace period has run out still changes nothing (the
     # sleep only lets the grace period pass; the round is the event waited for)
     time.sleep(max(0.0, lost_at + grace + 1 - time.monotonic()))
