@@ -34,16 +34,17 @@ RECOVERY = ("To recover: bring the stopped voters back (start mgmtd on their nod
 
 
 def act(api: EtcdApi, store: Store, assessment: Assessment, actions: tuple[Action, ...],
-        before_change: Callable[[Action], None] | None = None) -> tuple[Outcome, ...]:
-    """``before_change(action)`` runs before each membership change (the
-    supervisor backs up there); it must not raise and must be quick."""
+        before_change: Callable[[Action, Store], None] | None = None) -> tuple[Outcome, ...]:
+    """``before_change(action, store)`` runs before each membership change (the
+    supervisor backs up there, through this round's store); it must not raise
+    and must be quick."""
     endpoint = assessment.raft_leader_url or assessment.endpoint
     outcomes = []
     for action in actions:
         if not is_membership_change(action) and not isinstance(action, Unnominate):
             continue  # Wait and LostQuorum are reports, not acts
         if before_change is not None and is_membership_change(action):
-            before_change(action)
+            before_change(action, store)
         try:
             detail = _one(api, store, assessment, endpoint, action)
         except Exception as err:  # etcd refused or did not answer: the next round plans again from what is

@@ -65,7 +65,7 @@ class ClusterLoop:
         self.previous: Assessment | None = None
         self.decision = Decision()        # the last round's plan and what became of it
         self.join_asked_at: float | None = None
-        self.before_change: Callable[[object], None] | None = None   # the supervisor's backup
+        self.before_change: Callable[[object, Store], None] | None = None   # the supervisor's backup
 
     # --- the round --------------------------------------------------------------------
     def round(self, local: LocalState, engine: dict) -> Round:

@@ -165,10 +165,12 @@ class Recovery:
         self.backups.round(time.time(), assessment.is_leader, sup.local.process.client_url, store,
                            len(assessment.voters), sup.state.generation)
 
-    def before_change(self, action: object) -> None:
+    def before_change(self, action: object, store) -> None:
+        """Called by act with the round's own store: asking the loop for one
+        here could replace the client act is using."""
         sup = self.sup
         voters = len(sup.last_round.assessment.voters) if sup.last_round is not None else 0
-        self.backups.before_change(describe(action), sup.local.process.client_url, sup.loop.store(), voters,
+        self.backups.before_change(describe(action), sup.local.process.client_url, store, voters,
                                    sup.state.generation)
 
     def _finish_restore(self, store, assessment) -> None:

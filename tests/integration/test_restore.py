@@ -5,8 +5,12 @@ stopped), and the generation guard that keeps old members out."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,9 +21,11 @@ from tests.harness import (
     Node,
     endpoints,
     etcdctl,
+    freeze_tree,
     kill_node,
     mgmtctl,
     new_nodes,
+    send_signal,
     start_cluster,
     stop_all,
     tail,
@@ -43,7 +49,6 @@ def put(urls: str, key: str, value: str) -> int:
 def values(url: str, prefix: str) -> dict[str, str]:
     out = etcdctl(url, "get", "--prefix", prefix, "-w", "json")
     assert out.returncode == 0, out.stderr
-    import base64
     return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]).decode()
             for kv in json.loads(out.stdout).get("kvs", [])}
 
@@ -93,9 +98,7 @@ def test_restore_after_losing_two_of_three_voters(make_node, workdir):
     # two voters gone: one for good (its member data deleted), one that comes back later on its old data
     for node in (wiped, returning):
         kill_node(node)
-    for path in (Path(wiped.prefix) / "etcd",):
-        import shutil
-        shutil.rmtree(path)
+    shutil.rmtree(Path(wiped.prefix) / "etcd")
     status = wait_for(lambda: (s := mgmtctl("--endpoints", urls, "status")).returncode == 2 and s, 60,
                       "mgmtctl status to say quorum is lost")
     assert "LOST" in status.stdout and f"newest {backup}" in status.stdout, status.stdout
@@ -157,7 +160,6 @@ def test_restore_is_refused_with_quorum_unless_forced_and_works_offline(make_nod
     stop_all([node])
     running = mgmtctl("restore", second, "--yes", "--prefix", str(node.prefix), timeout=60)
     assert running.returncode == 1 and "mgmtd restore --prefix" in running.stderr
-    import subprocess
     offline = subprocess.run([MGMTD, "restore", "--prefix", str(node.prefix), "--yes", second],
                              capture_output=True, text=True, timeout=300)
     assert offline.returncode == 0, offline.stdout + offline.stderr
@@ -202,3 +204,36 @@ def test_backups_and_restore_over_tls(make_node, workdir):
     stranger = etcdctl(url, "--cacert", f"{ca}/ca.crt", "get", "/mgmtd/kv/before")
     assert stranger.returncode != 0   # still no way in without a certificate of the CA
     stop_all([node])
+
+
+def test_an_old_voter_that_was_cut_off_stands_down_when_it_returns(make_node, workdir):
+    """A voter frozen (SIGSTOP: cut off, still running) while quorum is lost and
+    the survivor restores comes back running its old member: it finds the
+    restored cluster at a URL it knows, stops its old etcd, keeps the data
+    aside and joins the new cluster, which is back at 3 voters."""
+    nodes = start_cluster(new_nodes(make_node, 3), *AFTER_RESTORE, ideal=3)
+    urls = endpoints(nodes)
+    wait_settled(nodes, 3, GROW)
+    backup = backup_now(urls)
+    survivor = next(n for n in nodes if backup.endswith(f"-{n.name}"))
+    gone, frozen = [n for n in nodes if n is not survivor]
+    kill_node(gone)
+    shutil.rmtree(Path(gone.prefix) / "etcd")
+    stopped = freeze_tree(frozen.proc.pid)
+    try:
+        wait_for(lambda: mgmtctl("--endpoints", survivor.client_url, "status").returncode == 2, 60,
+                 "quorum lost")
+        out = mgmtctl("restore", backup, "--yes", "--prefix", str(survivor.prefix), timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr + tail(survivor)
+        wait_for(lambda: etcdctl(survivor.client_url, "get", "/mgmtd/cluster/generation",
+                                 "--print-value-only").stdout.strip() == "1", 30, "generation 1 written")
+    finally:
+        for proc in stopped:
+            send_signal(proc, signal.SIGCONT)
+    wait_for(lambda: "stopping etcd, moving the data aside and rejoining as a volunteer" in frozen.log(), 60,
+             f"{frozen.name} to stand down\n{tail(frozen)}")
+    assert list((Path(frozen.prefix) / "stale").glob("*-generation-0/etcd/member"))
+    gone.start(["empty"], "--seeds", survivor.client_url, *AFTER_RESTORE)
+    view = wait_settled(nodes, 3, GROW * 2)
+    assert {n["name"] for n in view["nodes"] if n["role"] in ("leader", "voter")} == {n.name for n in nodes}
+    stop_all(nodes)

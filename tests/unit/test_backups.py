@@ -208,6 +208,6 @@ def test_act_backs_up_before_each_membership_change_only():
                             failed_hosts=frozenset(), grace_period=10, learner_deadline=30, endpoint="http://e")
     outcomes = act(FakeApi(calls), FakeStore(calls), assessment,
                    (Unnominate("h9", "stale"), AddLearner("h2", ("http://h2:2380",))),
-                   before_change=lambda action: calls.append(f"backup before {type(action).__name__}"))
+                   before_change=lambda action, store: calls.append(f"backup before {type(action).__name__}"))
     assert calls == ["unnominate", "backup before AddLearner", "member_add", "nominate"]
     assert [o.result for o in outcomes] == [Result.DONE, Result.DONE]
