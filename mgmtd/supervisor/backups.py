@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 
 from mgmtd import log
 from mgmtd.backoff import first_line
@@ -54,8 +55,10 @@ def snapshot_status(etcdctl: str | None, path: str) -> dict:
 
 
 class Backups:
-    def __init__(self, directory: str, host: str, api: EtcdApi, interval: float, policy: Policy) -> None:
+    def __init__(self, directory: str, host: str, api: EtcdApi, interval: float, policy: Policy,
+                 on_taken: Callable[[int, float], None] = lambda size, when: None) -> None:
         self.dir = BackupDir(directory)
+        self.on_taken = on_taken  # (size, wall time) of the newest backup here: /metrics
         self.host = host
         self.api = api
         self.interval = interval
@@ -70,6 +73,8 @@ class Backups:
             LOG.warning("removed %s: a backup cut short by a crash", name)
         newest = self.dir.list()
         self.last_taken = newest[-1].time if newest else 0.0
+        if newest:
+            self.on_taken(newest[-1].size, newest[-1].time)
         if self.etcdctl is None:
             LOG.warning("etcdctl not found: backups are checked by sha256 only, their revision is a lower "
                         "bound, and restore is impossible here (Debian: apt-get install etcd-client)")
@@ -118,6 +123,7 @@ class Backups:
             return None
         self.last_error = ""
         self.last_taken = record.time
+        self.on_taken(record.size, record.time)
         LOG.info("backup %s: revision %d, %d bytes, %.2fs (%s)", record.id, record.revision, record.size,
                  time.monotonic() - started, reason)
         if store is not None:

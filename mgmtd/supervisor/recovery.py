@@ -64,7 +64,7 @@ class Recovery:
         self.sup = sup
         cfg = sup.config
         self.backups = Backups(backup_dir(cfg.prefix, cfg.backup_dir), cfg.hostname, sup.api,
-                               cfg.backup_interval, cfg.backup_keep)
+                               cfg.backup_interval, cfg.backup_keep, on_taken=sup.metrics.backup_taken)
         self.last_look = 0.0
         self.rivals_said: set[int] = set()
 

@@ -28,6 +28,7 @@ from tests.harness import (
     wait_for,
     wait_settled,
 )
+from tests.integration.test_restore import backup_now
 from tests.integration.test_tls import certs, start_tls
 
 Samples = dict[tuple[str, tuple], float]
@@ -112,8 +113,14 @@ def test_three_nodes_metrics_move_with_the_cluster(make_node, workdir):
     (etcd,) = etcd_processes_under(str(victim.prefix))
     assert send_signal(etcd, signal.SIGKILL)
     wait_metric(urls[1], lambda s: get(s, "mgmtd_etcd_restarts_total") >= 1, "the etcd restart counted")
-    # backups are not taken yet here: the age says "never"
-    assert get(scrape(urls[0]), "mgmtd_backup_age_seconds") == float("inf")
+    # a backup taken on request resets the age on the node that took it (the leader)
+    before = {url: get(scrape(url), "mgmtd_backup_last_timestamp_seconds") for url in urls}
+    taken = backup_now(",".join(node.client_url for node in nodes))
+    taker = next(node for node in nodes if taken.endswith(f"Z-{node.name}"))
+    url = urls[nodes.index(taker)]
+    after = wait_metric(url, lambda s: get(s, "mgmtd_backup_last_timestamp_seconds") > before[url]
+                        and get(s, "mgmtd_backup_size_bytes") > 0, f"the backup {taken} counted")
+    assert 0 <= get(after, "mgmtd_backup_age_seconds") < 120
     stop_all(nodes)
     for node in nodes:
         assert "Traceback" not in node.log()

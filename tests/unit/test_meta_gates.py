@@ -64,7 +64,9 @@ def test_timeout_fails_the_run_and_retry_runs_it_again():
     assert rc == 0
     assert [what for *_, what in res.runs] == ["cut", "ok"]
     start, end, _ = res.runs[0]
-    assert 0.1 <= end - start < GUARD / 2   # cut short by the deadline, not by the guard
+    # cut short by the deadline, not by the guard; the deadline counts from the
+    # dispatch, a little before the resource notes its start (seen: 0.0995 s)
+    assert 0.08 <= end - start < GUARD / 2
     assert sched.status[res.key].state == OK
 
 
