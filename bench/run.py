@@ -144,12 +144,12 @@ def export_rows(raw: dict, changes: int) -> list[Row]:
     if not result:
         return [Row("4 export -> collect", None, "ms", error=raw["export-collect"]["error"])]
     return [
-        Row(f"4 export -> collect p50 ({changes} changes)", result["p50"], "ms",
-            "raw etcd put -> watch p50", result["raw_p50"]),
-        Row(f"4 export -> collect p99 ({changes} changes)", result["p99"], "ms",
-            "raw etcd put -> watch p99", result["raw_p99"]),
-        Row("4   of which graph file -> etcd (exporter) p50", result["exporter_p50"], "ms"),
-        Row("4   of which etcd -> file on disk (collector) p50", result["collector_p50"], "ms"),
+        *(Row(f"4 export -> collect {p} ({changes} changes)", result[p], "ms",
+              f"raw etcd put -> watch {p}", result[f"raw_{p}"]) for p in ("p50", "p90", "p99")),
+        *(Row(f"4   of which graph file -> etcd (exporter) {p}", result[f"exporter_{p}"], "ms")
+          for p in ("p50", "p90")),
+        *(Row(f"4   of which etcd -> file on disk (collector) {p}", result[f"collector_{p}"], "ms")
+          for p in ("p50", "p90")),
     ]
 
 

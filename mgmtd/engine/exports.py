@@ -2,7 +2,12 @@
 
 Exports are not on a lease: they outlive their host being down (``mgmtctl
 forget HOST`` removes them for good). An unchanged export is never rewritten,
-so restarting the exporter does not make collectors see it flap."""
+so restarting the exporter does not make collectors see it flap.
+
+A change is written before etcd is read back (other hosts wait on it): what
+differs from the last sync's result goes out first, then the read of every
+export of this host repairs whatever else differs (a key deleted by hand, a
+restored snapshot), as every sync always did."""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class ExportPublisher:
         self.synced_generation = 0   # the generation etcd is known to hold
         self.published_at = 0.0      # monotonic time of the newest publish
         self.on_synced = on_synced   # seconds from that publish until etcd held it (/metrics)
+        self.written: dict[str, str] | None = None   # etcd's exports after the last sync; None: unknown
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
@@ -76,14 +82,14 @@ class ExportPublisher:
                 return None
             return self.generation, self.desired
 
-    def _synced(self, generation: int) -> None:
+    def _synced(self, generation: int, written_at: float) -> None:
         with self.lock:
             # only what was written counts; a newer publish goes round again
             self.synced_generation = max(self.synced_generation, generation)
             newest = self.synced_generation == self.generation
             published_at = self.published_at
         if newest:
-            self.on_synced(time.monotonic() - published_at)
+            self.on_synced(max(0.0, written_at - published_at))
 
     def _loop(self) -> None:
         backoff = Backoff(first=0.1, cap=5.0)
@@ -93,25 +99,43 @@ class ExportPublisher:
             while not self.stopping.is_set() and (pending := self._pending()) is not None:
                 generation, desired = pending
                 try:
-                    self._sync(desired)
+                    written_at = self._sync(desired)
                 except Exception as err:  # etcd down or moving: try again, quietly at first
                     delay = backoff.next_delay()
                     LOG.log(backoff.level(), "cannot publish exports yet: %s", first_line(err))
                     self.stopping.wait(delay)
                     continue
                 backoff.reset()
-                self._synced(generation)
+                self._synced(generation, written_at)
 
-    def _sync(self, desired: dict[str, str]) -> None:
+    def _sync(self, desired: dict[str, str]) -> float:
+        """Makes etcd hold ``desired``; returns when it first did (monotonic):
+        the metric counts the change, not the read-back that checks it."""
         if not desired and not self.connection.endpoints:
-            return
+            return time.monotonic()
         client = self.connection.get()
         prefix = self.keys.exports_of(self.host)
+        known, self.written = self.written, None   # unknown again until this sync is through
+        if known is not None:
+            self._write(client, prefix, known, desired)
+        written_at = time.monotonic()
         current = {meta.key.decode(): value.decode() for value, meta in client.get_prefix(prefix)}
+        if self._write(client, prefix, current, desired):
+            written_at = time.monotonic()   # the read-back found more to do: done only now
+        self.written = desired
+        return written_at
+
+    @staticmethod
+    def _write(client, prefix: str, current: dict[str, str], desired: dict[str, str]) -> bool:
+        """Turns ``current`` into ``desired``; False when they were equal."""
+        changed = False
         for key in current.keys() - desired.keys():
             client.delete(key)
             LOG.info("withdrew export %s", key.removeprefix(prefix))
+            changed = True
         for key, value in desired.items():
             if current.get(key) != value:
                 client.put(key, value)
                 LOG.info("exported %s", key.removeprefix(prefix))
+                changed = True
+        return changed

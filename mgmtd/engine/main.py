@@ -19,7 +19,7 @@ from mgmtd.cluster.graphview import DEFAULT_FILTER
 from mgmtd.engine.collect import Collector, Export, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
-from mgmtd.engine.reload import GraphReloader
+from mgmtd.engine.reload import Changed, GraphReloader
 from mgmtd.engine.reversal import Reversals, ReversalStore
 from mgmtd.engine.scheduler import Scheduler, Summary
 from mgmtd.engine.stats import EngineStats
@@ -110,7 +110,7 @@ class Engine:
         self.spec: GraphSpec | None = None
         self.loaded_bytes: bytes | None = None
         self.reloader = GraphReloader(options.graph_file,
-                                     lambda forced: self.load(initial=False, forced=forced))
+                                     lambda forced, changed: self.load(False, forced, changed))
         self.collector = Collector(self.connection, options.namespace, self._on_exports)
         self.exports_seen: list[Export] = []
         self.compose_lock = threading.Lock()
@@ -175,10 +175,12 @@ class Engine:
             graph_loaded=True, collected=self.collected,
         ))
 
-    def load(self, initial: bool, forced: bool = False) -> bool:
+    def load(self, initial: bool, forced: bool = False, changed: Changed | None = None) -> bool:
         """Loads the graph file; on error keeps the last good graph. Forced
         (SIGHUP): even an unchanged file is loaded, its exports re-published
-        and the cluster's exports re-read."""
+        and the cluster's exports re-read. ``changed`` (from the reloader)
+        says whether the file changed after this read began: then what was
+        read may be half-written, and the reload of the newer content follows."""
         if forced:
             self.exports_refresh = True
             self.collector.resync()
@@ -192,22 +194,30 @@ class Engine:
             spec = load_spec(self.options.graph_file)  # checks cycles too
             self._check_reversible(spec)
         except GraphError as err:
+            if changed is not None and changed(True):
+                LOG.debug("%s changed while it was read (%s): reading the newer content",
+                          self.options.graph_file, str(err).splitlines()[0])
+                return False
             LOG.error("%s", err)
             if not initial:
                 LOG.error("graph not reloaded: the last good graph keeps running")
+            return False
+        if changed is not None and not forced and changed(False):
+            LOG.debug("%s changed while it was read: reading the newer content", self.options.graph_file)
             return False
         for warning in spec.warnings:   # once per load: an unchanged file is not loaded again
             LOG.warning("%s", warning)
         with self.compose_lock:
             self.spec = spec
             self.loaded_bytes = spec.raw
+            # exports first: other hosts wait on them, while the local graph's swap takes a while
+            if self.options.noop:
+                for res in spec.exports:
+                    LOG.info("would export %s (noop: exports are not published)", res)
+            else:
+                self.exports.publish(spec.exports)
+                self.stats.exports_published(len(spec.exports))
             self._compose()
-        if self.options.noop:
-            for res in spec.exports:
-                LOG.info("would export %s (noop: exports are not published)", res)
-        else:
-            self.exports.publish(spec.exports)
-            self.stats.exports_published(len(spec.exports))
         if forced:
             LOG.info("graph %s reloaded from %s (requested): exports re-published", spec.name, spec.source)
         elif not initial:

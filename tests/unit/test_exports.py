@@ -73,3 +73,73 @@ def test_publishing_the_same_exports_again_repairs_etcd():
         wait_for(lambda: publisher.synced and exported_names(etcd) == {"a", "b"}, 10, "the repair")
     finally:
         publisher.stop()
+
+
+class RecordingEtcd(GatedEtcd):
+    """An in-memory etcd that logs the order of its calls, with the gate open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.calls: list[str] = []
+        self.fail_next_get = False
+
+    def get_prefix(self, prefix: str):
+        self.calls.append("get")
+        if self.fail_next_get:
+            self.fail_next_get = False
+            raise ConnectionError("etcd went away")
+        return super().get_prefix(prefix)
+
+    def put(self, key: str, value: str) -> None:
+        self.calls.append("put " + key.rsplit("/", 1)[1])
+        super().put(key, value)
+
+    def delete(self, key: str) -> None:
+        self.calls.append("delete " + key.rsplit("/", 1)[1])
+        super().delete(key)
+
+
+def synced_to(publisher: ExportPublisher, etcd: RecordingEtcd, names: set[str]) -> None:
+    wait_for(lambda: publisher.synced and exported_names(etcd) == names, 10, f"etcd to hold {names}")
+
+
+def test_a_change_is_written_before_etcd_is_read_back_and_a_hand_deletion_still_repaired():
+    etcd = RecordingEtcd()
+    connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
+    publisher = ExportPublisher(connection, "h1", "/mgmtd")
+    publisher.start()
+    try:
+        publisher.publish(noops("a", "b"))
+        synced_to(publisher, etcd, {"a", "b"})
+        assert etcd.calls[0] == "get"           # nothing known yet: read first, rewrite nothing unchanged
+        etcd.calls.clear()
+        publisher.publish(noops("a", "c"))      # b withdrawn, c added: written at once, then read back
+        synced_to(publisher, etcd, {"a", "c"})
+        assert etcd.calls == ["delete b", "put c", "get"]
+        etcd.calls.clear()
+        etcd.data.pop(next(k for k in etcd.data if k.endswith("/a")))   # deleted by hand
+        publisher.publish(noops("a", "c"))      # unchanged graph: the read-back repairs a
+        synced_to(publisher, etcd, {"a", "c"})
+        assert etcd.calls == ["get", "put a"]
+    finally:
+        publisher.stop()
+
+
+def test_after_a_failed_sync_the_next_reads_etcd_before_writing():
+    etcd = RecordingEtcd()
+    connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
+    publisher = ExportPublisher(connection, "h1", "/mgmtd")
+    publisher.start()
+    try:
+        publisher.publish(noops("a"))
+        synced_to(publisher, etcd, {"a"})
+        etcd.calls.clear()
+        etcd.fail_next_get = True
+        etcd.data["/mgmtd/exported/h1/noop/z"] = "left by someone"   # what the failed sync never saw
+        publisher.publish(noops("a", "b"))
+        synced_to(publisher, etcd, {"a", "b"})
+        # the failed round wrote b, then its read failed; the retry knew nothing and read first
+        assert etcd.calls == ["put b", "get", "get", "delete z"]
+    finally:
+        publisher.stop()
