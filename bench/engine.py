@@ -8,7 +8,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import puppet
 from bench.common import Deadline, ScenarioTimeout, Workspace, median, percentile
 from tests.harness import MGMTD, children_of, cmdline_of, start_cluster, wait_for
 
@@ -154,32 +154,6 @@ def floor_check(wanted: dict[str, str]) -> tuple[float, float]:
     return time.monotonic() - t0, time.process_time() - c0
 
 
-# --- puppet (optional reference) -------------------------------------------------------------
-PUPPET_HINT = "puppet not on PATH: `apt-get install puppet-agent` (Debian) adds this column"
-
-
-def puppet_apply(ws: Workspace, name: str, directory: Path | None, wanted: dict[str, str],
-                 deadline: Deadline) -> float:
-    manifest = ws.path(f"{name}.pp")
-    body = []
-    if directory is not None:
-        body.append(f"file {{ '{directory}': ensure => directory }}")
-        for path, content in wanted.items():
-            body.append(f"file {{ '{path}': ensure => file, content => {json.dumps(content)}, "
-                        f"require => File['{directory}'] }}")
-    manifest.write_text("\n".join(body) + "\n")
-    state = ws.path("puppet-state")
-    cmd = [shutil.which("puppet"), "apply", "--detailed-exitcodes", "--logdest", "console",
-           "--confdir", str(state / "conf"), "--vardir", str(state / "var"),
-           "--codedir", str(state / "code"), "--log_level", "warning", str(manifest)]
-    t0 = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1, deadline.left()))
-    wall = time.monotonic() - t0
-    if out.returncode not in (0, 2):  # 2 = changes applied
-        raise RuntimeError(f"puppet apply exited {out.returncode}: {out.stderr[-1000:]}")
-    return wall
-
-
 # --- repair latency ------------------------------------------------------------------------------
 def edit_and_time(path: str, right: bytes, wrong: bytes, limit: float) -> float | None:
     """Overwrites the file in place with wrong content; returns how long until
@@ -304,17 +278,7 @@ def engine_size(count: int, edits: int, repeats: int, deadline: Deadline) -> dic
                   **{key: median(values) for key, values in runs.items()}}
         result["repair"] = engine_repair(ws, graph, wanted, edits, deadline)
         result["floor_repair"] = floor_repair(ws, wanted, edits, deadline)
-        if shutil.which("puppet"):
-            try:
-                pdir = ws.path("puppet-out")
-                pwanted = {str(pdir / os.path.basename(p)): c for p, c in wanted.items()}
-                empty = puppet_apply(ws, "puppet-empty", None, {}, deadline)
-                result["puppet_cold"] = puppet_apply(ws, "puppet", pdir, pwanted, deadline) - empty
-                result["puppet_nochange"] = puppet_apply(ws, "puppet", pdir, pwanted, deadline) - empty
-            except (RuntimeError, subprocess.TimeoutExpired, OSError) as err:
-                result["puppet_error"] = str(err)
-        else:
-            result["puppet_error"] = PUPPET_HINT
+        result.update(puppet.figures(ws, wanted, max(2, repeats), deadline))
         return result
 
 

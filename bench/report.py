@@ -20,6 +20,7 @@ class Row:
     ref_value: float | None = None
     error: str = ""
     compare: bool = True         # False: the reference is context, not a rival (no ratio)
+    ref_text: str = ""           # shown instead of ref_value (a spread in the noise): no ratio
 
     @property
     def below_noise(self) -> bool:
@@ -29,7 +30,7 @@ class Row:
     @property
     def ratio(self) -> float | None:
         if (not self.compare or self.value is None or not self.ref_value or self.below_noise
-                or self.ref_value < 0):
+                or self.ref_value < 0 or self.ref_text):
             return None
         return self.value / self.ref_value
 
@@ -71,7 +72,8 @@ def main_table(rows: list[Row]) -> str:
             continue
         ratio = "noise" if row.below_noise and row.reference else fmt_ratio(row.ratio)
         cells.append([row.figure, ratio, fmt(row.value, row.unit),
-                      row.reference or "-", fmt(row.ref_value, row.unit) if row.reference else "-"])
+                      row.reference or "-",
+                      (row.ref_text or fmt(row.ref_value, row.unit)) if row.reference else "-"])
     return markdown(["figure", "ratio", "mgmtd", "reference (same run)", "reference"], cells,
                     right={1, 2, 4})
 

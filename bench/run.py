@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cluster, common, engine, exports, kinds, report  # noqa: E402
+from bench import cluster, common, engine, exports, kinds, puppet, report  # noqa: E402
 from bench.common import Deadline, ForeignCpu, median  # noqa: E402
 from bench.report import Row  # noqa: E402
 
@@ -129,13 +129,7 @@ def engine_rows(raw: dict, profile: dict) -> tuple[list[Row], dict[int, dict]]:
             Row(f"3 engine, {count} files: repair p99", result["repair"]["p99"], "ms",
                 "inotify + rewrite agent p99", result["floor_repair"]["p99"]),
         ]
-        if "puppet_cold" in result:
-            rows += [
-                Row(f"3 engine, {count} files: cold converge", result["cold"], "s",
-                    "puppet apply", result["puppet_cold"]),
-                Row(f"3 engine, {count} files: no-change pass", result["nochange"], "s",
-                    "puppet apply", result["puppet_nochange"]),
-            ]
+        rows += puppet.rows(count, result)
     return rows, sizes
 
 
@@ -266,7 +260,7 @@ def main() -> int:
               "CPU net of an empty run's; floor = python loop, cold)\n")
         print(report.growth_table(sizes))
     if sizes and not shutil.which("puppet"):
-        print(f"\nnote: {engine.PUPPET_HINT}")
+        print(f"\nnote: {puppet.PUPPET_HINT}")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"mode": mode, "started": started, "elapsed_seconds": elapsed, "versions": versions(),
             "foreign_cpu": others,
