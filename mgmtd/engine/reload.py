@@ -99,7 +99,7 @@ class GraphReloader:
         self.lock = threading.Lock()   # settle: request() comes from other threads
         self.stopping = threading.Event()
         self.inotify: INotify | None = None
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r = self._wake_w = -1    # a pipe from start() on: wakes the thread at once
         self.thread: threading.Thread | None = None
 
     def request(self, forced: bool = False) -> None:
@@ -110,6 +110,7 @@ class GraphReloader:
     def start(self, watch_file: bool = True) -> None:
         """Starts reloading on request; with ``watch_file``, on every edit of the
         graph file too (--no-watch: on request, SIGHUP, only)."""
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.path is not None and watch_file:
             self.inotify = INotify()
             try:
@@ -126,19 +127,22 @@ class GraphReloader:
         self._wake()
         if self.thread is not None:
             self.thread.join(timeout=5)
+            if self.thread.is_alive():
+                return   # a reload still running: its descriptors go with the process
         if self.inotify is not None:
             self.inotify.close()
         for fd in (self._wake_r, self._wake_w):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self._wake_r = self._wake_w = -1
 
     def _wake(self) -> None:
+        if self._wake_w < 0:
+            return   # not started (the thread looks at the request when it starts) or stopped
         try:
             os.write(self._wake_w, b"x")
         except OSError:
-            pass   # the pipe is full (a wake is pending anyway) or closed (stopped)
+            pass   # the pipe is full: a wake is pending anyway
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
