@@ -31,7 +31,9 @@ class EngineProcess:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ENGINE_STRIPPED_ENV}
-        command = [sys.executable, "-m", "mgmtd.cli", "engine", *self.args]
+        # -P: not the working directory first on sys.path, so a "mgmtd" folder
+        # where the supervisor was started is never imported instead of this code
+        command = [sys.executable, "-P", "-m", "mgmtd.cli", "engine", *self.args]
         self.proc = subprocess.Popen(
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             text=True, bufsize=1,

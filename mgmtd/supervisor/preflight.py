@@ -142,7 +142,7 @@ def is_loopback(url: str) -> bool:
 def check_graph(path: str) -> None:
     """Validates the graph before anything starts, in a short-lived child: the
     supervisor runs for months and should not keep a big graph's memory."""
-    out = subprocess.run([sys.executable, "-m", "mgmtd.cli", "validate", path], capture_output=True,
+    out = subprocess.run([sys.executable, "-P", "-m", "mgmtd.cli", "validate", path], capture_output=True,
                          text=True, timeout=300)
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or [f"cannot validate {path}"]

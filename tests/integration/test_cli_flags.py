@@ -192,3 +192,16 @@ def test_mgmt_flags_mgmtd_does_not_have_are_refused_with_the_reason(workdir):
     out = subprocess.run([MGMTD, "run", "--no-raise-limits", "empty"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_mgmtd_folder_where_it_is_started_is_never_imported(workdir):
+    """The engine child and the graph check run as ``python -P -m mgmtd.cli``:
+    the working directory is not on their sys.path."""
+    trap = workdir / "cwd" / "mgmtd"
+    trap.mkdir(parents=True)
+    (trap / "__init__.py").write_text("raise SystemExit('the wrong mgmtd was imported')\n")
+    graph = one_file_graph(workdir / "g.yaml", workdir / "out.txt", "x")
+    out = subprocess.run([MGMTD, "run", "yaml", graph], env=env_only(workdir), cwd=workdir / "cwd",
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "the wrong mgmtd" not in out.stderr and (workdir / "out.txt").read_text() == "x"
