@@ -91,9 +91,16 @@ class Presence:
         self._ensure_lease(store.client)
         value = record.encode()
         if value != self.registered:
-            store.register(record, self.lease)
+            # a change of this node's own record (its engine's state...) is one
+            # write; the checked registration and the volunteer offer, which never
+            # changes, only on a new lease or when the key no longer holds our record
+            # (every host writes on every export change: three writes each was most
+            # of etcd's write load, see docs/clustering.md "Scale")
+            updated = bool(self.registered) and store.update_registration(record, self.lease, self.registered)
+            if not updated:
+                store.register(record, self.lease)
             self.registered = value
-            if self.me.may_serve:
+            if not updated and self.me.may_serve:
                 store.volunteer(self.me.host, self.me.peer_urls, self.me.client_urls, self.lease)
         if serving and not leader:
             try:

@@ -143,6 +143,15 @@ class Store:
                 "every node needs its own --hostname")
         self.client.put(key, value, lease=lease)
 
+    def update_registration(self, record: HostRecord, lease, previous: str) -> bool:
+        """Rewrites this node's record in one write, only while the key still
+        holds ``previous`` (what this node last wrote on this lease). False
+        when it does not: ``register`` then decides."""
+        key, txn = self.keys.host(record.host), self.client.transactions
+        ok, _ = self.client.transaction(compare=[txn.value(key) == previous],
+                                        success=[txn.put(key, record.encode(), lease=lease)], failure=[])
+        return ok
+
     def volunteer(self, host: str, peer_urls: tuple[str, ...], client_urls: tuple[str, ...], lease) -> None:
         self.client.put(self.keys.volunteer(host), encode_volunteer(peer_urls, client_urls), lease=lease)
 
