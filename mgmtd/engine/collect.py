@@ -46,6 +46,12 @@ def rule_matches(rule: CollectRule, export: Export) -> bool:
     return pattern_matches(rule.pattern, subject_of(export))
 
 
+def matched(rules: list[CollectRule], exports: list[Export]) -> list[Export]:
+    """The exports some rule matches, in key order: all that ``select`` looks
+    at. A change among the others cannot change what this host applies."""
+    return sorted((e for e in exports if any(rule_matches(r, e) for r in rules)), key=lambda e: e.key)
+
+
 @dataclass
 class Selection:
     resources: list[Resource] = field(default_factory=list)

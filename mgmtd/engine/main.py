@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
 from mgmtd.cluster.graphview import DEFAULT_FILTER
-from mgmtd.engine.collect import Collector, Export, select
+from mgmtd.engine.collect import Collector, Export, matched, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
 from mgmtd.engine.reload import Changed, GraphReloader
@@ -113,6 +113,7 @@ class Engine:
                                      lambda forced, changed: self.load(False, forced, changed))
         self.collector = Collector(self.connection, options.namespace, self._on_exports)
         self.exports_seen: list[Export] = []
+        self.composed: tuple = (None, [])    # the spec and the matched exports of the last compose
         self.compose_lock = threading.Lock()
         self.reported: set[str] = set()
         self.collected: tuple[str, ...] = ()
@@ -240,15 +241,25 @@ class Engine:
             if self.options.no_watch and self.exports_taken and not self.exports_refresh:
                 LOG.debug("the cluster's exports changed: --no-watch keeps the graph (SIGHUP reloads)")
                 return
+            refresh = self.exports_refresh
             self.exports_taken, self.exports_refresh = True, False
             self.exports_seen = exports
-            if self.spec is not None:
+            if self.spec is None:
+                pass
+            elif (not refresh and self.spec is self.composed[0]
+                    and matched(self.spec.collect, exports) == self.composed[1]):
+                # no collect rule sees the change: composing would swap in the same
+                # graph and report "converging", a host-record write on every host
+                # for every export anywhere (docs/clustering.md "Scale")
+                LOG.debug("the cluster's exports changed, none that this graph collects: graph kept")
+            else:
                 self._compose()
             self.stats.collect_taken(len(self.collected), time.monotonic() - read_at)
 
     def _compose(self) -> None:
         """The graph to run: the file's resources and the collected ones."""
         spec = self.spec
+        self.composed = (spec, matched(spec.collect, self.exports_seen))
         chosen = select(spec.collect, self.exports_seen, self.options.hostname, spec.resources)
         # meta.reverse with nowhere to keep its records: refused, never ignored
         refused = [] if self.reversals is not None else [r for r in chosen.resources if r.meta.reverse]

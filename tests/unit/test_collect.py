@@ -6,7 +6,7 @@ import json
 
 from mgmtd.cluster.exported import Export, parse_export
 from mgmtd.cluster.keys import Keys
-from mgmtd.engine.collect import pattern_matches, select
+from mgmtd.engine.collect import matched, pattern_matches, select
 from mgmtd.resources.file import FileResource
 from mgmtd.yamlgraph.loader import CollectRule
 
@@ -31,6 +31,23 @@ def test_filters_by_kind_pattern_and_host():
     chosen = select(rules, exports, "me", [])
     assert [r.full_path for r in chosen.resources] == ["/srv/web/a"]
     assert chosen.sources == {("file", "a@h1"): ["h1/file/a"]}
+
+
+def test_matched_is_all_that_select_looks_at():
+    rules = [CollectRule("file", "/srv/web/", hosts=("h1",))]
+    base = [export("h1", "a", "/srv/web/a"), export("h2", "c", "/srv/web/c"), export("h1", "b", "/srv/db/b")]
+    assert [e.name for e in matched(rules, base)] == ["a"]
+    # a change no rule matches: the same matched exports, so the same selection
+    elsewhere = [base[0], export("h2", "c", "/srv/web/c", "changed"), export("h1", "b", "/srv/db/b", "changed"),
+                 export("h3", "new", "/srv/web/new")]
+    assert matched(rules, elsewhere) == matched(rules, base)
+    assert select(rules, elsewhere, "me", []).sources == select(rules, base, "me", []).sources
+    # a change it matches (content) or a new match: different
+    assert matched(rules, [export("h1", "a", "/srv/web/a", "changed"), *base[1:]]) != matched(rules, base)
+    assert matched(rules, [*base, export("h1", "d", "/srv/web/d")]) != matched(rules, base)
+    assert matched([], base) == []
+    # key order, whatever order the exports came in
+    assert matched([CollectRule("file", "/srv/")], base[::-1]) == sorted(base, key=lambda e: e.key)
 
 
 def test_set_overrides_explicitly_and_cannot_leave_the_pattern():
