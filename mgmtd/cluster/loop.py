@@ -69,8 +69,10 @@ class ClusterLoop:
 
     # --- the round --------------------------------------------------------------------
     def round(self, local: LocalState, engine: dict) -> Round:
+        began = time.monotonic()
         store = self._store()
         snapshot = observe(self.api, store, self.endpoints, self.me.host, time.time())
+        observed = time.monotonic()
         assessment = assess(self.previous, snapshot, self.decision.outcomes, self.settings,
                             self.keys.ideal_size)
         report_changes(self.previous, assessment, self.endpoints, self.keys.ideal_size)
@@ -94,6 +96,10 @@ class ClusterLoop:
             self.endpoints = merge(self.endpoints, self.fallback())
         self.previous = assessment
         self.decision = Decision(actions, outcomes)
+        # what a round costs as the cluster grows (bench/scale.py reads the leader's)
+        LOG.debug("round: %.1f ms (observe %.1f ms), leader %s, %d volunteers",
+                  (time.monotonic() - began) * 1000, (observed - began) * 1000,
+                  "yes" if assessment.is_leader else "no", len(assessment.volunteers))
         return Round(assessment, self.decision, step)
 
     def _record(self, assessment: Assessment, decision: Decision, local: LocalState, engine: dict) -> HostRecord:
