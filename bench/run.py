@@ -8,6 +8,7 @@ See bench/README.md for what each figure means."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cluster, common, engine, exports, kinds, puppet, report  # noqa: E402
+from bench import cluster, common, engine, exports, kinds, puppet, report, scale  # noqa: E402
 from bench.common import Deadline, ForeignCpu, median  # noqa: E402
 from bench.report import Row  # noqa: E402
 
@@ -31,9 +32,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = {
     #                  formation runs, sizes, cold/no-change runs per size, edits, changes, memory N
     "quick": dict(formation_runs=1, sizes=(100, 1000), repeats={100: 2, 1000: 1}, edits=50,
-                  changes=50, memory=1000, startup_runs=3, packages=50, svc_rounds=20),
+                  changes=50, memory=1000, startup_runs=3, packages=50, svc_rounds=20,
+                  scale_hosts=(20, 50)),
     "full": dict(formation_runs=3, sizes=(100, 1000, 10000), repeats={100: 5, 1000: 3, 10000: 2},
-                 edits=200, changes=200, memory=10000, startup_runs=5, packages=50, svc_rounds=100),
+                 edits=200, changes=200, memory=10000, startup_runs=5, packages=50, svc_rounds=100,
+                 scale_hosts=(50, 200, 500)),
 }
 GRACE = 3.0
 
@@ -188,6 +191,34 @@ def kind_rows(raw: dict, packages: int, svc_rounds: int) -> list[Row]:
     return rows
 
 
+def scale_rows(raw: dict, sizes: tuple[int, ...], out: Path) -> list[Row]:
+    """Figure 8 (only with --only scale: several minutes, N simulated hosts)."""
+    limit = 240 + sum(sizes) * 0.6 + len(sizes) * (scale.WINDOW * 2 + scale.PROBES * 5 + 60)
+    result = attempt(raw, "scale", limit, lambda deadline: scale.scale(list(sizes), deadline))
+    if not result:
+        return [Row("8 scale", None, "ms", error=raw["scale"]["error"])]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scale.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    def seconds(ms):   # the table's "ms" rows hold seconds
+        return ms / 1000 if ms is not None else None
+
+    base = seconds(result["baseline"]["leader_round_ms"]["p50"])
+    rows = []
+    for size in result["sizes"].values():
+        n = size["hosts"]
+        rows += [
+            Row(f"8 scale, {n} hosts: leader round p50", seconds(size["leader_round_ms"]["p50"]), "ms",
+                "the same, no simulated host", base),
+            Row(f"8 scale, {n} hosts: export -> all {n} collectors (max, one process)",
+                size["export"]["median_of_max"], "ms"),
+            Row(f"8 scale, {n} hosts: etcd requests per host and second at the real pace",
+                size["real_pace"].get("requests_per_host_second_total"), "req"),
+            Row(f"8 scale, {n} hosts: raft writes per export all collect",
+                size["export_writes"]["collected_by_all"]["proposals_per_change"], "writes"),
+        ]
+    return rows
+
+
 def versions() -> dict:
     def first_line(cmd):
         try:
@@ -208,8 +239,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer samples (< 2 min)")
     parser.add_argument("--only", action="append", default=[],
-                        choices=["formation", "repair", "engine", "export", "memory", "kinds"],
-                        help="run only these figures (repeatable)")
+                        choices=["formation", "repair", "engine", "export", "memory", "kinds", "scale"],
+                        help="run only these figures (repeatable); scale runs only when named")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
     args = parser.parse_args()
     if not shutil.which("etcd") or not shutil.which("etcdctl"):
@@ -241,6 +272,8 @@ def main() -> int:
             rows += memory_rows(raw, profile["memory"])
         if "kinds" in wanted:
             rows += kind_rows(raw, profile["packages"], profile["svc_rounds"])
+        if "scale" in wanted:
+            rows += scale_rows(raw, profile["scale_hosts"], args.out)
     except KeyboardInterrupt:
         interrupted = True
         say("[bench] interrupted: writing what was measured so far")
