@@ -97,6 +97,7 @@ def summarise(samples: list[dict[str, float]]) -> dict:
         "keys": largest("etcd_debugging_mvcc_keys_total"),
         "watchers": total("etcd_debugging_mvcc_watcher_total"),
         "db_bytes": largest("etcd_mvcc_db_total_size_in_bytes"),
+        "db_in_use": largest("etcd_mvcc_db_total_size_in_use_in_bytes"),
         "sent_bytes": total("etcd_network_client_grpc_sent_bytes_total"),
         "received_bytes": total("etcd_network_client_grpc_received_bytes_total"),
     }
@@ -268,7 +269,9 @@ def export_writes(fleet: SimFleet, client, urls: list[str], changes: int, deadli
                       "proposals_per_change": proposals,
                       "proposals_per_change_per_host": proposals / max(1, len(fleet.hosts)),
                       "puts_per_change": (after["mvcc_put"] - before["mvcc_put"]) / changes,
-                      "bytes_received_per_change": (after["received_bytes"] - before["received_bytes"]) / changes}
+                      "bytes_received_per_change": (after["received_bytes"] - before["received_bytes"]) / changes,
+                      # nothing compacts etcd's history: every revision stays in the backend
+                      "db_in_use_growth_per_change": (after["db_in_use"] - before["db_in_use"]) / changes}
     return out
 
 
