@@ -298,9 +298,9 @@ def run(sizes: list[int], volunteers: float, exports_per_host: int, window: floa
                 deadline.check(f"growing to {size}")
                 t0 = time.monotonic()
                 fleet.grow(size, deadline)
-                wait_for(lambda size=size: len(store.hosts()) >= size + 3, deadline.within(120),
+                wait_for(lambda size=size: len(store.hosts()) >= size + 3, deadline.within(60 + size * 0.5),
                          f"{size} simulated hosts registered", interval=0.5)
-                wait_for(lambda: fleet.collectors_ready(), deadline.within(120),
+                wait_for(lambda: fleet.collectors_ready(), deadline.within(60 + size * 0.5),
                          "every collector's first snapshot", interval=0.2)
                 grown = time.monotonic() - t0
                 say(f"[scale] {size} hosts registered in {grown:.1f}s; steady window {window:.0f}s")

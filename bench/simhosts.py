@@ -83,6 +83,7 @@ class SimHost:
         self.seen: dict[str, float] = {}          # probe content -> when select first held it
         self.matched: list[Export] = []
         self.activity: float | None = None        # when the collected resources last changed
+        self.reported: float | None = None        # the activity the last round reported
         self.ready = False
         self.collector: Collector | None = None
 
@@ -97,7 +98,11 @@ class SimHost:
             return
         # the engine reports "converging" from a change of its graph until it has
         # been quiet for converged_after, then "converged": two host-record writes
-        busy = self.activity is not None and time.monotonic() - self.activity < CONVERGED_AFTER
+        # (at the real pace a round always falls within those seconds; when this
+        # process lags, the first round after a change still reports it)
+        busy = self.activity is not None and (time.monotonic() - self.activity < CONVERGED_AFTER
+                                              or self.activity != self.reported)
+        self.reported = self.activity
         engine = {"state": "converging" if busy else "converged", "resources": len(self.collected),
                   "ok": len(self.collected), "failed": 0, "collected": list(self.collected)}
         cluster = {"ideal_size": assessment.ideal_size, "ideal_problem": assessment.ideal_problem}
@@ -165,15 +170,19 @@ class SimFleet:
 
     # --- growing ------------------------------------------------------------------------
     def grow(self, size: int, deadline) -> None:
-        start = len(self.hosts)
-        for index in range(start, size):
-            deadline.check(f"starting simulated host {index}")
-            may_serve = int((index + 1) * self.volunteers) > int(index * self.volunteers)  # spread evenly
-            host = SimHost(index, self.keys, may_serve)
-            client = self.round_clients[index % CHANNELS]
+        """Adds hosts up to ``size``: their exports first, in one burst (each
+        collector takes a burst of events in one go, as the engine's does),
+        then their collectors and their rounds."""
+        new = [SimHost(index, self.keys, int((index + 1) * self.volunteers) > int(index * self.volunteers))
+               for index in range(len(self.hosts), size)]       # volunteers spread evenly
+        for host in new:
+            deadline.check("exporting for the new simulated hosts")
             for n in range(self.exports_per_host):
-                client.put(self.keys.export(host.name, "file", f"own{n}"),
-                           file_export(host.name, f"own{n}", f"/srv/scale/own/{host.name}/{n}", f"{host.name}\n"))
+                self.round_clients[0].put(self.keys.export(host.name, "file", f"own{n}"), file_export(
+                    host.name, f"own{n}", f"/srv/scale/own/{host.name}/{n}", f"{host.name}\n"))
+        for host in new:
+            deadline.check("starting the new simulated hosts")
+            index = int(host.name.removeprefix("sim"))
             connection = Connection(self.urls, tls=None)
             connection.client = self.watch_clients[index % CHANNELS]   # shared: never closed by the collector
             host.collector = Collector(connection, self.keys.namespace,
