@@ -84,6 +84,7 @@ class SimHost:
         self.matched: list[Export] = []
         self.activity: float | None = None        # when the collected resources last changed
         self.reported: float | None = None        # the activity the last round reported
+        self.state = ""                           # the engine state the last round reported
         self.ready = False
         self.collector: Collector | None = None
 
@@ -100,15 +101,16 @@ class SimHost:
         # been quiet for converged_after, then "converged": two host-record writes
         # (at the real pace a round always falls within those seconds; when this
         # process lags, the first round after a change still reports it)
-        busy = self.activity is not None and (time.monotonic() - self.activity < CONVERGED_AFTER
-                                              or self.activity != self.reported)
-        self.reported = self.activity
+        activity = self.activity
+        busy = activity is not None and (time.monotonic() - activity < CONVERGED_AFTER
+                                         or activity != self.reported)
         engine = {"state": "converging" if busy else "converged", "resources": len(self.collected),
                   "ok": len(self.collected), "failed": 0, "collected": list(self.collected)}
         cluster = {"ideal_size": assessment.ideal_size, "ideal_problem": assessment.ideal_problem}
         record = HostRecord(self.name, self.identity.instance, "client", os.getpid(), __version__,
                             self.identity.client_urls, self.identity.peer_urls, engine, cluster)
         self.presence.announce(store, record, False, assessment.leader)
+        self.reported, self.state = activity, engine["state"]
 
     def on_exports(self, exports: list[Export], rules: list[CollectRule]) -> None:
         now = time.monotonic()
@@ -274,8 +276,8 @@ class SimFleet:
         client.put(self.keys.export(PROBE_HOST, "file", name), file_export(PROBE_HOST, name, path, content))
 
     def all_converged(self) -> bool:
-        now = time.monotonic()
-        return all(h.activity is None or now - h.activity >= CONVERGED_AFTER + 2 * TICK for h in self.hosts)
+        """Every host's last round reported its last change, and converged since."""
+        return all(h.reported == h.activity and h.state == "converged" for h in self.hosts)
 
     def all_saw(self, content: str) -> bool:
         return all(content in h.seen for h in self.hosts)
