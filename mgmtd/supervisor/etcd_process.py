@@ -89,6 +89,12 @@ class EtcdConfig:
             "--initial-cluster-state", self.initial_cluster_state,
             "--initial-cluster-token", self.cluster_token,
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", self.log_level,
+            # etcd keeps every revision until compacted: without this, exports and
+            # host records would fill the 2 GiB quota and etcd would refuse all
+            # writes (bench/scale.py: ~1 KiB per collecting host per export change).
+            # An hour of history is far more than any watch here lags behind (a
+            # collector that falls further resyncs from a fresh read).
+            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
             *self.tls_args(),
             *self.extra_args,
         ]
