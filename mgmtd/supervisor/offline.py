@@ -11,25 +11,14 @@ from collections.abc import Callable
 
 from mgmtd import tls
 from mgmtd.backoff import first_line
-from mgmtd.cluster.assess import quorum_of
-from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
-from mgmtd.cluster.observe import member_list_from, probe_all
+from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.supervisor.etcd_process import find_binary
 from mgmtd.supervisor.preflight import NodeState, StartupError, lock_prefix
-from mgmtd.supervisor.restore import RestoreError, check, lost_writes, refusal, restore_data
+from mgmtd.supervisor.restore import RestoreError, check, lost_writes, quorum_in_reach, refusal, restore_data
 
 QUESTION = ("Restore {snapshot} on {host} ({prefix})? It becomes a one-member cluster with a new cluster "
             "id; every other member moves its member data aside and rejoins; writes after the backup "
             "are lost.")
-
-
-def quorum_present(api: EtcdApi, endpoints: list[str]) -> bool:
-    """Whether the cluster at these URLs has a majority of healthy voters."""
-    try:
-        _, _, members = member_list_from(api, endpoints)
-    except EtcdApiError:
-        return False
-    return quorum_of(tuple(members), probe_all(api, members)).ok
 
 
 def restore_offline(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[str], bool],
@@ -68,7 +57,8 @@ def _restore(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[
     try:
         own = set(node.get("client_urls") or ())
         others = [u for u in state.endpoints if u not in own]
-        why = refusal(quorum_present(api, others), force)
+        own_data = os.path.isdir(os.path.join(prefix, "etcd", "member"))
+        why = refusal(quorum_in_reach(api, others, own, own_data, state.endpoints), force)
         if why:
             say(f"refused: {why}")
             return 1

@@ -23,6 +23,7 @@ from mgmtd.supervisor.restore import (
     look_around,
     lost_writes,
     move_aside,
+    quorum_in_reach,
     refusal,
     restore_data,
 )
@@ -218,8 +219,11 @@ class Recovery:
         cfg = sup.config
         if cfg.no_server:
             raise RestoreError("refused: this node runs with --no-server: restore on a node that may run etcd")
-        reachable = sup.last_round is not None and sup.last_round.assessment.reachable
-        why = refusal(reachable, force)
+        # a round that could not read etcd may have met one timeout or an election: ask again
+        quorum = (sup.last_round is not None and sup.last_round.assessment.reachable) or quorum_in_reach(
+            sup.api, [*cfg.advertised_clients, *sup.loop.endpoints, *sup.state.endpoints],
+            cfg.advertised_clients, sup.local.has_member_data(), sup.state.endpoints)
+        why = refusal(quorum, force)
         if why:
             raise RestoreError(f"refused: {why}")
         snapshot = check(spec, self.backups.dir.path, self.backups.etcdctl, say)

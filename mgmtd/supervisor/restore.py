@@ -26,6 +26,8 @@ from mgmtd.cluster.backups import BackupDir, BackupRecord, check_file, parse_rec
 from mgmtd.cluster.etcdapi import EtcdApi, EtcdApiError
 from mgmtd.cluster.generation import Sighting, parse_generation
 from mgmtd.cluster.keys import Keys
+from mgmtd.cluster.model import has_majority
+from mgmtd.cluster.observe import member_list_from, probe_all
 from mgmtd.supervisor.backups import BackupError, snapshot_status
 
 Say = Callable[[str], None]
@@ -86,6 +88,35 @@ def refusal(quorum_present: bool, force: bool) -> str:
         return ("the cluster has quorum: a restore would throw away every write since the backup and "
                 "make every other member start afresh; --force if that is really wanted")
     return ""
+
+
+def quorum_within_reach(voters: int, answering: int, own_waiting: bool) -> bool:
+    """Whether the cluster has a majority of its voters, or gets it back by
+    itself: the voters that answer (with a raft leader, or without one during
+    an election or a hiccup), plus this node's own voter when its member data
+    is here but its etcd does not run (it answers once started). Only a
+    majority gone for good is a reason to restore without --force."""
+    return has_majority(answering + (1 if own_waiting else 0), voters)
+
+
+def quorum_in_reach(api: EtcdApi, endpoints: Iterable[str], own_urls: Iterable[str], own_data: bool,
+                    known: Iterable[str]) -> bool:
+    """Asks now (a round's "unreachable" can be one timeout): the member list
+    from any endpoint, then every voter's status. When nobody answers, the
+    voters are those this node last knew (``known``, one client URL each)."""
+    own = set(own_urls)
+    try:
+        _, _, members = member_list_from(api, list(dict.fromkeys(endpoints)))
+    except EtcdApiError:
+        urls = set(known)
+        voters = len(urls - own) + (1 if urls & own else 0)
+        return quorum_within_reach(max(voters, 1), 0, own_data)
+    voters = [m for m in members if not m.is_learner]
+    statuses = probe_all(api, voters)
+    answering = sum(1 for s in statuses if s is not None)
+    own_waiting = own_data and any(own & set(m.client_urls) and s is None
+                                   for m, s in zip(voters, statuses, strict=True))
+    return quorum_within_reach(len(voters), answering, own_waiting)
 
 
 def lost_writes(restored: int, known: int) -> str:

@@ -137,7 +137,8 @@ def test_restore_after_losing_two_of_three_voters(make_node, workdir):
 def test_restore_is_refused_with_quorum_unless_forced_and_works_offline(make_node, workdir):
     """One voter (it has quorum): mgmtctl restore is refused without --force;
     with it, the cluster is back at the backup. Then, mgmtd stopped, mgmtd
-    restore does the same for the next start."""
+    restore does the same for the next start (refused too without --force: the
+    stopped node's own data would give the cluster its quorum back)."""
     node: Node = make_node()
     node.start(["empty"], "--ideal-cluster-size", "1", *NO_SCHEDULE)
     url = node.client_url
@@ -160,7 +161,11 @@ def test_restore_is_refused_with_quorum_unless_forced_and_works_offline(make_nod
     stop_all([node])
     running = mgmtctl("restore", second, "--yes", "--prefix", str(node.prefix), timeout=60)
     assert running.returncode == 1 and "mgmtd restore --prefix" in running.stderr
-    offline = subprocess.run([MGMTD, "restore", "--prefix", str(node.prefix), "--yes", second],
+    # stopped is not lost: this node's own member data is the whole quorum of a one-voter cluster
+    kept = subprocess.run([MGMTD, "restore", "--prefix", str(node.prefix), "--yes", second],
+                          capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 1 and "refused: the cluster has quorum" in kept.stdout, kept.stdout + kept.stderr
+    offline = subprocess.run([MGMTD, "restore", "--prefix", str(node.prefix), "--yes", "--force", second],
                              capture_output=True, text=True, timeout=300)
     assert offline.returncode == 0, offline.stdout + offline.stderr
     assert "generation 2" in offline.stdout, offline.stdout

@@ -6,6 +6,7 @@ request files, and the backup hook before membership changes."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -14,11 +15,19 @@ from hypothesis import strategies as st
 from mgmtd.cluster import control
 from mgmtd.cluster.act import act
 from mgmtd.cluster.backups import BackupDir, BackupRecord, backup_id, check_file, parse_record
+from mgmtd.cluster.etcdapi import EndpointStatus, EtcdApiError, MemberInfo
 from mgmtd.cluster.generation import Mark, Sighting, newer_cluster, parse_generation, rivals
 from mgmtd.cluster.model import AddLearner, Assessment, Result, Unnominate
 from mgmtd.cluster.retention import Policy, parse_policy, to_delete, to_keep
 from mgmtd.supervisor.preflight import lock_prefix
-from mgmtd.supervisor.restore import RestoreError, lost_writes, refusal, resolve
+from mgmtd.supervisor.restore import (
+    RestoreError,
+    lost_writes,
+    quorum_in_reach,
+    quorum_within_reach,
+    refusal,
+    resolve,
+)
 
 HOUR, DAY = 3600.0, 86400.0
 
@@ -211,3 +220,67 @@ def test_act_backs_up_before_each_membership_change_only():
                    before_change=lambda action, store: calls.append(f"backup before {type(action).__name__}"))
     assert calls == ["unnominate", "backup before AddLearner", "member_add", "nominate"]
     assert [o.result for o in outcomes] == [Result.DONE, Result.DONE]
+
+
+# --- is quorum lost for good? (review of issue 18) ------------------------------------------------------
+
+def test_quorum_within_reach_counts_voters_that_answer_and_this_nodes_own_data():
+    assert not quorum_within_reach(3, 1, own_waiting=False)     # the survivor alone: restore
+    assert quorum_within_reach(3, 2, own_waiting=False)         # an election, or no leader for a moment
+    assert quorum_within_reach(3, 1, own_waiting=True)          # starting this node gives quorum back
+    assert quorum_within_reach(1, 0, own_waiting=True)          # a one-voter cluster, merely stopped
+    assert not quorum_within_reach(3, 0, own_waiting=True)
+
+
+class ProbeApi:
+    """Member list and status as three voters a, b, c answer them (``up``)."""
+
+    def __init__(self, up: set[str], leader: int = 0):
+        self.up, self.leader = up, leader
+        self.members = [MemberInfo(i, n, (f"http://{n}:2380",), (f"http://{n}:2379",))
+                        for i, n in enumerate("abc", 1)]
+
+    def _check(self, endpoint):
+        if endpoint.split("//")[1].split(":")[0] not in self.up:
+            raise EtcdApiError(f"{endpoint}: unavailable")
+
+    def member_list(self, endpoint, timeout=1.0):
+        self._check(endpoint)
+        return 0xA, self.members
+
+    def status(self, url, timeout=1.0):
+        self._check(url)
+        return EndpointStatus(url, 1, self.leader, 10, 2, "3.4")
+
+
+URLS = [f"http://{n}:2379" for n in "abc"]
+
+
+def test_quorum_in_reach_asks_the_members_now():
+    own = ["http://a:2379"]
+    # the lost-quorum case: only this node's etcd answers, without a leader
+    assert not quorum_in_reach(ProbeApi({"a"}), URLS, own, True, URLS)
+    # an election in progress (no leader yet) is not a lost quorum
+    assert quorum_in_reach(ProbeApi({"a", "b", "c"}, leader=0), URLS, own, True, URLS)
+    # mgmtd stopped here, one other voter up: starting this node gives quorum back
+    assert quorum_in_reach(ProbeApi({"b"}), URLS, own, True, URLS)
+    assert not quorum_in_reach(ProbeApi({"b"}), URLS, own, False, URLS)
+    # nobody answers: the voters this node last knew; a one-voter cluster with its data is not lost
+    assert quorum_in_reach(ProbeApi(set()), own, own, True, own)
+    assert not quorum_in_reach(ProbeApi(set()), URLS, own, True, URLS)
+
+
+def test_a_running_restore_asks_again_when_the_last_round_failed():
+    """A round that could not read etcd (one timeout, a leader election) is no
+    proof that quorum is lost: the restore asks the members itself, and a
+    healthy cluster is not thrown away without --force."""
+    from mgmtd.supervisor.recovery import Recovery
+
+    recovery = Recovery.__new__(Recovery)
+    recovery.sup = SimpleNamespace(
+        config=SimpleNamespace(no_server=False, advertised_clients=["http://a:2379"]),
+        last_round=SimpleNamespace(assessment=SimpleNamespace(reachable=False)),
+        api=ProbeApi({"a", "b", "c"}, leader=1), state=SimpleNamespace(endpoints=URLS),
+        loop=SimpleNamespace(endpoints=URLS), local=SimpleNamespace(has_member_data=lambda: True))
+    with pytest.raises(RestoreError, match="refused: the cluster has quorum"):
+        recovery.restore("20260101T000000000Z-a", False, lambda line: None)
