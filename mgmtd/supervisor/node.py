@@ -206,14 +206,14 @@ class Supervisor:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
 
-        def restore(_signum, _frame):
-            self.restore_requested.set()
-            self.wake.set()
-
-        signal.signal(signal.SIGUSR1, restore)
+    def _on_restore_signal(self, _signum, _frame) -> None:
+        self.restore_requested.set()
+        self.wake.set()
 
     # --- the loop ----------------------------------------------------------------------
     def run(self) -> int:
+        # mgmtctl restore signals whoever holds the prefix's lock, taken in preflight
+        signal.signal(signal.SIGUSR1, self._on_restore_signal)
         self.preflight()
         self._install_signals()
         try:

@@ -7,6 +7,7 @@ for the supervisor to write at its next start."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 
 from mgmtd import tls
@@ -22,6 +23,17 @@ QUESTION = ("Restore {snapshot} on {host} ({prefix})? It becomes a one-member cl
 
 
 def restore_offline(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[str], bool],
+                    say: Callable[[str], None]) -> int:
+    # the prefix's lock names this pid: a 'mgmtctl restore' meanwhile sends SIGUSR1,
+    # whose default action would end this restore half way
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        return _restore_locked(prefix, spec, yes, force, confirm, say)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def _restore_locked(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[str], bool],
                     say: Callable[[str], None]) -> int:
     if not os.path.isfile(os.path.join(prefix, "node.json")):
         say(f"refused: no mgmtd node in {prefix} (no node.json): give the node's --prefix")

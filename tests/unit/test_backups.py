@@ -284,3 +284,49 @@ def test_a_running_restore_asks_again_when_the_last_round_failed():
         loop=SimpleNamespace(endpoints=URLS), local=SimpleNamespace(has_member_data=lambda: True))
     with pytest.raises(RestoreError, match="refused: the cluster has quorum"):
         recovery.restore("20260101T000000000Z-a", False, lambda line: None)
+
+
+def test_the_supervisor_takes_sigusr1_before_it_holds_the_prefix():
+    """mgmtctl restore signals the pid that holds the prefix's lock: from the
+    moment the lock is taken (in preflight), SIGUSR1 must be a request, never
+    its default action (which ends the process)."""
+    import signal
+
+    from mgmtd.supervisor.node import Supervisor
+    from mgmtd.supervisor.preflight import StartupError
+
+    sup = Supervisor(SimpleNamespace(namespace="/mgmtd", tls=None))
+    seen = {}
+
+    def preflight():
+        seen["usr1"] = signal.getsignal(signal.SIGUSR1)
+        raise StartupError("stop here")
+
+    sup.preflight = preflight
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)}
+    try:
+        with pytest.raises(StartupError):
+            sup.run()
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+        sup.metrics.close()
+    assert callable(seen["usr1"])
+
+
+def test_an_offline_restore_is_not_ended_by_sigusr1(tmp_path):
+    """``mgmtd restore`` holds the prefix's lock (and writes its pid there):
+    a 'mgmtctl restore' meanwhile must not kill it half way."""
+    import signal
+
+    from mgmtd.supervisor.offline import restore_offline
+
+    saved = signal.getsignal(signal.SIGUSR1)
+    seen = []
+    (tmp_path / "node.json").write_text("{}")
+    try:
+        restore_offline(str(tmp_path), "x", True, False, lambda q: True,
+                        lambda line: seen.append((line, signal.getsignal(signal.SIGUSR1))))
+    finally:
+        signal.signal(signal.SIGUSR1, saved)
+    assert seen and all(handler == signal.SIG_IGN for _, handler in seen), seen
