@@ -6,8 +6,11 @@ membership change and on SIGUSR1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mgmtd import log
@@ -35,6 +38,28 @@ if TYPE_CHECKING:
 LOG = log.get("supervisor")
 
 GUARD_EVERY = 2.0   # seconds between looks at the clusters at other URLs
+FEED_EVERY = 1.0    # seconds between watchdog pings while a backup or a restore holds the loop
+
+
+@contextlib.contextmanager
+def watchdog_fed(notifier) -> Iterator[None]:
+    """A backup (snapshot, then etcd's check of it) or a restore holds the
+    supervisor's loop for a bounded time, but minutes for a large database:
+    longer than WatchdogSec. systemd must not kill the node for it, and
+    again at each restart (a due backup is taken first thing)."""
+    done = threading.Event()
+
+    def feed() -> None:
+        while not done.wait(FEED_EVERY):
+            notifier.watchdog()
+
+    feeder = threading.Thread(target=feed, name="watchdog-feed", daemon=True)
+    feeder.start()
+    try:
+        yield
+    finally:
+        done.set()
+        feeder.join()
 
 
 def identity(sup: Supervisor) -> dict:
@@ -158,21 +183,24 @@ class Recovery:
         if sup.local.serving and sup.local.process.running():
             self._guard()
         if not sup.local.serving:
-            self.backups.round(time.time(), False, "", None, 0, 0)
+            with watchdog_fed(sup.notifier):
+                self.backups.round(time.time(), False, "", None, 0, 0)
             return
         store = sup.loop.store() if assessment.reachable else None
         if store is not None and sup.state.restored_generation:
             self._finish_restore(store, assessment)
-        self.backups.round(time.time(), assessment.is_leader, sup.local.process.client_url, store,
-                           len(assessment.voters), sup.state.generation)
+        with watchdog_fed(sup.notifier):
+            self.backups.round(time.time(), assessment.is_leader, sup.local.process.client_url, store,
+                               len(assessment.voters), sup.state.generation)
 
     def before_change(self, action: object, store) -> None:
         """Called by act with the round's own store: asking the loop for one
         here could replace the client act is using."""
         sup = self.sup
         voters = len(sup.last_round.assessment.voters) if sup.last_round is not None else 0
-        self.backups.before_change(describe(action), sup.local.process.client_url, store, voters,
-                                   sup.state.generation)
+        with watchdog_fed(sup.notifier):
+            self.backups.before_change(describe(action), sup.local.process.client_url, store, voters,
+                                       sup.state.generation)
 
     def _finish_restore(self, store, assessment) -> None:
         """The restored cluster's first reachable round: raise the generation
@@ -207,7 +235,8 @@ class Recovery:
             control.say(prefix, rid, line)
 
         try:
-            say("done: " + self.restore(request["snapshot"], bool(request.get("force")), say))
+            with watchdog_fed(self.sup.notifier):
+                say("done: " + self.restore(request["snapshot"], bool(request.get("force")), say))
         except RestoreError as err:
             final = "refused: " if str(err).startswith("refused") else "failed: "
             say(final + str(err).removeprefix("refused: "))

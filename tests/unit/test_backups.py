@@ -330,3 +330,40 @@ def test_an_offline_restore_is_not_ended_by_sigusr1(tmp_path):
     finally:
         signal.signal(signal.SIGUSR1, saved)
     assert seen and all(handler == signal.SIG_IGN for _, handler in seen), seen
+
+
+class WatchedNotifier:
+    def __init__(self):
+        import threading
+        self.pinged = threading.Event()
+
+    def watchdog(self):
+        self.pinged.set()
+
+
+def test_systemds_watchdog_is_fed_while_a_backup_or_a_restore_blocks_the_loop(tmp_path):
+    """A snapshot of a large database, its check, or a restore can hold the
+    supervisor's loop longer than WatchdogSec (30 s): systemd must not kill
+    the node for it (and kill it again at each restart: a due backup is taken
+    first thing)."""
+    from mgmtd.supervisor.recovery import Recovery
+
+    recovery = Recovery.__new__(Recovery)
+    notifier = WatchedNotifier()
+    recovery.sup = SimpleNamespace(notifier=notifier, local=SimpleNamespace(serving=False),
+                                   config=SimpleNamespace(prefix=str(tmp_path)), last_round=None,
+                                   state=SimpleNamespace(generation=0))
+    waited = []
+
+    def blocking(*_args):
+        waited.append(notifier.pinged.wait(10))
+        notifier.pinged.clear()
+
+    recovery.backups = SimpleNamespace(round=blocking, before_change=blocking)
+    recovery.restore = lambda spec, force, say: blocking() or "restored"
+    recovery.after_round(SimpleNamespace(assessment=SimpleNamespace(reachable=False)))
+    recovery.sup.local = SimpleNamespace(serving=True, process=SimpleNamespace(client_url="http://a:2379"))
+    recovery.before_change(AddLearner("h2", ("http://h2:2380",)), None)
+    control.write_request(str(tmp_path), "x", False)
+    recovery.restore_from_request()
+    assert waited == [True, True, True]
