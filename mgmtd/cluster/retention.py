@@ -76,7 +76,11 @@ def to_keep(backups: Sequence[tuple[str, float]], policy: Policy) -> set[str]:
     return keep
 
 
-def to_delete(backups: Sequence[tuple[str, float]], policy: Policy) -> set[str]:
-    """The ids of ``(id, time)`` backups that ``policy`` lets go."""
-    keep = to_keep(backups, policy)
+def to_delete(backups: Sequence[tuple[str, float]], policy: Policy, now: float | None = None) -> set[str]:
+    """The ids of ``(id, time)`` backups that ``policy`` lets go. Backups dated
+    after ``now`` (taken while the clock was ahead) are kept and left out of
+    the count: else, once the clock is set back, they would stay "the newest"
+    and every new backup would be deleted as soon as it is taken."""
+    ahead = {b for b, when in backups if now is not None and when > now}
+    keep = to_keep([b for b in backups if b[0] not in ahead], policy) | ahead
     return {backup_id for backup_id, _ in backups if backup_id not in keep}

@@ -33,6 +33,7 @@ LOG = log.get("backup")
 SNAPSHOT_TIMEOUT = 60.0   # seconds: a backup never holds the round longer
 PRE_CHANGE_FRESH = 30.0   # a backup this recent already stands for "before the change"
 PRUNE_EVERY = 60.0        # seconds between retention passes on a node that does not lead
+RETRY_AFTER = 60.0        # seconds before a failed backup is tried again (not at every round)
 
 
 class BackupError(Exception):
@@ -66,6 +67,7 @@ class Backups:
         self.etcdctl = find_binary("etcdctl")
         self.last_taken = 0.0          # time of the newest backup here (wall clock)
         self.last_pruned = 0.0
+        self.last_failed: float | None = None   # wall clock of the last failed try
         self.last_error = ""
 
     def start(self) -> None:
@@ -81,7 +83,14 @@ class Backups:
 
     # --- what the supervisor calls ------------------------------------------------------
     def due(self, now: float) -> bool:
-        return self.interval > 0 and now - self.last_taken >= self.interval
+        """A clock set back (the newest backup "in the future") makes one due
+        at once, not when the clock catches up."""
+        if self.interval <= 0 or self._failed_lately(now):
+            return False
+        return now < self.last_taken or now - self.last_taken >= self.interval
+
+    def _failed_lately(self, now: float) -> bool:
+        return self.last_failed is not None and 0 <= now - self.last_failed < RETRY_AFTER
 
     def round(self, now: float, leading: bool, url: str, store: Store | None, voters: int,
               generation: int) -> None:
@@ -105,8 +114,9 @@ class Backups:
             self.prune(store)
 
     def before_change(self, what: str, url: str, store: Store | None, voters: int, generation: int) -> None:
-        if time.time() - self.last_taken < PRE_CHANGE_FRESH:
-            return
+        now = time.time()
+        if 0 <= now - self.last_taken < PRE_CHANGE_FRESH or self._failed_lately(now):
+            return   # a fresh backup stands for it; a failed one is not retried before each change
         self.take(url, store, f"before {what}", voters, generation)
 
     # --- taking one ------------------------------------------------------------------------
@@ -117,11 +127,13 @@ class Backups:
         try:
             record = self._take(url, reason, voters, generation)
         except Exception as err:
+            self.last_failed = time.time()
             self.last_error = first_line(err)[:200]
             LOG.warning("backup failed (%s): %s; the round goes on, the last good backup stays",
                         reason, self.last_error)
             return None
         self.last_error = ""
+        self.last_failed = None
         self.last_taken = record.time
         self.on_taken(record.size, record.time)
         LOG.info("backup %s: revision %d, %d bytes, %.2fs (%s)", record.id, record.revision, record.size,
@@ -157,7 +169,7 @@ class Backups:
         unlists what this node listed but no longer holds."""
         self.last_pruned = time.time()
         held = self.dir.list()
-        doomed = to_delete([(r.id, r.time) for r in held], self.policy)
+        doomed = to_delete([(r.id, r.time) for r in held], self.policy, time.time())
         for record in held:
             if record.id in doomed:
                 self.dir.delete(record.id)

@@ -6,6 +6,7 @@ request files, and the backup hook before membership changes."""
 from __future__ import annotations
 
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -74,6 +75,8 @@ def test_retention_properties(backups, policy):
         assert newest in kept
     assert len(kept) <= policy.last + policy.hourly + policy.daily + policy.weekly
     assert len(kept) >= min(len(ids), policy.last)
+    if backups:   # with the clock at or after the newest backup, ``now`` changes nothing
+        assert to_delete(backups, policy, max(b[1] for b in backups)) == deleted
     # applying the policy again to what it kept deletes nothing more
     assert to_delete([b for b in backups if b[0] in kept], policy) == set()
 
@@ -367,3 +370,54 @@ def test_systemds_watchdog_is_fed_while_a_backup_or_a_restore_blocks_the_loop(tm
     control.write_request(str(tmp_path), "x", False)
     recovery.restore_from_request()
     assert waited == [True, True, True]
+
+
+# --- the schedule and the wall clock ---------------------------------------------------------------------
+class FailingApi:
+    def __init__(self):
+        self.calls = 0
+
+    def status(self, url, timeout=1.0):
+        self.calls += 1
+        raise EtcdApiError(f"{url}: deadline exceeded")
+
+
+class NoRequests:
+    def backup_request(self):
+        return ""
+
+    def backups(self):
+        return []
+
+
+def backups_at(tmp_path, api):
+    from mgmtd.supervisor.backups import Backups
+    return Backups(str(tmp_path / "b"), "h1", api, 900.0, Policy(last=1, hourly=0, daily=0))
+
+
+def test_a_failed_scheduled_backup_is_not_tried_again_every_round(tmp_path):
+    api = FailingApi()
+    backups = backups_at(tmp_path, api)
+    now = time.time()
+    for tick in range(10):   # rounds every half second
+        backups.round(now + tick / 2, True, "http://a:2379", NoRequests(), 3, 0)
+    assert api.calls == 1 and backups.last_error
+    backups.round(now + 61, True, "http://a:2379", NoRequests(), 3, 0)
+    assert api.calls == 2   # tried again a minute later
+    # nor before each membership change: one failed try stands for them for a while
+    backups.before_change("adding h2", "http://a:2379", None, 3, 0)
+    assert api.calls == 2
+
+
+def test_a_clock_set_back_neither_stops_the_schedule_nor_deletes_new_backups(tmp_path):
+    now = 1_800_000_000.0
+    directory = BackupDir(str(tmp_path / "b"))
+    ahead = backup_id(now + 10 * DAY, "h1")          # taken while the clock was ten days ahead
+    size, digest = directory.write_snapshot(ahead, lambda out: out.write(b"old"))
+    directory.publish(BackupRecord(id=ahead, time=now + 10 * DAY, revision=5, size=size, sha256=digest,
+                                   host="h1", cluster_id="ab", members=3, generation=0, reason="schedule"))
+    backups = backups_at(tmp_path, FailingApi())
+    backups.start()
+    assert backups.due(now)                           # not in ten days
+    assert to_delete([(ahead, now + 10 * DAY), ("new", now)], Policy(last=1, hourly=0, daily=0), now) == set()
+    assert to_delete([("older", now - 1), ("new", now)], Policy(last=1, hourly=0, daily=0), now) == {"older"}
