@@ -15,7 +15,7 @@ from mgmtd.cluster import graphview
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.act import RECOVERY
 from mgmtd.cluster.assess import HEALTHY, NO_LEADER
-from mgmtd.cluster.backup_ctl import backup_now, backup_row, list_backups, newest_backup, render_backups, restore
+from mgmtd.cluster.backup_ctl import backup_now, backup_row, list_backups, newest_backups, render_backups, restore
 from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.exported import parse_export, subject_of
@@ -236,8 +236,16 @@ def render_status(summary: dict) -> str:
         lines.append(f"quorum    LOST: {summary['healthy_voters']} of {summary['voters']} voters healthy; "
                      "the cluster accepts no writes and mgmtd changes no membership.")
         lines.append(f"recovery  {RECOVERY}")
-        if newest:
-            lines.append(f"restore   on {newest['host']}: mgmtctl restore {newest['id']}")
+        usable = summary.get("restorable_backup")
+        if usable:
+            lines.append(f"restore   on {usable['host']}: mgmtctl restore {usable['id']}")
+            if newest and newest["id"] != usable["id"]:
+                lines.append(f"          (the newest, {newest['id']}, is on {newest['host']}, "
+                             "which does not answer)")
+        elif newest:
+            lines.append(f"restore   on {newest['host']}: mgmtctl restore {newest['id']} ({newest['host']} does "
+                         "not answer: if its disk survived, copy ID.db and ID.json from its backup directory "
+                         "to a surviving node and restore there)")
     return "\n".join(lines)
 
 
@@ -364,7 +372,8 @@ def run(args: argparse.Namespace, api: EtcdApi, endpoints: list[str]) -> int:
             print(render_members(view))
         return 0
     summary = summarize(view)
-    summary["newest_backup"] = newest_backup(api, endpoints, args.namespace)
+    summary["newest_backup"], summary["restorable_backup"] = newest_backups(api, endpoints, args.namespace,
+                                                                            summary["reachable"])
     print(json.dumps(summary, indent=2) if args.output == "json" else render_status(summary))
     return 0 if summary["quorum"] else 2
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from mgmtd.cluster import control
 from mgmtd.cluster.access import is_permission_denied
@@ -52,12 +52,22 @@ def list_backups(api: EtcdApi, endpoints: list[str], namespace: str) -> tuple[li
     return sorted((r for r in found if r is not None), key=lambda r: (r.time, r.id)), False
 
 
-def newest_backup(api: EtcdApi, endpoints: list[str], namespace: str) -> dict | None:
+def newest_backups(api: EtcdApi, endpoints: list[str], namespace: str,
+                   answering: Collection[str]) -> tuple[dict | None, dict | None]:
+    """For ``mgmtctl status``: see ``pick_backups``."""
     try:
         found, _ = list_backups(api, endpoints, namespace)
     except Exception:  # status still reports the rest
-        return None
-    return backup_row(found[-1]) if found else None
+        return None, None
+    return pick_backups(found, answering)
+
+
+def pick_backups(records: list[BackupRecord], answering: Collection[str]) -> tuple[dict | None, dict | None]:
+    """The newest backup (rows), and the newest held by a node that answers:
+    the one to restore after losing quorum (the newest may be on the node
+    that led until it died, with its disk)."""
+    usable = [r for r in records if r.host in answering]
+    return (backup_row(records[-1]) if records else None), (backup_row(usable[-1]) if usable else None)
 
 
 def backup_row(record: BackupRecord) -> dict:

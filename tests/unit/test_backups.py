@@ -421,3 +421,33 @@ def test_a_clock_set_back_neither_stops_the_schedule_nor_deletes_new_backups(tmp
     assert backups.due(now)                           # not in ten days
     assert to_delete([(ahead, now + 10 * DAY), ("new", now)], Policy(last=1, hourly=0, daily=0), now) == set()
     assert to_delete([("older", now - 1), ("new", now)], Policy(last=1, hourly=0, daily=0), now) == {"older"}
+
+
+# --- mgmtctl status: which backup to restore -------------------------------------------------------------
+def lost_summary(**extra) -> dict:
+    base = {"cluster_id": "ab", "leader": "", "healthy_voters": 0, "voters": 3, "ideal_size": 3,
+            "ideal_problem": "", "leader_ideal_problem": "", "leader_ideal_size": None, "learners": 0,
+            "clients": 0, "engines": {}, "readable": False, "waiting": "", "unhealthy": True,
+            "reachable": ["n1"], "no_leader": ["n1"], "unreachable": ["n2", "n3"], "quorum": False}
+    return {**base, **extra}
+
+
+def test_status_names_a_backup_on_a_node_that_answers():
+    """Quorum lost: the newest backup may be on a node that is gone (it led
+    until it died); the restore line names the newest one a surviving node
+    holds, and says where the newest is."""
+    from mgmtd.cluster.backup_ctl import pick_backups
+    from mgmtd.ctl import render_status
+
+    records = [BackupRecord(id=f"b{i}", time=float(i), revision=i, size=10, sha256="0" * 64, host=h,
+                            cluster_id="ab", members=3, generation=0, reason="schedule")
+               for i, h in enumerate(["n1", "n2", "n1", "n3"])]
+    newest, usable = pick_backups(records, ["n1"])
+    assert (newest["id"], usable["id"]) == ("b3", "b2")
+    assert pick_backups([], ["n1"]) == (None, None)
+    text = render_status(lost_summary(newest_backup=newest, restorable_backup=usable))
+    assert "restore   on n1: mgmtctl restore b2" in text, text
+    assert "b3" in text and "n3, which does not answer" in text, text
+    # none on a surviving node: the newest, and what to do about its host
+    text = render_status(lost_summary(newest_backup=newest, restorable_backup=None))
+    assert "restore   on n3: mgmtctl restore b3" in text and "does not answer" in text, text
