@@ -13,9 +13,19 @@ from collections.abc import Callable
 from mgmtd import tls
 from mgmtd.backoff import first_line
 from mgmtd.cluster.etcdapi import EtcdApi
+from mgmtd.cluster.keys import DEFAULT_NAMESPACE, Keys
 from mgmtd.supervisor.etcd_process import find_binary
 from mgmtd.supervisor.preflight import NodeState, StartupError, lock_prefix
-from mgmtd.supervisor.restore import RestoreError, check, lost_writes, quorum_in_reach, refusal, restore_data
+from mgmtd.supervisor.restore import (
+    RestoreError,
+    check,
+    look_around,
+    lost_writes,
+    next_generation,
+    quorum_in_reach,
+    refusal,
+    restore_data,
+)
 
 QUESTION = ("Restore {snapshot} on {host} ({prefix})? It becomes a one-member cluster with a new cluster "
             "id; every other member moves its member data aside and rejoins; writes after the backup "
@@ -80,9 +90,10 @@ def _restore(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[
         if not yes and not confirm(question):
             say("refused: not confirmed")
             return 1
+        seen = look_around(api, state.endpoints, Keys(node.get("namespace") or DEFAULT_NAMESPACE))
         restore_data(snapshot, prefix, node["host"], node["peer_urls"], etcdctl, say)
         base = snapshot.record.generation if snapshot.record is not None else 0
-        generation = max(base, state.generation) + 1
+        generation = next_generation(base, state.generation, seen)
         known = state.revision
         state.restored_generation, state.cluster_id, state.revision = generation, 0, snapshot.revision
         state.endpoints = sorted(own)

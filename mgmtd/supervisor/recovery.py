@@ -26,6 +26,7 @@ from mgmtd.supervisor.restore import (
     look_around,
     lost_writes,
     move_aside,
+    next_generation,
     quorum_in_reach,
     refusal,
     restore_data,
@@ -258,6 +259,7 @@ class Recovery:
         snapshot = check(spec, self.backups.dir.path, self.backups.etcdctl, say)
         known = sup.state.revision
         url = sup.local.process.client_url
+        seen = look_around(sup.api, [*cfg.advertised_clients, *self._others()], sup.keys)
         if sup.local.serving and sup.local.process.running():
             try:
                 known = max(known, sup.api.status(url, timeout=1.0).revision)
@@ -267,7 +269,7 @@ class Recovery:
             sup.local.process.stop()
         restore_data(snapshot, cfg.prefix, cfg.hostname, cfg.advertised_peers, self.backups.etcdctl, say)
         base = snapshot.record.generation if snapshot.record is not None else 0
-        generation = max(base, sup.state.generation) + 1
+        generation = next_generation(base, sup.state.generation, seen)
         sup.state.restored_generation = generation
         sup.state.cluster_id, sup.state.revision = 0, snapshot.revision
         sup.state.endpoints = list(cfg.advertised_clients)

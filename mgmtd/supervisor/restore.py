@@ -119,6 +119,12 @@ def quorum_in_reach(api: EtcdApi, endpoints: Iterable[str], own_urls: Iterable[s
     return quorum_within_reach(len(voters), answering, own_waiting)
 
 
+def next_generation(base: int, local: int, seen: Iterable[Sighting]) -> int:
+    """The restored cluster's generation: above the backup's, this node's, and
+    every one the members that still answer have."""
+    return max(base, local, *(s.generation for s in seen)) + 1
+
+
 def lost_writes(restored: int, known: int) -> str:
     """What the restore leaves out, by revision, as far as this node knew."""
     if known <= restored:

@@ -451,3 +451,14 @@ def test_status_names_a_backup_on_a_node_that_answers():
     # none on a surviving node: the newest, and what to do about its host
     text = render_status(lost_summary(newest_backup=newest, restorable_backup=None))
     assert "restore   on n3: mgmtctl restore b3" in text and "does not answer" in text, text
+
+
+def test_a_restore_raises_the_generation_above_every_one_it_can_see():
+    """A plain snapshot file (no record) restored on a node that never served
+    the latest cluster would otherwise get the old cluster's generation: its
+    old members, back from a partition, would be rivals, not stand down."""
+    from mgmtd.supervisor.restore import next_generation
+
+    assert next_generation(0, 0, []) == 1
+    assert next_generation(2, 1, []) == 3
+    assert next_generation(0, 0, [Sighting("http://b:2379", 0xA, 1), Sighting("http://c:2379", 0xA, 3)]) == 4
