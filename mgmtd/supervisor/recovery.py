@@ -112,7 +112,7 @@ class Recovery:
         """Before etcd starts on member data found: is there a newer cluster?
         Then the data goes to stale/ and the node starts as a client."""
         state = self.sup.state
-        mark = Mark(state.cluster_id, state.generation)
+        mark = Mark(state.cluster_id, max(state.generation, state.restored_generation))
         newer = newer_cluster(mark, look_around(self.sup.api, self._others(), self.sup.keys))
         if newer is None:
             return False
@@ -129,6 +129,8 @@ class Recovery:
         except Exception:
             return None
         state = self.sup.state
+        # restored, the new generation not written yet: its etcd still holds the snapshot's
+        generation = max(generation, state.restored_generation)
         if (status.cluster_id, generation, status.revision) != (state.cluster_id, state.generation,
                                                                  state.revision):
             state.cluster_id, state.generation, state.revision = status.cluster_id, generation, status.revision

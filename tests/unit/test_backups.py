@@ -462,3 +462,38 @@ def test_a_restore_raises_the_generation_above_every_one_it_can_see():
     assert next_generation(0, 0, []) == 1
     assert next_generation(2, 1, []) == 3
     assert next_generation(0, 0, [Sighting("http://b:2379", 0xA, 1), Sighting("http://c:2379", 0xA, 3)]) == 4
+
+
+def test_a_restored_node_does_not_stand_down_before_its_generation_is_written(monkeypatch):
+    """Right after a restore the node's own etcd holds the snapshot's
+    generation (the new one is written at its first reachable round). A
+    forced restore of an older backup, old members still up at a higher
+    generation: the guard must compare with the generation the restore
+    gave, or the restored node moves its fresh data aside and rejoins the
+    cluster it was meant to replace."""
+    from mgmtd.supervisor import recovery as module
+
+    class OwnApi:
+        def status(self, url, timeout=1.0):
+            return EndpointStatus(url, 1, 1, 10, 2, "3.4", cluster_id=0xB, revision=40)
+
+        def get(self, url, key, timeout=1.0):
+            return b"0"   # the snapshot's generation
+
+    state = SimpleNamespace(cluster_id=0, generation=0, revision=0, restored_generation=3, save=lambda: None)
+    rec = module.Recovery.__new__(module.Recovery)
+    rec.sup = SimpleNamespace(local=SimpleNamespace(process=SimpleNamespace(client_url="http://a:2379")),
+                              api=OwnApi(), keys=SimpleNamespace(generation="/mgmtd/cluster/generation"),
+                              state=state, config=SimpleNamespace(advertised_clients=["http://a:2379"], seeds=[]),
+                              last_round=None)
+    rec.last_look, rec.rivals_said = 0.0, set()
+    stood_down = []
+    monkeypatch.setattr(module, "look_around", lambda api, urls, keys: [Sighting("http://b:2379", 0xA, 2)])
+    monkeypatch.setattr(rec, "_stand_down", lambda *args, **kwargs: stood_down.append(args))
+    state.endpoints = ["http://b:2379"]
+    rec._guard()
+    assert stood_down == []
+
+    # the same at the next start, after 'mgmtd restore' with mgmtd stopped
+    state.generation, state.cluster_id = 0, 0
+    assert rec.superseded_at_start() is False and stood_down == []
