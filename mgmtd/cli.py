@@ -550,7 +550,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             print("mgmtd: not asking without a terminal: add --yes", file=sys.stderr)
             return False
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+        try:
+            return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+        except EOFError:   # Ctrl-D: no answer is no
+            print(file=sys.stderr)
+            return False
 
     return restore_offline(prefix, args.snapshot, args.yes, args.force, confirm,
                            lambda line: print(line, flush=True))

@@ -110,9 +110,13 @@ def restore(prefix: str, snapshot: str, yes: bool, force: bool, timeout: float) 
         if not sys.stdin.isatty():
             print("mgmtctl: not asking without a terminal: add --yes", file=sys.stderr)
             return 1
-        answer = input(f"Restore {snapshot} on this node ({prefix})? It becomes a one-member cluster with a "
-                       "new cluster id; every other member moves its member data aside and rejoins; writes "
-                       "after the backup are lost. [y/N] ")
+        try:
+            answer = input(f"Restore {snapshot} on this node ({prefix})? It becomes a one-member cluster with a "
+                           "new cluster id; every other member moves its member data aside and rejoins; writes "
+                           "after the backup are lost. [y/N] ")
+        except EOFError:   # Ctrl-D: no answer is no
+            answer = ""
+            print(file=sys.stderr)
         if answer.strip().lower() not in ("y", "yes"):
             print("mgmtctl: not restored", file=sys.stderr)
             return 1

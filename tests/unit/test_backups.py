@@ -497,3 +497,22 @@ def test_a_restored_node_does_not_stand_down_before_its_generation_is_written(mo
     # the same at the next start, after 'mgmtd restore' with mgmtd stopped
     state.generation, state.cluster_id = 0, 0
     assert rec.superseded_at_start() is False and stood_down == []
+
+
+def test_the_confirmation_question_ends_in_one_line_on_end_of_input(tmp_path, monkeypatch, capsys):
+    """A terminal that sends end-of-file (Ctrl-D) instead of an answer: 'not
+    restored', not a traceback; nothing is asked of the supervisor."""
+    import io
+    import sys
+
+    from mgmtd.cluster import backup_ctl
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty(""))
+    monkeypatch.setattr(control, "supervisor_pid", lambda prefix: 12345)
+    assert backup_ctl.restore(str(tmp_path), "b1", yes=False, force=False, timeout=1) == 1
+    assert "not restored" in capsys.readouterr().err
+    assert not os.path.exists(control.request_path(str(tmp_path)))
