@@ -169,10 +169,13 @@ class BackupDir:
             except FileNotFoundError:
                 pass
 
-    def remove_temporaries(self) -> list[str]:
-        """What a crash in the middle of a backup left; returns the names removed."""
+    def remove_temporaries(self, host: str) -> list[str]:
+        """What a crash in the middle of one of ``host``'s backups left (a
+        --backup-dir may be shared: another node's may be being written);
+        returns the names removed."""
+        mine = (f"Z-{host}{SUFFIX}{TEMP}", f"Z-{host}{SIDECAR}{TEMP}")   # backup_id: ...Z-HOST
         try:
-            names = [n for n in os.listdir(self.path) if n.startswith(".") and n.endswith(TEMP)]
+            names = [n for n in os.listdir(self.path) if n.startswith(".") and n.endswith(mine)]
         except FileNotFoundError:
             return []
         for name in names:

@@ -71,7 +71,7 @@ class Backups:
         self.last_error = ""
 
     def start(self) -> None:
-        for name in self.dir.remove_temporaries():
+        for name in self.dir.remove_temporaries(self.host):
             LOG.warning("removed %s: a backup cut short by a crash", name)
         newest = self.dir.list()
         self.last_taken = newest[-1].time if newest else 0.0

@@ -138,7 +138,10 @@ def test_a_snapshot_cut_short_leaves_nothing_listed(tmp_path):
     assert os.listdir(directory.path) == []
     # what a crash (no exception handler ran) leaves is removed at the next start
     (tmp_path / "b" / ".20260101T000000000Z-h1.db.tmp").write_bytes(b"half")
-    assert directory.remove_temporaries() == [".20260101T000000000Z-h1.db.tmp"]
+    # in a --backup-dir shared by several nodes, another node's backup being written is not touched
+    (tmp_path / "b" / ".20260101T000000000Z-h2.db.tmp").write_bytes(b"being written")
+    assert directory.remove_temporaries("h1") == [".20260101T000000000Z-h1.db.tmp"]
+    assert os.listdir(directory.path) == [".20260101T000000000Z-h2.db.tmp"]
     assert directory.list() == []
 
 
