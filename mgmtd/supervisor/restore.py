@@ -85,8 +85,9 @@ def check(spec: str, backup_dir: str, etcdctl: str | None, say: Say) -> Snapshot
 def refusal(quorum_present: bool, force: bool) -> str:
     """Why a restore is refused ("" when it may go on)."""
     if quorum_present and not force:
-        return ("the cluster has quorum: a restore would throw away every write since the backup and "
-                "make every other member start afresh; --force if that is really wanted")
+        return ("the cluster has quorum, or gets it back by itself (a majority of its voters answers, this "
+                "node's own stopped member counted): a restore would throw away every write since the backup "
+                "and make every other member start afresh; --force if that is really wanted")
     return ""
 
 
