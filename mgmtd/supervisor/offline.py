@@ -19,6 +19,7 @@ from mgmtd.supervisor.preflight import NodeState, StartupError, lock_prefix
 from mgmtd.supervisor.restore import (
     RestoreError,
     check,
+    generation_first,
     look_around,
     lost_writes,
     next_generation,
@@ -91,11 +92,12 @@ def _restore(prefix: str, spec: str, yes: bool, force: bool, confirm: Callable[[
             say("refused: not confirmed")
             return 1
         seen = look_around(api, state.endpoints, Keys(node.get("namespace") or DEFAULT_NAMESPACE))
-        restore_data(snapshot, prefix, node["host"], node["peer_urls"], etcdctl, say)
         base = snapshot.record.generation if snapshot.record is not None else 0
         generation = next_generation(base, state.generation, seen)
+        with generation_first(state, generation):
+            restore_data(snapshot, prefix, node["host"], node["peer_urls"], etcdctl, say)
         known = state.revision
-        state.restored_generation, state.cluster_id, state.revision = generation, 0, snapshot.revision
+        state.cluster_id, state.revision = 0, snapshot.revision
         state.endpoints = sorted(own)
         state.save()
     finally:

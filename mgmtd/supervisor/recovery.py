@@ -23,6 +23,7 @@ from mgmtd.supervisor.etcd_process import EtcdStartError
 from mgmtd.supervisor.restore import (
     RestoreError,
     check,
+    generation_first,
     look_around,
     lost_writes,
     move_aside,
@@ -269,10 +270,10 @@ class Recovery:
                 pass
             say("stopping this node's etcd")
             sup.local.process.stop()
-        restore_data(snapshot, cfg.prefix, cfg.hostname, cfg.advertised_peers, self.backups.etcdctl, say)
         base = snapshot.record.generation if snapshot.record is not None else 0
         generation = next_generation(base, sup.state.generation, seen)
-        sup.state.restored_generation = generation
+        with generation_first(sup.state, generation):
+            restore_data(snapshot, cfg.prefix, cfg.hostname, cfg.advertised_peers, self.backups.etcdctl, say)
         sup.state.cluster_id, sup.state.revision = 0, snapshot.revision
         sup.state.endpoints = list(cfg.advertised_clients)
         sup.state.save()

@@ -15,10 +15,11 @@ superseded member data aside)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.model import has_majority
 from mgmtd.cluster.observe import member_list_from, probe_all
 from mgmtd.supervisor.backups import BackupError, snapshot_status
+from mgmtd.supervisor.preflight import NodeState
 
 Say = Callable[[str], None]
 
@@ -134,6 +136,23 @@ def lost_writes(restored: int, known: int) -> str:
     return (f"writes acknowledged after revision {restored} are possibly lost: this node had seen up to "
             f"revision {known} ({known - restored} revisions are not in the snapshot; members that are "
             "gone may have had more)")
+
+
+@contextlib.contextmanager
+def generation_first(state: NodeState, generation: int) -> Iterator[None]:
+    """The generation to write is in node.json before the restored data is in
+    place (a crash in between leaves the old data with a higher generation
+    to write: harmless, the old cluster id stays), and taken back when the
+    restore fails."""
+    before = state.restored_generation
+    state.restored_generation = generation
+    state.save()
+    try:
+        yield
+    except BaseException:
+        state.restored_generation = before
+        state.save()
+        raise
 
 
 def restore_data(snapshot: Snapshot, prefix: str, host: str, peer_urls: Iterable[str], etcdctl: str,

@@ -519,3 +519,40 @@ def test_the_confirmation_question_ends_in_one_line_on_end_of_input(tmp_path, mo
     assert backup_ctl.restore(str(tmp_path), "b1", yes=False, force=False, timeout=1) == 1
     assert "not restored" in capsys.readouterr().err
     assert not os.path.exists(control.request_path(str(tmp_path)))
+
+
+def test_the_new_generation_is_on_disk_before_the_restored_data_is(tmp_path, monkeypatch):
+    """A crash right after the restored data is swapped in must not leave a
+    node that starts it without the new generation to write (old members
+    would then be rivals, not stand down): node.json says it first; a
+    restore that fails takes it back."""
+    import json
+
+    from mgmtd.supervisor import offline
+    from mgmtd.supervisor.preflight import NodeState
+    from mgmtd.supervisor.restore import Snapshot
+
+    prefix = str(tmp_path)
+    state = NodeState(prefix)
+    state.node = {"host": "a", "peer_urls": ["http://a:2380"], "client_urls": ["http://a:2379"]}
+    state.endpoints = ["http://a:2379", "http://b:2379", "http://c:2379"]
+    state.save()
+    monkeypatch.setattr(offline, "quorum_in_reach", lambda *args: False)
+    monkeypatch.setattr(offline, "check", lambda *args: Snapshot("/x.db", None, 5))
+    monkeypatch.setattr(offline, "look_around", lambda *args: [])
+    on_disk = []
+
+    def swap(*args):
+        with open(os.path.join(prefix, "node.json")) as handle:
+            on_disk.append(json.load(handle)["restored_generation"])
+
+    monkeypatch.setattr(offline, "restore_data", swap)
+    assert offline.restore_offline(prefix, "x", True, False, lambda q: True, lambda line: None) == 0
+    assert on_disk == [1]
+
+    def fails(*args):
+        raise RestoreError("etcdctl snapshot restore failed: no space left on device")
+
+    monkeypatch.setattr(offline, "restore_data", fails)
+    assert offline.restore_offline(prefix, "x", True, False, lambda q: True, lambda line: None) == 1
+    assert NodeState(prefix).restored_generation == 1   # the first restore's, still to be written
