@@ -101,6 +101,15 @@ def backup_now(api: EtcdApi, endpoints: list[str], namespace: str, timeout: floa
 
 def restore(prefix: str, snapshot: str, yes: bool, force: bool, timeout: float) -> int:
     """Asks the supervisor running on ``prefix`` to restore, and relays its progress."""
+    try:
+        return _restore(prefix, snapshot, yes, force, timeout)
+    except OSError as err:   # the prefix is root's, or mgmtd went away meanwhile
+        hint = " (run it as the user mgmtd runs as, e.g. with sudo)" if isinstance(err, PermissionError) else ""
+        print(f"mgmtctl: cannot ask the mgmtd on {prefix}: {err}{hint}", file=sys.stderr)
+        return 1
+
+
+def _restore(prefix: str, snapshot: str, yes: bool, force: bool, timeout: float) -> int:
     pid = control.supervisor_pid(prefix)
     if pid is None:
         print(f"mgmtctl: no mgmtd runs on {prefix}: give its --prefix, or with it stopped use "

@@ -54,6 +54,9 @@ def _restore_locked(prefix: str, spec: str, yes: bool, force: bool, confirm: Cal
     except StartupError:
         say(f"refused: mgmtd runs on {prefix}: use 'mgmtctl restore {spec}' (it asks the running supervisor)")
         return 1
+    except OSError as err:   # the prefix is root's
+        say(f"failed: {first_line(err)}")
+        return 1
     try:
         return _restore(prefix, spec, yes, force, confirm, say)
     except RestoreError as err:

@@ -556,3 +556,34 @@ def test_the_new_generation_is_on_disk_before_the_restored_data_is(tmp_path, mon
     monkeypatch.setattr(offline, "restore_data", fails)
     assert offline.restore_offline(prefix, "x", True, False, lambda q: True, lambda line: None) == 1
     assert NodeState(prefix).restored_generation == 1   # the first restore's, still to be written
+
+
+def test_mgmtctl_restore_without_the_rights_is_one_line(tmp_path, monkeypatch, capsys):
+    """An operator without root on /var/lib/mgmtd (the lock, control/, the
+    signal): one line that says so, not a traceback."""
+    from mgmtd.cluster import backup_ctl
+
+    def denied(prefix):
+        raise PermissionError(13, "Permission denied", f"{prefix}/lock")
+
+    monkeypatch.setattr(control, "supervisor_pid", denied)
+    assert backup_ctl.restore(str(tmp_path), "b1", yes=True, force=False, timeout=1) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mgmtctl: ") and "Permission denied" in err and len(err.splitlines()) == 1, err
+
+    monkeypatch.setattr(control, "supervisor_pid", lambda prefix: 2 ** 22 + 12345)   # no such process
+    assert backup_ctl.restore(str(tmp_path), "b1", yes=True, force=False, timeout=1) == 1
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_mgmtd_restore_without_the_rights_is_one_line(tmp_path, monkeypatch):
+    from mgmtd.supervisor import offline
+
+    def denied(prefix):
+        raise PermissionError(13, "Permission denied", f"{prefix}/lock")
+
+    (tmp_path / "node.json").write_text("{}")
+    monkeypatch.setattr(offline, "lock_prefix", denied)
+    said = []
+    assert offline.restore_offline(str(tmp_path), "x", True, False, lambda q: True, said.append) == 1
+    assert said == [f"failed: [Errno 13] Permission denied: '{tmp_path}/lock'"]
