@@ -278,7 +278,9 @@ class Engine:
         except GraphError as err:
             LOG.error("collected resources do not fit the graph (%s): keeping the current graph", err)
             return
-        if self.reversals is not None:
+        # until the cluster's exports are known, a collected object is not gone
+        # (first start, etcd away): its reversal would revert it, so they wait
+        if self.reversals is not None and (self.exports_taken or not spec.collect):
             graph = self._with_reversals(spec, applied, graph)
         graph.name = spec.name
         graph.collected = {key: tuple(sorted({s.split("/", 1)[0] for s in sources}))

@@ -230,7 +230,7 @@ class FileResource(Resource):
                                     f"{describe(st.st_mode)}, only a regular file can be put back")
             params["state"] = "exists"
             whole = self.state == "absent"   # it removes the file: keep all of it
-            if whole or self.content is not None:
+            if whole or self.content is not None or self.fragments is not None:
                 try:
                     params["content"] = place.read().decode()
                 except UnicodeDecodeError:

@@ -217,3 +217,13 @@ def test_a_reversal_in_noop_changes_nothing_and_keeps_its_record(tmp_path):
     assert sched.run(converged_timeout=0.2) == 0
     assert target.read_text() == "made"
     assert len(reversals.store.load()) == 1
+
+
+def test_a_file_made_of_fragments_keeps_the_content_it_replaces(tmp_path):
+    # mgmt's Reversed(): content is saved "whether we specified content with
+    # Content or w/ Fragments"; without it the old content would be lost
+    (tmp_path / "part").write_text("new\n")
+    target = tmp_path / "f"
+    target.write_text("old\n")
+    res = file(target, fragments=[str(tmp_path / "part")])
+    assert res.reversal() == {"path": str(target), "state": "exists", "content": "old\n"}
