@@ -6,14 +6,19 @@ it has succeeded its record is deleted and it leaves the graph.
 
 Records live in ``{prefix}/reverse/``, one JSON file per managed object (its
 identity: a file's path, a package's name), written atomically and 0600, so
-a restart between the removal and the reversal loses nothing."""
+a restart between the removal and the reversal loses nothing. One engine at a
+time uses them (a lock in that directory): another engine on the same prefix
+(``mgmtd engine`` run alone takes the service's default one) would see every
+record as an object gone from its graph and put them all back."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -27,6 +32,7 @@ LOG = log.get("engine.reverse")
 
 RECORD_DIR = "reverse"
 SUFFIX = ".json"
+LOCK = ".lock"   # skipped by load(): it starts with a dot
 FORMAT = 1
 RECORDED = "reversal_recorded"   # set on an instance whose record is known to be there
 _META_DEFAULTS = {f.name: f.default for f in fields(Meta)}
@@ -140,6 +146,44 @@ class ReversalStore:
 
     def __init__(self, prefix: str) -> None:
         self.directory = os.path.join(prefix, RECORD_DIR)
+        self._lock_fd: int | None = None
+        self._claiming = threading.Lock()   # workers record at once: one flock for all of them
+
+    def claim(self, create: bool) -> str:
+        """Takes the records for this engine (an exclusive flock, held until
+        the process ends or ``release``); "" when held, else why not. Without
+        ``create`` a missing directory holds nothing to claim: ""."""
+        with self._claiming:
+            return self._claim(create)
+
+    def _claim(self, create: bool) -> str:
+        if self._lock_fd is not None:
+            return ""
+        try:
+            if create:
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(self.directory, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            return "" if not create else f"cannot create {self.directory}"
+        except OSError as err:
+            return f"cannot lock {self.directory}: {err.strerror or err}"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            return (f"{self.directory} is in use by another engine (pid {holder}): every engine "
+                    "needs its own --prefix")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return ""
+
+    def release(self) -> None:
+        with self._claiming:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def path(self, rid: str) -> str:
         return os.path.join(self.directory, rid + SUFFIX)
@@ -219,6 +263,9 @@ class Reversals:
         if not res.meta.reverse or res.reversal_of is not None or getattr(res, RECORDED, False):
             return
         rid = record_id(tuple(res.identity()))
+        problem = self.store.claim(create=True)
+        if problem:
+            raise ResourceError(f"cannot record its reversal: {problem}")
         try:
             if not self.store.exists(rid):
                 record = make_record(res, res.reversal())
@@ -245,6 +292,12 @@ class Reversals:
         """The reversal resources to add to a graph of ``resources``; drops
         the records of objects managed again without ``meta.reverse``."""
         loaded = self.store.load()
+        problem = self.store.claim(create=False) if loaded else ""
+        if problem:   # another engine's records: neither run nor dropped here
+            if problem not in self.announced:
+                self.announced.add(problem)
+                LOG.error("reversal records: %s; none is run by this engine", problem)
+            return []
         for rid, problem in loaded.items():
             if isinstance(problem, str) and rid not in self.announced:
                 self.announced.add(rid)

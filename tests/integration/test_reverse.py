@@ -174,3 +174,26 @@ def test_reverse_on_a_kind_that_cannot_is_refused_where_it_is_written(workdir):
     graph.write_text("resources:\n  exec:\n  - name: e\n    cmd: 'true'\n    meta:\n      reverse: false\n")
     out = subprocess.run([MGMTD, "validate", str(graph)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def test_an_engine_run_alone_on_a_nodes_prefix_leaves_its_reversals_alone(make_node, workdir):
+    """`mgmtd engine` run alone takes the service's default prefix: it must not
+    take the node's records for objects gone from its own graph."""
+    root = workdir / "root"
+    changed = original(root)
+    graph = workdir / "g.yaml"
+    graph.write_text(two_files(root))
+    node = make_node()
+    node.start(["yaml", str(graph)])
+    try:
+        wait_for(lambda: changed.read_text() == "managed\n" and len(records(node.prefix)) == 2, 60,
+                 "first converge")
+        alone = workdir / "alone.yaml"
+        alone.write_text(only_noop())
+        out = engine_once(alone, node.prefix)
+        assert out.returncode == 0, out.stderr
+        assert "is in use by another engine" in out.stderr and "none is run by this engine" in out.stderr
+        assert changed.read_text() == "managed\n" and (root / "created").exists()
+        assert len(records(node.prefix)) == 2
+    finally:
+        node.stop()

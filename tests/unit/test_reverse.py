@@ -227,3 +227,50 @@ def test_a_file_made_of_fragments_keeps_the_content_it_replaces(tmp_path):
     target.write_text("old\n")
     res = file(target, fragments=[str(tmp_path / "part")])
     assert res.reversal() == {"path": str(target), "state": "exists", "content": "old\n"}
+
+
+def test_two_engines_on_one_prefix_never_run_each_others_reversals(tmp_path):
+    # a `mgmtd engine` run alone takes the default prefix, the service's: it
+    # would otherwise see the service's records as objects that left its graph
+    # and put them all back
+    import subprocess
+    import sys
+    prefix = str(tmp_path / "prefix")
+    service = Reversals(ReversalStore(prefix))
+    service.before_apply(file(tmp_path / "theirs", content="x"))
+    (tmp_path / "theirs").write_text("x")
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from mgmtd.engine.reversal import Reversals, ReversalStore\n"
+         "print(len(Reversals(ReversalStore(sys.argv[1])).compose([], set())))", prefix],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "0"
+    assert "in use by another engine" in other.stderr
+    # nor does it record into them
+    mine = Reversals(ReversalStore(prefix))
+    with pytest.raises(ResourceError, match="in use by another engine"):
+        # a second store in this process is another open file: as another engine
+        mine.before_apply(file(tmp_path / "mine", content="x"))
+    assert [r.identity for r in service.store.load().values()] == [("file", str(tmp_path / "theirs"))]
+    service.store.release()
+    assert len(mine.compose([], set())) == 1   # the first engine is gone: the records are the next's
+
+
+def test_workers_recording_at_once_share_the_engines_claim(tmp_path):
+    reversals = Reversals(ReversalStore(str(tmp_path / "prefix")))
+    errors: list[Exception] = []
+    start = threading.Barrier(8)
+
+    def record(n: int) -> None:
+        start.wait()
+        try:
+            reversals.before_apply(file(tmp_path / f"f{n}", content="x"))
+        except ResourceError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == [] and len(reversals.store.load()) == 8
