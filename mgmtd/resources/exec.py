@@ -142,6 +142,10 @@ class ExecResource(Resource):
         self._ran_at: float | None = None   # wall clock of the last successful run, for mtimes
         self._running: set[subprocess.Popen] = set()
         self._interrupted = False
+        # the check_apply under way, and the one a cancel was for: a command
+        # that starts after the cancel (donecmd after cmd) is stopped too
+        self._active: object | None = None
+        self._cancelled: object | None = None
 
     # --- parameters -----------------------------------------------------------
     @property
@@ -226,13 +230,26 @@ class ExecResource(Resource):
             where = f" in {cwd}" if cwd else ""
             raise ResourceError(f"cannot start {shown(argv[0])}{where}: {reason}") from None
 
+    def _stopped(self) -> str:
+        """Why no command may run now, or "" (under the lock)."""
+        if self._interrupted:
+            return "interrupted: mgmtd is stopping"
+        if self._cancelled is not None and self._cancelled is self._active:
+            return "cancelled (meta.timeout): stopped it and all it started"
+        return ""
+
     def _run(self, argv: list[str], cwd: str | None, what: str) -> Output:
         """Runs one command to its end, its output captured."""
-        if self._interrupted:
-            raise ResourceError("interrupted: mgmtd is stopping")
+        with self._lock:
+            stopped = self._stopped()
+        if stopped:
+            raise ResourceError(stopped)
         proc = self.popen(argv, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self._lock:
             self._running.add(proc)
+            doomed = self._stopped()   # a stop that came while it started did not see it
+        if doomed:
+            terminate_group(proc, self.stop_signal())
         try:
             try:
                 deadline = time.monotonic() + self.timeout if self.timeout else None
@@ -250,8 +267,8 @@ class ExecResource(Resource):
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
-        if self._interrupted:
-            raise ResourceError("interrupted: mgmtd is stopping")
+        if doomed or self._interrupted:
+            raise ResourceError(doomed or "interrupted: mgmtd is stopping")
         self._report_output(what, result.combined)
         return result
 
@@ -269,6 +286,7 @@ class ExecResource(Resource):
         """meta.timeout passed: stops the command running now with ``sig``
         (check_apply then fails); later runs work as before."""
         with self._lock:
+            self._cancelled = self._active
             running = list(self._running)
         for proc in running:
             terminate_group(proc, self.stop_signal())
@@ -316,6 +334,16 @@ class ExecResource(Resource):
         return ""
 
     def check_apply(self, apply: bool) -> bool:
+        run = object()
+        with self._lock:
+            self._active = run
+        try:
+            return self._check_apply(apply)
+        finally:
+            with self._lock:
+                self._active = None
+
+    def _check_apply(self, apply: bool) -> bool:
         if self.refresh_only and not self.refresh:
             return True
         with self._lock:

@@ -257,6 +257,33 @@ def test_sig_stops_a_running_command_on_cancel(tmp_path):
     assert errors and "exit status 3" in str(errors[0])
 
 
+def test_a_cancel_between_two_commands_stops_the_next_one(tmp_path):
+    # meta.timeout's cancel can come after cmd ended and before donecmd
+    # started: donecmd must not then run unbounded (nothing else would stop it)
+    res = make(ExecResource, cmd="true", donecmd=f"sh -c 'test -e {tmp_path}/again || exec sleep 60'")
+    started = res.popen
+
+    def popen(argv, cwd, **streams):
+        if "sleep" in " ".join(argv):
+            res.cancel()   # the timeout, right between the two
+        return started(argv, cwd, **streams)
+
+    res.popen = popen
+    errors: list[Exception] = []
+    worker = threading.Thread(target=lambda: _capture(res, errors))
+    worker.start()
+    try:
+        wait_for(lambda: not worker.is_alive(), 10, "check_apply to end once cancelled")
+    finally:
+        if worker.is_alive():
+            res.interrupt()   # no sleep is left behind
+        worker.join(timeout=10)
+    assert errors and "cancelled" in str(errors[0])
+    res.popen = started
+    (tmp_path / "again").touch()
+    assert res.check_apply(True) is False   # the next run works as before
+
+
 def _capture(res, errors) -> None:
     try:
         res.check_apply(True)
