@@ -225,3 +225,21 @@ def test_allow_is_parsed_and_unknown_rights_are_located_errors():
     assert spec.collect[0].allow == frozenset({"source", "setid", "owner"})
     with pytest.raises(GraphError, match=r"<graph>:4:11: allow: unknown right 'root'"):
         load_text("collect:\n- kind: file\n  pattern: /srv/\n  allow: [root]\n")
+
+
+def test_meta_an_exporter_writes_by_hand_cannot_hide_re_export_or_unrefuse(tmp_path):
+    """The export record is untrusted JSON: hidden (never applied, so never
+    seen by the collector's own rules), export (passed on) and dollar are the
+    exporter's graph's business and never reach the collected resource; a
+    meta.reverse a kind cannot honour is refused, not ignored."""
+    forged = Export("h2", "file", "f", {"path": f"{tmp_path}/f", "content": "x"},
+                    {"hidden": True, "export": ["*"], "dollar": True, "realize": True, "retry": 2})
+    (res,), rejected = collect(CollectRule("file", f"{tmp_path}/"), forged)
+    assert rejected == []
+    assert not res.meta.hidden and res.meta.export == () and not res.meta.dollar and res.meta.retry == 2
+    directory = Export("h2", "file", "d", {"path": f"{tmp_path}/d/"}, {"reverse": True})
+    assert collect(CollectRule("file", f"{tmp_path}/"), directory)[1] == [
+        f"file[d] from h2: meta.reverse: a directory cannot be reversed (as in mgmt); only a file"]
+    bad = Export("h2", "file", "b", {"path": f"{tmp_path}/b"}, {"reverse": "yes"})
+    (why,) = collect(CollectRule("file", f"{tmp_path}/"), bad)[1]
+    assert "meta.reverse" in why
