@@ -239,7 +239,7 @@ def test_meta_an_exporter_writes_by_hand_cannot_hide_re_export_or_unrefuse(tmp_p
     assert not res.meta.hidden and res.meta.export == () and not res.meta.dollar and res.meta.retry == 2
     directory = Export("h2", "file", "d", {"path": f"{tmp_path}/d/"}, {"reverse": True})
     assert collect(CollectRule("file", f"{tmp_path}/"), directory)[1] == [
-        f"file[d] from h2: meta.reverse: a directory cannot be reversed (as in mgmt); only a file"]
+        "file[d] from h2: meta.reverse: a directory cannot be reversed (as in mgmt); only a file"]
     bad = Export("h2", "file", "b", {"path": f"{tmp_path}/b"}, {"reverse": "yes"})
     (why,) = collect(CollectRule("file", f"{tmp_path}/"), bad)[1]
     assert "meta.reverse" in why

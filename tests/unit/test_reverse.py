@@ -274,3 +274,26 @@ def test_workers_recording_at_once_share_the_engines_claim(tmp_path):
     for thread in threads:
         thread.join(10)
     assert errors == [] and len(reversals.store.load()) == 8
+
+
+def test_a_collected_files_reversal_stays_confined_and_drops_setid_bits(tmp_path):
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    target = srv / "tool"
+    target.write_text("#!/bin/sh\n")
+    os.chmod(target, 0o4755)
+    collected = file(target, state="absent")
+    collected.confinement = Confinement(str(tmp_path), frozenset())
+    reversal = build_reversal(make_record(collected, collected.reversal()), set())
+    assert reversal.confinement == collected.confinement and reversal.mode == "4755"
+    collected.check_apply(True)
+    assert not target.exists()
+    reversal.check_apply(True)
+    assert target.read_text() == "#!/bin/sh\n" and stat.S_IMODE(target.stat().st_mode) == 0o755
+    # a link swapped in below the anchor is not written through
+    target.unlink()
+    os.rename(srv, tmp_path / "real")
+    srv.symlink_to(tmp_path / "real")
+    with pytest.raises(ResourceError):
+        reversal.check_apply(True)
+    assert not (tmp_path / "real" / "tool").exists()
