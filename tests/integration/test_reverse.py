@@ -197,3 +197,39 @@ def test_an_engine_run_alone_on_a_nodes_prefix_leaves_its_reversals_alone(make_n
         assert len(records(node.prefix)) == 2
     finally:
         node.stop()
+
+
+def test_a_collected_file_is_put_back_when_its_export_goes_and_not_before(make_node, workdir):
+    """meta.reverse travels with an export: the collector records what it had
+    and puts it back once the export is withdrawn; an engine that cannot read
+    the cluster's exports (etcd away) reverts nothing."""
+    from tests.harness import file_res, free_port, graph_with, start_cluster
+
+    out = workdir / "out"
+    out.mkdir()
+    target = out / "x"
+    target.write_text("the collector's own\n")
+    exported = file_res("@@x", str(target), "exported") + "    meta: {reverse: true}\n"
+    g2 = graph_with(workdir / "g2.yaml", exported)
+    g1 = graph_with(workdir / "g1.yaml", "    []", f'collect:\n- kind: file\n  pattern: "{out}/"\n')
+    h1, h2 = start_cluster([make_node("h1"), make_node("h2")], ideal=1, graphs=[g1, g2])
+    wait_for(lambda: target.read_text() == "exported" and len(records(h1.prefix)) == 1, 60,
+             "x collected by h1, its reversal recorded")
+
+    # h1 (the only etcd server) stops: its engine, run alone, cannot know the exports
+    assert h1.stop() == 0
+    alone = subprocess.run([MGMTD, "engine", "--hostname", "h1", "--prefix", str(h1.prefix),
+                            "--endpoints", f"http://127.0.0.1:{free_port()}", "--max-runtime", "2",
+                            "yaml", g1], capture_output=True, text=True, timeout=90)
+    assert "graph g loaded" in alone.stderr, alone.stderr
+    assert "its reversal runs" not in alone.stderr
+    assert target.read_text() == "exported" and len(records(h1.prefix)) == 1
+
+    # back with its etcd: the export is still there; h2 withdraws it: put back
+    h1.start(["yaml", g1])
+    wait_for(lambda: "graph g loaded" in h1.log(), 60, "h1 back")
+    graph_with(workdir / "g2.yaml", "    []")
+    wait_for(lambda: target.read_text() == "the collector's own\n" and not records(h1.prefix), 60,
+             "x put back on h1 once its export is gone")
+    assert "file[x@h2]: reversed: its record is deleted" in h1.log()
+    assert "Traceback" not in h1.log()
