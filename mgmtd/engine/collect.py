@@ -27,6 +27,10 @@ from mgmtd.yamlgraph.loader import CollectRule
 LOG = log.get("engine.collect")
 
 NAME_DEFAULTED = {"exec": ("cmd",), "kv": ("key",)}
+# kinds whose name is the object they manage keep the exporter's name (as in
+# mgmt): renamed NAME@HOST, a pkg or user would be invalid and a svc would be
+# the template instance NAME@HOST.service
+NAME_IS_OBJECT = ("pkg", "svc", "user", "group")
 
 
 def pattern_matches(pattern: str | None, subject: str) -> bool:
@@ -70,7 +74,8 @@ def build_resource(export: Export, rule: CollectRule) -> Resource:
     params.update(dict(rule.set))
     # mgmt: "On resource collect, this parameter [export] is not preserved"
     meta_fields = {k: v for k, v in export.meta.items() if k in EXPORTED_META}
-    res = cls(f"{export.name}@{export.host}", params, Meta(**meta_fields))
+    name = export.name if export.kind in NAME_IS_OBJECT else f"{export.name}@{export.host}"
+    res = cls(name, params, Meta(**meta_fields))
     if isinstance(res, FileResource):
         res.confinement = Confinement(anchor_of(rule.pattern), rule.allow)
     res.validate()
@@ -150,6 +155,8 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
             continue
         candidates.setdefault(res.identity(), []).append((export, res))
     local_identities = {r.identity(): r for r in local if not r.meta.hidden}
+    local_keys = {r.key: r for r in local if not r.meta.hidden}   # a hidden one gives way, as above
+    taken: set = set()
     for identity, found in sorted(candidates.items(), key=lambda item: str(item[0])):
         hosts = [e.host for e, _ in found]
         first = found[0][1]
@@ -163,6 +170,16 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
                 out.rejected.append(f"{first} collides with local {local_identities[identity]}: "
                                     "the local resource wins")
             continue
+        # a kept name (NAME_IS_OBJECT) may be a local resource's or another
+        # export's for another object (a session svc): one graph has one of each
+        if first.key in local_keys:
+            out.rejected.append(f"{first} collides with local {local_keys[first.key]}: "
+                                "the local resource wins")
+            continue
+        if first.key in taken:
+            out.conflicts.append(f"{first} is exported for different objects: only the first is applied")
+            continue
+        taken.add(first.key)
         out.resources.append(first)
         out.sources[first.key] = [f"{e.host}/{e.kind}/{e.name}" for e, _ in found]
     return out

@@ -93,3 +93,34 @@ def test_an_export_nested_too_deep_for_json_is_ignored_not_fatal():
     keys = Keys("/mgmtd")
     deep = '{"kind": "file", "host": "h1", "params": ' + "[" * 100000 + "]" * 100000 + "}"
     assert parse_export("/mgmtd/exported/h1/file/x", deep, keys) is None
+
+
+def test_kinds_whose_name_is_their_object_keep_the_exporters_name():
+    """A collected pkg, svc, user or group manages what its name says: renamed
+    NAME@HOST it was refused ('cowsay@h2' is no package) or, for svc, managed
+    the template instance cowsay@h2.service."""
+    from mgmtd.cluster.exported import Export
+    from mgmtd.engine.collect import select
+    from mgmtd.resources.pkg import PkgResource
+    from mgmtd.resources.svc import SvcResource
+    from mgmtd.yamlgraph.loader import CollectRule
+
+    exports = [Export("h2", "pkg", "cowsay", {"state": "installed"}, {}),
+               Export("h2", "svc", "nginx", {"state": "running"}, {}),
+               Export("h2", "user", "bob", {"state": "exists"}, {}),
+               Export("h2", "group", "staff2", {"state": "exists"}, {}),
+               Export("h2", "file", "f", {"path": "/tmp/f", "content": "x"}, {})]
+    rules = [CollectRule(kind) for kind in ("pkg", "svc", "user", "group", "file")]
+    chosen = select(rules, exports, "h1", [])
+    assert chosen.rejected == []
+    assert sorted(r.key for r in chosen.resources) == [
+        ("file", "f@h2"), ("group", "staff2"), ("pkg", "cowsay"), ("svc", "nginx"), ("user", "bob")]
+    assert [r.identity() for r in chosen.resources if r.kind == "svc"] == [("svc", False, "nginx.service")]
+    # a local resource of that name wins, even one that manages another object (a session unit)
+    session = SvcResource("nginx", {"state": "running", "session": True})
+    local = [PkgResource("cowsay", {"state": "uninstalled"}), session]
+    assert session.identity() != ("svc", False, "nginx.service")
+    chosen = select(rules, exports, "h1", local)
+    assert sorted(r.key for r in chosen.resources) == [("file", "f@h2"), ("group", "staff2"), ("user", "bob")]
+    assert sorted(chosen.rejected) == ["pkg[cowsay] collides with local pkg[cowsay]: the local resource wins",
+                                       "svc[nginx] collides with local svc[nginx]: the local resource wins"]
