@@ -221,3 +221,23 @@ def test_hostile_exports_are_refused_by_the_collector(make_node, workdir):
     assert f"{inside}/link is a symbolic link: mgmtd does not write through it" in log
     assert "collect: file[dotdot] from h2: path must not contain '..'" in log
     assert "elsewhere" not in log  # outside the pattern: the rule does not select it at all
+
+
+def test_a_collected_user_or_pkg_keeps_the_name_that_is_its_object(make_node, workdir):
+    """Under --noop (nothing on this machine changes): a collected pkg or user
+    is the exporter's pkg or user, not NAME@HOST (an invalid name)."""
+    collector = workdir / "g1.yaml"
+    collector.write_text("graph: g\nresources: {}\ncollect:\n- kind: user\n- kind: pkg\n")
+    (h1,) = start_cluster([make_node("h1")], "--noop", ideal=1, graphs=[str(collector)])
+    put_export(h1.client_url, "h2", "user", "mgmtdtestcoll", {"state": "exists"})
+    put_export(h1.client_url, "h2", "pkg", "mgmtd-test-no-such-pkg", {"state": "installed"})
+
+    def collected() -> dict:
+        got = mgmtctl("--endpoints", h1.client_url, "graph", "h1", "-o", "json")
+        if got.returncode != 0:
+            return {}
+        return {(r["kind"], r["name"]): r["collected_from"] for r in json.loads(got.stdout)["resources"]}
+
+    wait_for(lambda: collected() == {("user", "mgmtdtestcoll"): ["h2"], ("pkg", "mgmtd-test-no-such-pkg"): ["h2"]},
+             60, "h1's graph with the user and the pkg collected under their own names")
+    assert "collect: " not in h1.log()   # nothing refused
