@@ -241,7 +241,9 @@ class Engine:
             if self.options.no_watch and self.exports_taken and not self.exports_refresh:
                 LOG.debug("the cluster's exports changed: --no-watch keeps the graph (SIGHUP reloads)")
                 return
-            refresh = self.exports_refresh
+            # the first read always composes: until then the graph was built not
+            # knowing the cluster's exports (reversals of collected files wait for it)
+            refresh = self.exports_refresh or not self.exports_taken
             self.exports_taken, self.exports_refresh = True, False
             self.exports_seen = exports
             if self.spec is None:
