@@ -31,11 +31,12 @@ def kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def terminate_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = KILL_GRACE) -> None:
-    """Sends ``sig`` to the group, then SIGKILL after ``grace`` seconds (at
-    once when the command obeyed): a command that ignores ``sig`` still stops."""
+def terminate_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float | None = None) -> None:
+    """Sends ``sig`` to the group, then SIGKILL after ``grace`` seconds (default
+    KILL_GRACE; at once when the command obeyed): a command that ignores ``sig``
+    still stops."""
     kill_group(proc, sig)
-    deadline = time.monotonic() + grace
+    deadline = time.monotonic() + (KILL_GRACE if grace is None else grace)
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     # also reaches children that outlived a leader which obeyed the signal

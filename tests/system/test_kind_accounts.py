@@ -285,7 +285,7 @@ resources:
 
 def test_drift_is_repaired_by_events(sandbox):
     agent = sandbox.start(DRIFT)
-    agent.wait_log("converged")
+    agent.wait_log("converged status is: true")
 
     def repaired(action: tuple[str, ...], subject: str, check) -> float:
         before = len(agent.log())

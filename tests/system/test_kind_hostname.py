@@ -65,7 +65,7 @@ def test_noop_reports_and_changes_nothing(sandbox):
 def test_drift_by_hand_is_repaired_through_hostnamed(sandbox):
     graph = SPLIT.format(name="drift", pretty="Drift Box", static="drift-static", transient="drift-static")
     agent = sandbox.start(graph)
-    agent.wait_log("converged")
+    agent.wait_log("converged status is: true")
     assert names(sandbox) == ("Drift Box", "drift-static", "drift-static")
     sandbox.run("hostname", "changed-by-hand")               # the kernel's name only
     wait_for(lambda: names(sandbox)[2] == "drift-static", timeout=10, what="the transient name back")
@@ -89,7 +89,7 @@ def test_without_hostnamed_the_files_are_written_and_watched(sandbox):
                            check=False).stdout.strip() != "active"
 
         agent = sandbox.start(graph)
-        agent.wait_log("converged")
+        agent.wait_log("converged status is: true")
         sandbox.run("hostname", "by-hand")
         wait_for(lambda: names(sandbox)[2] == "files-transient", timeout=10, what="the kernel's name back")
         sandbox.write("/etc/hostname", "edited\n")

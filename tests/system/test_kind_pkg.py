@@ -188,9 +188,9 @@ def test_held_dpkg_lock_is_a_clear_error_after_the_deadline(sandbox, repo, monke
 
 def test_agent_repairs_drift_and_follows_newest(sandbox, repo):  # noqa: F811
     agent = sandbox.start(graph(entry("mt-drift"), entry("mt-new", "newest")))
-    agent.wait_log("converged", timeout=120)
-    assert installed_version(sandbox, "mt-drift") == "1.0"
-    assert installed_version(sandbox, "mt-new") == "1.0"
+    agent.wait_log("converged status is: true", timeout=120)
+    assert installed_version(sandbox, "mt-drift") == "1.0", agent.log()
+    assert installed_version(sandbox, "mt-new") == "1.0", agent.log()
     before = len(agent.log())
     sandbox.run("dpkg", "-r", "mt-drift", check=True)
     agent.wait_log("installed mt-drift (1.0)", after=before, timeout=90)

@@ -100,7 +100,7 @@ def _active_pid(sandbox, unit: str, other_than: str) -> str | None:
 def test_hand_stop_is_repaired_within_a_second(sandbox):
     unit = write_unit(sandbox, "mgmtd-test-drift")
     agent = sandbox.start(svc_graph("mgmtd-test-drift", state="running"))
-    agent.wait_log("converged")
+    agent.wait_log("converged status is: true")
     latencies = []
     for _ in range(20):
         pid = wait_for(lambda: _active_pid(sandbox, unit, "0"), timeout=10, what="the unit running")
@@ -145,7 +145,7 @@ RESTART = textwrap.dedent("""\
 def test_notify_edge_restarts_the_service(sandbox):
     unit = write_unit(sandbox, "mgmtd-test-refresh")
     agent = sandbox.start(RESTART.format(content="one"))
-    agent.wait_log("converged")
+    agent.wait_log("converged status is: true")
     pid = wait_for(lambda: _active_pid(sandbox, unit, "0"), timeout=10, what="the unit running")
     before = len(agent.log())
     agent.swap(RESTART.format(content="two"))
@@ -265,7 +265,7 @@ def test_engine_shares_one_bus_connection(sandbox):
         f"  - name: {name}\n    state: running\n" for name in names)
     started = time.monotonic()
     agent = sandbox.start(graph)
-    agent.wait_log("converged", timeout=120)
+    agent.wait_log("converged status is: true", timeout=120)
     print(f"\n100 svc started and converged in {time.monotonic() - started:.1f} s")
     main = prop(sandbox, agent.unit, "MainPID")
     engines = sandbox.run("pgrep", "-P", main, "-f", "engine").stdout.split()
@@ -293,7 +293,7 @@ def test_an_alias_name_is_started_and_repaired(sandbox):
     assert prop(sandbox, "mgmtd-test-alias.service", "Id") == primary
     agent = sandbox.start(svc_graph("mgmtd-test-alias", state="running"))
     agent.wait_log("svc[mgmtd-test-alias]: applied", timeout=60)
-    agent.wait_log("converged", timeout=60)
+    agent.wait_log("converged status is: true", timeout=60)
     pid = wait_for(lambda: _active_pid(sandbox, primary, "0"), timeout=10, what="the unit running")
     sandbox.run("systemctl", "stop", primary)
     wait_for(lambda: _active_pid(sandbox, primary, pid), timeout=10, what="the primary unit started again")

@@ -23,7 +23,7 @@ def test_apply_and_agent_change_only_the_machine(sandbox):
     assert not Path("/etc/mgmtd-sandbox-marker").exists()
 
     agent = sandbox.start(GRAPH)
-    agent.wait_log("converged")
+    agent.wait_log("converged status is: true")
     before = len(agent.log())
     sandbox.run("rm", "/etc/mgmtd-sandbox-marker")
     agent.wait_log("file[marker]: applied", after=before)
