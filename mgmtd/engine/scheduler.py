@@ -12,43 +12,21 @@ import heapq
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from mgmtd import log
-from mgmtd.cluster.graphview import shown_state
 from mgmtd.engine.gates import Semaphores, TokenBucket, limited
 from mgmtd.engine.reversal import Reversals
 from mgmtd.engine.stats import HARD, SOFT, EngineStats
+from mgmtd.engine.status import BLOCKED, FAILED, OK, PENDING, Status, Tally
 from mgmtd.engine.watch import FileWatcher
 from mgmtd.graph import Graph, Key, key_str
 from mgmtd.resources.base import Context, Resource, ResourceError
 
 LOG = log.get("engine")
-
-PENDING, OK, FAILED, BLOCKED = "pending", "ok", "failed", "blocked"
-
-
-@dataclass
-class Status:
-    state: str = PENDING
-    dirty: bool = True
-    refresh: bool = False
-    retrying: bool = False              # the next run is a retry (its timer fired)
-    running: Resource | None = None     # the instance a worker is running now
-    attempts: int = 0                   # failures counted against meta.retry (mgmt's MetaState)
-    retry_at: float | None = None
-    deadline: float | None = None       # meta.timeout of the run under way
-    timed_out: bool = False             # the run under way outran it: it fails when it returns
-    cancelling: bool = False            # its cancel() is under way: no new run until it is done
-    bucket: TokenBucket | None = None   # meta.limit/burst; None = no limit
-    limited_until: float | None = None  # no token until then: a "limit" timer is set
-    error: str = ""
-    would_change: bool = False          # noop: its last check found it out of state
-    checks: int = 0
-    changes: int = 0
-    drift_at: float | None = None       # an event came while it was in state: repair latency from then
 
 
 @dataclass(frozen=True)
@@ -67,6 +45,9 @@ class Summary:
         return {"state": self.state, "resources": self.resources, "ok": self.ok,
                 "failed": self.failed, "blocked": self.blocked, "pending": self.pending,
                 "errors": list(self.errors)}
+
+
+GATE_TIMERS = ("retry", "limit")   # timers that are work to come (not polls or timeouts)
 
 
 def autogroups(ready: list[tuple[Key, Resource]], noop: bool) -> list[list[tuple[Key, Resource]]]:
@@ -116,13 +97,19 @@ class Scheduler:
         self.on_summary = on_summary or (lambda s: None)
         self.on_view = on_view                   # the graph and each resource's drawn state
         self.viewed: tuple[Graph | None, dict[Key, str]] = (None, {})
+        self.viewed_version = -1
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
+        self.workers = workers
         self.graph = Graph()
         self.status: dict[Key, Status] = {}
+        self.tally = Tally()                     # counts and drawn states, kept as they change
         self.retired: dict[Key, Resource] = {}  # replaced/removed, still in a worker
         self.candidates: set[Key] = set()
         self.timers: list[tuple[float, int, str, Key]] = []   # (when, seq, what, key)
+        self.gate_timers = 0                     # "retry" and "limit" timers among them
+        # ready runs (one resource, or an autogroup batch): workers take them in turn
+        self.runs: deque[tuple[Key, Resource] | list[tuple[Key, Resource]]] = deque()
         self.seq = 0
         self.stops: dict[Key, Callable[[], None]] = {}
         self.watcher = FileWatcher(self.poke_all)
@@ -286,12 +273,29 @@ class Scheduler:
                 self._timer(status.deadline, "timeout", key)
             self.in_flight += 1
             ready.append((key, res))
-        for batch in autogroups(ready, self.ctx.noop):
+        batches = autogroups(ready, self.ctx.noop)
+        for batch in batches:
             if len(batch) == 1:
-                self.pool.submit(self._work, *batch[0])
+                self.runs.append(batch[0])
             else:
                 LOG.info("%s: in one check/apply (autogroup)", ", ".join(key_str(key) for key, _ in batch))
-                self.pool.submit(self._work_group, batch)
+                self.runs.append(batch)
+        # one pool task per worker that can start, each taking runs until none is left: a
+        # task per run cost more than a file's whole check. Every run is queued before a
+        # task submitted after it, which takes runs until the queue is empty.
+        for _ in range(min(len(batches), self.workers)):
+            self.pool.submit(self._take_runs)
+
+    def _take_runs(self) -> None:
+        while True:
+            try:
+                run = self.runs.popleft()
+            except IndexError:
+                return
+            if isinstance(run, list):
+                self._work_group(run)
+            else:
+                self._work(*run)
 
     def _token(self, key: Key, status: Status, res: Resource) -> bool:
         """True when ``meta.limit`` lets this run start now (it takes a token);
@@ -470,12 +474,16 @@ class Scheduler:
 
     def _timer(self, when: float, what: str, key: Key) -> None:
         self.seq += 1
+        if what in GATE_TIMERS:
+            self.gate_timers += 1
         heapq.heappush(self.timers, (when, self.seq, what, key))
 
     def _fire_timers(self) -> None:
         now = self.clock()
         while self.timers and self.timers[0][0] <= now:
             _, _, what, key = heapq.heappop(self.timers)
+            if what in GATE_TIMERS:
+                self.gate_timers -= 1
             status = self.status.get(key)
             if status is None:
                 continue
@@ -518,7 +526,8 @@ class Scheduler:
             if key in old.resources and old.resources[key] is res:
                 continue
             res.ctx = replace(self.ctx, report=lambda level, msg, r=res: self.ctx.report(level, f"{r}: {msg}"))
-            self.status[key] = Status(attempts=carried.get(key, 0))
+            status = self.status[key] = Status(key, attempts=carried.get(key, 0))
+            self.tally.add(status)
             if not res.meta.hidden:  # mgmt: a hidden resource does not watch
                 self._start_watch(key, res)
             self.candidates.add(key)
@@ -552,6 +561,8 @@ class Scheduler:
         if stop is not None:
             stop()
         status = self.status.pop(key, None)
+        if status is not None:
+            self.tally.remove(status)
         if status is not None and status.running is res:
             self.retired[key] = res  # closed when its worker is done
         else:
@@ -572,7 +583,7 @@ class Scheduler:
         """Work is under way or can start. A dirty resource that waits on a
         failed one is not work: it cannot start until something changes."""
         return bool(self.in_flight or self.candidates or self.retired or self.holds
-                    or any(what in ("retry", "limit") for _, _, what, _ in self.timers))
+                    or self.gate_timers > 0)
 
     def hold(self, reason: str) -> None:
         """Not converged until released (e.g. the collected set is not known yet)."""
@@ -589,14 +600,11 @@ class Scheduler:
 
     def _summarize(self) -> Summary:
         # a poll or a re-check in flight does not make a converged node converging
-        busy = self.quiet_since is None and (bool(self.candidates) or bool(self.holds) or any(
-            s.dirty or s.retry_at is not None for s in self.status.values()))
-        counts = {PENDING: 0, OK: 0, FAILED: 0, BLOCKED: 0}
-        errors = []
-        for key, status in self.status.items():
-            counts[status.state] += 1
-            if status.state == FAILED:
-                errors.append(f"{key_str(key)}: {status.error}")
+        tally = self.tally
+        busy = self.quiet_since is None and (bool(self.candidates) or bool(self.holds)
+                                             or tally.waiting > 0)
+        counts = tally.counts
+        errors = [f"{key_str(key)}: {status.error}" for key, status in tally.failed.items()]
         if counts[FAILED] or counts[BLOCKED]:
             state = "failed" if not busy else "converging"
         elif not busy and self.clock() - self.last_activity >= self.converged_after:
@@ -617,13 +625,16 @@ class Scheduler:
         callee must only queue them: this is the control thread."""
         if self.on_view is None:
             return
-        states = {key: shown_state(s.state, s.retry_at is not None, s.would_change)
-                  for key, s in self.status.items()}
+        if self.graph is self.viewed[0] and self.tally.version == self.viewed_version:
+            return
+        self.viewed_version = self.tally.version
+        states = dict(self.tally.shown)   # a copy: the callee reads it on another thread
         if self.graph is not self.viewed[0] or states != self.viewed[1]:
             self.viewed = (self.graph, states)
             self.on_view(self.graph, states)
 
     def _shutdown(self) -> None:
+        self.runs.clear()   # runs not started yet are dropped, as the pool's queued tasks
         for key in list(self.stops):
             self.stops.pop(key)()
         running = [s.running for s in self.status.values() if s.running is not None]
