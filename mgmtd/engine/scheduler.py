@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mgmtd import log
 from mgmtd.engine.gates import Semaphores, TokenBucket, limited
@@ -525,7 +525,7 @@ class Scheduler:
         for key, res in graph.resources.items():
             if key in old.resources and old.resources[key] is res:
                 continue
-            res.ctx = replace(self.ctx, report=lambda level, msg, r=res: self.ctx.report(level, f"{r}: {msg}"))
+            res.lend(self.ctx)
             status = self.status[key] = Status(key, attempts=carried.get(key, 0))
             self.tally.add(status)
             if not res.meta.hidden:  # mgmt: a hidden resource does not watch

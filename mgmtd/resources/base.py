@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import reprlib
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 # Upper bounds of numeric fields. Beyond them a value is a typo or an attack,
@@ -289,6 +289,11 @@ Meta.FIELDS = {
 }
 
 
+# Meta is frozen: every resource without meta parameters shares this one (building
+# and checking a Meta per resource was a good part of loading a big graph)
+DEFAULT_META = Meta()
+
+
 def meta_refusal(key: str, value: Any) -> str:
     """Why a meta parameter mgmt documents is refused here, or "" when it is
     not: a value that would ask for what mgmtd does not do is an error, never
@@ -331,17 +336,67 @@ class Resource:
     # set by the engine on a resource built from a reversal record: the record's id
     reversal_of: str | None = None
 
+    # Memory: a field left out is read from the class (its default, set on the class
+    # by __init_subclass__), so an instance holds only the fields it was given.
+    _INSTANCE_DEFAULTS: ClassVar[tuple[str, ...]] = ()   # fields whose name the class uses itself
+    _DEFAULTED: ClassVar[frozenset[str]] = frozenset()   # fields whose default is on the class
+    refresh = False    # set by the engine: this run follows a change over a notify edge
+    retrying = False   # set by the engine: this run is a retry (meta.retry) after a failure
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own, defaulted = [], set()
+        for key, spec in cls.FIELDS.items():
+            owner = next((k for k in cls.__mro__ if key in vars(k)), None)
+            if owner is not None and key not in getattr(owner, "_DEFAULTED", ()):
+                own.append(key)   # a method or property of that name (kv's key): set per instance
+            else:
+                setattr(cls, key, spec.default)
+                defaulted.add(key)
+        cls._INSTANCE_DEFAULTS = tuple(own)
+        cls._DEFAULTED = frozenset(defaulted)
+
     def __init__(self, name: str, params: dict[str, Any], meta: Meta | None = None) -> None:
         # a value that does not fit its field never reaches the code that uses it
         check_fields(self.FIELDS, params)
         self.name = name
-        self.meta = meta or Meta()
-        for key, spec in self.FIELDS.items():
-            setattr(self, key, params.get(key, spec.default))
-        self.params = {key: params.get(key, spec.default) for key, spec in self.FIELDS.items()}
-        self.refresh = False    # set by the engine: this run follows a change over a notify edge
-        self.retrying = False   # set by the engine: this run is a retry (meta.retry) after a failure
-        self.ctx = Context()
+        self.meta = meta or DEFAULT_META
+        fields = self.FIELDS
+        self._given = given = {key: value for key, value in params.items() if key in fields}
+        for key, value in given.items():
+            setattr(self, key, value)
+        for key in self._INSTANCE_DEFAULTS:
+            if key not in given:
+                setattr(self, key, fields[key].default)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every field's value (given or default): a new dict at each call."""
+        given = self._given
+        return {key: given.get(key, spec.default) for key, spec in self.FIELDS.items()}
+
+    # The context is made on first use: most resources (a file in state) never use it.
+    # The engine lends its own (``lend``); a resource made alone gets a fresh one.
+    @property
+    def ctx(self) -> Context:
+        ctx = self.__dict__.get("_ctx")
+        if ctx is None:
+            engine = self.__dict__.get("_engine_ctx")
+            if engine is None:
+                ctx = Context()
+            else:
+                ctx = replace(engine, report=lambda level, msg: engine.report(level, f"{self}: {msg}"))
+            self._ctx = ctx
+        return ctx
+
+    @ctx.setter
+    def ctx(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def lend(self, engine: Context) -> None:
+        """The engine's context: ``self.ctx`` will be a copy whose reports name this resource."""
+        self.__dict__.pop("_ctx", None)
+        self._engine_ctx = engine
 
     # --- identity -----------------------------------------------------------
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # one per resource is kept: small
 class Location:
     file: str
     line: int = 0     # 1-based; 0 = unknown

@@ -16,6 +16,7 @@ import yaml
 from mgmtd import graph as graphs
 from mgmtd.resources import KINDS, unknown_kind
 from mgmtd.resources.base import (
+    DEFAULT_META,
     EFFECTIVE_META,
     EXPORT_ALL,
     Field,
@@ -302,7 +303,7 @@ class Loader:
             name = name[len(EXPORT_MARK):]
         subject = f"{cls.kind}[{name}]"
         params: dict[str, Any] = {}
-        meta = Meta()
+        meta = DEFAULT_META
         for key, (key_node, value_node) in fields.items():
             if key == "name":
                 continue
@@ -367,7 +368,7 @@ class Loader:
                              ("export", export_problem(values.get("export", [])))):
             if problem:
                 raise self.error(fields[key][1] if key in fields else node, problem, subject)
-        return Meta(**values)
+        return Meta(**values) if values else DEFAULT_META
 
     def check_meta_for(self, cls: type[Resource], meta: Meta, node: yaml.Node, subject: str) -> None:
         """The meta checks that depend on the kind."""
