@@ -84,19 +84,20 @@ def autoedges(resources: Iterable[Resource]) -> list[Edge]:
     """A resource that needs a path runs after every resource that provides it
     (a file after the resource managing its parent directory, at any depth)."""
     providers: dict[str, list[Key]] = {}
-    listed = list(resources)
-    for res in listed:
-        if res.meta.autoedge:
-            for path in res.autoedge_provides():
-                providers.setdefault(path, []).append(res.key)
+    listed = [(res, res.key) for res in resources if res.meta.autoedge]
+    for res, key in listed:
+        for path in res.autoedge_provides():
+            found = providers.get(path)
+            if found is None:
+                providers[path] = [key]
+            else:
+                found.append(key)
     edges = []
-    for res in listed:
-        if not res.meta.autoedge:
-            continue
+    for res, key in listed:
         for path in res.autoedge_requires():
             for provider in providers.get(path, ()):
-                if provider != res.key:
-                    edges.append(Edge(provider, res.key, name="autoedge"))
+                if provider != key:
+                    edges.append(Edge(provider, key, name="autoedge"))
     return edges
 
 
@@ -105,9 +106,10 @@ def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
     Explicit edges must name existing vertices (the loader checks that)."""
     graph = Graph()
     for res in resources:
-        graph.resources[res.key] = res
-        graph.requires[res.key] = set()
-        graph.dependants[res.key] = set()
+        key = res.key
+        graph.resources[key] = res
+        graph.requires[key] = set()
+        graph.dependants[key] = set()
     explicit = list(edges)
     for edge in explicit:
         graph.add_edge(edge)

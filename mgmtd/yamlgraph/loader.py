@@ -6,6 +6,7 @@ Everything is checked before anything is built, and every problem is one
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -74,12 +75,51 @@ class GraphSpec:
     locations: dict[graphs.Key, Location] = field(default_factory=dict)
     raw: bytes | None = None     # the file's bytes, to tell a real edit from a touch
     warnings: list[GraphWarning] = field(default_factory=list)   # loaded anyway; shown once per load
+    # the graph built when loading (autoedges, cycles) and the metas it was built with:
+    # handed out once by build() while they still hold, instead of building it again
+    built: tuple[graphs.Graph, tuple[Meta, ...]] | None = field(default=None, repr=False)
 
-    def build(self, extra: list[Resource] | None = None) -> graphs.Graph:
+    def build(self, extra: list[Resource] | None = None, keep: bool = False) -> graphs.Graph:
+        """The graph of this spec's resources and ``extra``; a new one at each
+        call (the caller may change it). ``keep``: remembered for the next call."""
+        built, self.built = self.built, None
+        if not extra and built is not None and len(built[1]) == len(self.resources) and all(
+                res.meta is meta for res, meta in zip(self.resources, built[1], strict=True)):
+            return built[0]
         try:
-            return graphs.build([*self.resources, *(extra or [])], self.edges)
+            graph = graphs.build([*self.resources, *(extra or [])], self.edges)
         except graphs.CycleError as err:
             raise GraphError(self.locations.get(err.cycle[0], Location(self.source)), str(err)) from None
+        if keep and not extra:
+            self.built = (graph, tuple(res.meta for res in self.resources))
+        return graph
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _CountingLoader(SAFE_LOADER):
+    """Stops composing past ``budget`` nodes: the composer resolves the tag of
+    every node that has none (scalar, sequence, mapping), once each."""
+
+    def __init__(self, stream: str, budget: int) -> None:
+        super().__init__(stream)
+        self.budget = budget
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooBig
+        return super().resolve(kind, value, implicit)
+
+
+def _compose_counted(text: str, budget: int) -> yaml.Node | None:
+    loader = _CountingLoader(text, budget)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 class _Node:
@@ -158,6 +198,14 @@ class Loader:
 
     def compose(self, text: str) -> yaml.Node | None:
         try:
+            if "*" not in text and "!" not in text:
+                # No alias and no explicit tag: every node composed is resolved once, so
+                # counting resolutions bounds the nodes (and memory) as ``measure`` does,
+                # in one parse instead of two. The text is already at most MAX_TEXT.
+                try:
+                    return _compose_counted(text, MAX_NODES)
+                except _TooBig:
+                    pass   # measure says where
             self.measure(yaml.parse(text, Loader=SAFE_LOADER))
             return yaml.compose(text, Loader=SAFE_LOADER)
         except yaml.MarkedYAMLError as err:
@@ -247,7 +295,7 @@ class Loader:
             self.load_edges(top["edges"][1], spec)
         if "collect" in top:
             self.load_collect(top["collect"][1], spec)
-        spec.build()  # autoedges and cycles, before anything runs
+        spec.build(keep=True)  # autoedges and cycles, before anything runs
         return spec
 
     def load_resources(self, node: yaml.Node, spec: GraphSpec) -> None:
@@ -455,7 +503,16 @@ class Loader:
 
 
 def load_text(text: str, source: str = "<graph>") -> GraphSpec:
-    return Loader(source).load(text)
+    # Loading makes many objects and frees few (the YAML tree at the end): the cyclic
+    # collector would walk the growing heap again and again for nothing. Nothing
+    # here makes a cycle that refcounting cannot free, and it runs again afterwards.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return Loader(source).load(text)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def load_file(path: str) -> GraphSpec:
