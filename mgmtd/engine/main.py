@@ -103,7 +103,12 @@ class Engine:
                                    on_view=self._on_view, stats=self.stats)
         self.exports = ExportPublisher(self.connection, options.hostname, options.namespace,
                                        on_synced=self.stats.exports_synced)
-        self.graph_outputs = [GraphPublisher(self.connection, options.hostname, options.namespace)]
+        # {ns}/graph/HOST only where an etcd can ever be reached: an engine alone with no
+        # endpoints would draw the whole graph every second for no one
+        self.publisher: GraphPublisher | None = None
+        if options.endpoints or options.membership_from_stdin:
+            self.publisher = GraphPublisher(self.connection, options.hostname, options.namespace)
+        self.graph_outputs: list = [self.publisher] if self.publisher is not None else []
         if options.graphviz is not None:
             self.graph_outputs.append(GraphvizWriter(options.graphviz, options.hostname,
                                                      options.graphviz_filter))
@@ -312,7 +317,8 @@ class Engine:
                 if self.connection.set_endpoints(message.endpoints):
                     LOG.info("etcd endpoints: %s", ",".join(message.endpoints) or "none")
                     self.exports.poke()
-                    self.graph_outputs[0].poke()
+                    if self.publisher is not None:
+                        self.publisher.poke()
                     self.collector.endpoints_changed()
         # stdin closed: the supervisor is gone; no one will stop us otherwise
         LOG.info("supervisor closed the membership channel; stopping")

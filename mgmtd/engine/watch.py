@@ -65,6 +65,8 @@ class FileWatcher:
     def rearm(self, key: Key) -> None:
         """Tries again to watch directories that were missing (after the
         resource or a dependency created them)."""
+        if not self.unwatched:
+            return   # nothing missing (read without the lock: a set's size is read at once)
         with self.lock:
             for path in self.key_paths.get(key, ()):
                 parent = os.path.dirname(path)

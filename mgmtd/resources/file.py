@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import stat
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,13 @@ from mgmtd.resources.symlink import LinkSpec, check_link_fields, link_check_appl
 __all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
 
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+RACY_NS = 2_000_000_000   # a signature younger than this is not trusted (see _seen)
+
+
+def signature(st: os.stat_result) -> tuple:
+    """What must stay equal for a file's content to be unchanged (see FileResource._seen)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
+            st.st_uid, st.st_gid)
 
 
 def parse_mode(value: int | str | None) -> int | None:
@@ -381,7 +389,7 @@ class FileResource(Resource):
         if stat.S_ISLNK(st.st_mode) and wanted is None:
             raise ResourceError(f"{self.target} is a symbolic link: mode and owner are never set "
                                 "through one (give content to replace it by a file)")
-        if wanted is not None and not self._holds(place, st, wanted):
+        if wanted is not None and not self._content_holds(place, st, wanted):
             if not apply:
                 self._report_diff(place, wanted)
                 return False
@@ -393,6 +401,26 @@ class FileResource(Resource):
             place.write_atomically(wanted, self._safe_mode(mode), uid, gid)
             return False
         return self._attributes(place, st, apply)
+
+    # The signature of the file last found holding ``content`` (None: compare it).
+    # Sound: the content of a file cannot change without its ctime changing (every
+    # write, truncate, rename over it and utime sets ctime to the current time, and
+    # no system call sets ctime to a chosen value), nor be replaced without its
+    # inode changing. Only a signature old enough is trusted: timestamps are coarse
+    # (a jiffy; seconds on some file systems), so a write in the same tick as the
+    # one recorded could leave them equal (git's "racily clean" entries).
+    _seen: tuple | None = None
+
+    def _content_holds(self, place: Place, st: os.stat_result, wanted: bytes) -> bool:
+        fixed = self.content is not None   # fragments and source are read anew each time
+        if fixed and self._seen is not None and self._seen == signature(st):
+            return True
+        if not self._holds(place, st, wanted):
+            self._seen = None
+            return False
+        if fixed:
+            self._seen = signature(st) if time.time_ns() - st.st_ctime_ns > RACY_NS else None
+        return True
 
     @staticmethod
     def _holds(place: Place, st: os.stat_result, wanted: bytes) -> bool:

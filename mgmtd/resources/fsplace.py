@@ -24,7 +24,6 @@ import errno
 import os
 import shutil
 import stat
-import uuid
 
 TEMP_PREFIX = ".mgmtd-tmp-"
 
@@ -101,8 +100,17 @@ class Place:
 
     def read(self) -> bytes:
         fd = self.open_object(want_dir=False)
-        with os.fdopen(fd, "rb") as handle:
-            return handle.read()
+        try:
+            # a file object costs more than the read of a small file: plain reads
+            # until the end (it may have grown since the open's fstat)
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
 
     # --- changing -------------------------------------------------------------
     def chmod(self, mode: int, want_dir: bool, single_link: bool = False) -> None:
@@ -124,7 +132,7 @@ class Place:
     def write_atomically(self, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
         """A new file beside the old one, synced, renamed over it: a crash
         leaves the old content or the new one, never half of it."""
-        temp = TEMP_PREFIX + uuid.uuid4().hex[:12]
+        temp = TEMP_PREFIX + os.urandom(6).hex()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self._sibling(temp), flags, 0o600, dir_fd=self.dir_fd)
         try:
@@ -153,7 +161,7 @@ class Place:
         name always resolves to the old object or the new link, never to
         nothing. (rename cannot replace a directory by a link: the caller
         removes an empty directory first.)"""
-        temp = TEMP_PREFIX + uuid.uuid4().hex[:12]
+        temp = TEMP_PREFIX + os.urandom(6).hex()
         os.symlink(target, self._sibling(temp), dir_fd=self.dir_fd)
         try:
             if uid != -1 or gid != -1:
