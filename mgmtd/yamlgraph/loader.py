@@ -31,6 +31,7 @@ from mgmtd.resources.base import (
     sema_problem,
     shown,
 )
+from mgmtd.yamlgraph import compose as composing
 from mgmtd.yamlgraph.errors import GraphError, GraphWarning, Location
 from mgmtd.yamlgraph.source import MAX_BYTES, read_graph_bytes
 
@@ -93,33 +94,6 @@ class GraphSpec:
         if keep and not extra:
             self.built = (graph, tuple(res.meta for res in self.resources))
         return graph
-
-
-class _TooBig(Exception):
-    pass
-
-
-class _CountingLoader(SAFE_LOADER):
-    """Stops composing past ``budget`` nodes: the composer resolves the tag of
-    every node that has none (scalar, sequence, mapping), once each."""
-
-    def __init__(self, stream: str, budget: int) -> None:
-        super().__init__(stream)
-        self.budget = budget
-
-    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-        self.budget -= 1
-        if self.budget < 0:
-            raise _TooBig
-        return super().resolve(kind, value, implicit)
-
-
-def _compose_counted(text: str, budget: int) -> yaml.Node | None:
-    loader = _CountingLoader(text, budget)
-    try:
-        return loader.get_single_node()
-    finally:
-        loader.dispose()
 
 
 class _Node:
@@ -199,13 +173,13 @@ class Loader:
     def compose(self, text: str) -> yaml.Node | None:
         try:
             if "*" not in text and "!" not in text:
-                # No alias and no explicit tag: every node composed is resolved once, so
-                # counting resolutions bounds the nodes (and memory) as ``measure`` does,
-                # in one parse instead of two. The text is already at most MAX_TEXT.
+                # No alias and no explicit tag: counting the nodes as they are made
+                # bounds them (and memory) as ``measure`` does, in one parse instead of
+                # two. The text is already at most MAX_TEXT.
                 try:
-                    return _compose_counted(text, MAX_NODES)
-                except _TooBig:
-                    pass   # measure says where
+                    return composing.compose(text, MAX_NODES, SAFE_LOADER)
+                except (composing.TooBig, composing.Fallback):
+                    pass   # measure says where; PyYAML composes the rest
             self.measure(yaml.parse(text, Loader=SAFE_LOADER))
             return yaml.compose(text, Loader=SAFE_LOADER)
         except yaml.MarkedYAMLError as err:
