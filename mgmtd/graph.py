@@ -33,8 +33,10 @@ class CycleError(ValueError):
 @dataclass
 class Graph:
     resources: dict[Key, Resource] = field(default_factory=dict)
-    requires: dict[Key, set[Key]] = field(default_factory=dict)     # key -> what it waits for
-    dependants: dict[Key, set[Key]] = field(default_factory=dict)   # key -> who waits for it
+    # key -> what it waits for / who waits for it; once built, equal sets are one
+    # frozenset (10,000 files in one directory: one {dir} and one empty set)
+    requires: dict[Key, set[Key] | frozenset[Key]] = field(default_factory=dict)
+    dependants: dict[Key, set[Key] | frozenset[Key]] = field(default_factory=dict)
     notifies: set[tuple[Key, Key]] = field(default_factory=set)
     auto: set[tuple[Key, Key]] = field(default_factory=set)        # autoedges no explicit edge repeats
     name: str = ""                                                  # the graph file's ``graph:``
@@ -44,7 +46,9 @@ class Graph:
         return len(self.resources)
 
     def add_edge(self, edge: Edge) -> None:
+        self.requires[edge.target] = _mutable(self.requires[edge.target])
         self.requires[edge.target].add(edge.source)
+        self.dependants[edge.source] = _mutable(self.dependants[edge.source])
         self.dependants[edge.source].add(edge.target)
         if edge.notify:
             self.notifies.add((edge.source, edge.target))
@@ -119,4 +123,13 @@ def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
         if (edge.source, edge.target) not in explicit_pairs:
             graph.auto.add((edge.source, edge.target))  # drawn apart (--graphviz, mgmtctl graph)
     graph.order()
+    for table in (graph.requires, graph.dependants):
+        shared: dict[frozenset[Key], frozenset[Key]] = {}
+        for key, keys in table.items():
+            frozen = frozenset(keys)
+            table[key] = shared.setdefault(frozen, frozen)
     return graph
+
+
+def _mutable(keys: set[Key] | frozenset[Key]) -> set[Key]:
+    return keys if isinstance(keys, set) else set(keys)

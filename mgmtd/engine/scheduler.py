@@ -263,8 +263,13 @@ class Scheduler:
                 continue
             if not self._token(key, status, res):
                 continue  # delayed, not dropped: still dirty, a timer brings it back
-            res.refresh, status.refresh, status.dirty = status.refresh, False, False
-            res.retrying, status.retrying = status.retrying, False
+            # set on the resource only when not its class default (False): an
+            # attribute more would grow every resource's __dict__
+            if res.refresh is not status.refresh:
+                res.refresh = status.refresh
+            if res.retrying is not status.retrying:
+                res.retrying = status.retrying
+            status.refresh = status.dirty = status.retrying = False
             self.semas.acquire(res.meta.sema)  # all of them or none: see Semaphores
             status.running = res
             status.timed_out = False
@@ -545,10 +550,10 @@ class Scheduler:
         """Takes one resource out of the running graph (a reversal that is done)."""
         graph = self.graph
         res = graph.resources.pop(key)
-        for dep in graph.requires.pop(key):
-            graph.dependants[dep].discard(key)
+        for dep in graph.requires.pop(key):   # the graph's sets may be shared: new ones
+            graph.dependants[dep] = graph.dependants[dep] - {key}
         for dependant in graph.dependants.pop(key):
-            graph.requires[dependant].discard(key)
+            graph.requires[dependant] = graph.requires[dependant] - {key}
             self.candidates.add(dependant)
         graph.notifies = {pair for pair in graph.notifies if key not in pair}
         self._retire(key, res)

@@ -35,11 +35,11 @@ class FileWatcher:
         self.lock = threading.Lock()
         self.wd_dir: dict[int, str] = {}
         self.dir_wd: dict[str, int] = {}
-        self.by_path: dict[str, set[Key]] = {}     # watched path -> resources
+        self.by_path: dict[str, tuple[Key, ...]] = {}   # watched path -> resources (mostly one)
         self.by_dir: dict[str, set[Key]] = {}      # parent dir -> resources with paths in it
         self.by_contents: dict[str, set[Key]] = {}  # dir -> resources concerned by any entry in it
-        self.key_paths: dict[Key, list[str]] = {}
-        self.key_contents: dict[Key, list[str]] = {}
+        self.key_paths: dict[Key, tuple[str, ...]] = {}
+        self.key_contents: dict[Key, tuple[str, ...]] = {}
         self.unwatched: set[str] = set()            # dirs that did not exist yet
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="inotify", daemon=True)
@@ -47,15 +47,17 @@ class FileWatcher:
 
     def watch(self, key: Key, paths: Iterable[str]) -> None:
         paths = list(paths)
-        normal = [os.path.normpath(p) for p in paths]
-        contents = [os.path.normpath(p) for p in paths if p.endswith("/")]
+        normal = tuple(os.path.normpath(p) for p in paths)
+        contents = tuple(os.path.normpath(p) for p in paths if p.endswith("/"))
         with self.lock:
             self._forget(key)
             self.key_paths[key] = normal
             self.key_contents[key] = contents
             for path in normal:
                 parent = os.path.dirname(path)
-                self.by_path.setdefault(path, set()).add(key)
+                keys = self.by_path.get(path, ())
+                if key not in keys:
+                    self.by_path[path] = (*keys, key)
                 self.by_dir.setdefault(parent, set()).add(key)
                 self._add_dir(parent)
             for directory in contents:
@@ -105,8 +107,12 @@ class FileWatcher:
         released = []
         for path in self.key_paths.pop(key, ()):
             parent = os.path.dirname(path)
-            for index, table in ((path, self.by_path), (parent, self.by_dir)):
-                _discard(table, index, key)
+            keys = tuple(k for k in self.by_path.get(path, ()) if k != key)
+            if keys:
+                self.by_path[path] = keys
+            else:
+                self.by_path.pop(path, None)
+            _discard(self.by_dir, parent, key)
             released.append(parent)
         for directory in self.key_contents.pop(key, ()):
             _discard(self.by_contents, directory, key)
@@ -140,10 +146,10 @@ class FileWatcher:
                     if directory is None:
                         continue
                     if event.name:
-                        touched |= self.by_path.get(os.path.join(directory, event.name), set())
+                        touched.update(self.by_path.get(os.path.join(directory, event.name), ()))
                         touched |= self.by_contents.get(directory, set())
                         continue
-                    touched |= self.by_path.get(directory, set())
+                    touched.update(self.by_path.get(directory, ()))
                     if event.mask & SELF_GONE:
                         touched |= self.by_dir.get(directory, set())
                         touched |= self.by_contents.get(directory, set())

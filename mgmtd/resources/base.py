@@ -360,20 +360,25 @@ class Resource:
         # a value that does not fit its field never reaches the code that uses it
         check_fields(self.FIELDS, params)
         self.name = name
+        self._key = (self.kind, name)   # one tuple, shared by every table keyed by it
         self.meta = meta or DEFAULT_META
         fields = self.FIELDS
-        self._given = given = {key: value for key, value in params.items() if key in fields}
-        for key, value in given.items():
-            setattr(self, key, value)
-        for key in self._INSTANCE_DEFAULTS:
-            if key not in given:
-                setattr(self, key, fields[key].default)
+        own = self._INSTANCE_DEFAULTS
+        for key, value in params.items():
+            if key in fields:
+                setattr(self, key, value)
+        if own:   # kept apart: the attribute of that name is the class's own
+            self._own = {key: params.get(key, fields[key].default) for key in own}
+            for key in own:
+                setattr(self, key, self._own[key])
 
     @property
     def params(self) -> dict[str, Any]:
         """Every field's value (given or default): a new dict at each call."""
-        given = self._given
-        return {key: given.get(key, spec.default) for key, spec in self.FIELDS.items()}
+        values = self.__dict__
+        own = values.get("_own") or {}
+        return {key: own[key] if key in own else values.get(key, spec.default)
+                for key, spec in self.FIELDS.items()}
 
     # The context is made on first use: most resources (a file in state) never use it.
     # The engine lends its own (``lend``); a resource made alone gets a fresh one.
@@ -401,7 +406,7 @@ class Resource:
     # --- identity -----------------------------------------------------------
     @property
     def key(self) -> tuple[str, str]:
-        return (self.kind, self.name)
+        return self._key
 
     def identity(self) -> tuple:
         """What this resource manages; two resources with the same identity

@@ -85,6 +85,9 @@ class Place:
     def open_object(self, want_dir: bool) -> int:
         """A descriptor of the object itself, refusing a symlink and any object
         that is not what the resource manages (a FIFO, a device...)."""
+        return self._open_object(want_dir)[0]
+
+    def _open_object(self, want_dir: bool) -> tuple[int, os.stat_result]:
         try:
             fd = os.open(self.name, _OBJECT_FLAGS, dir_fd=self.dir_fd)
         except OSError as err:
@@ -96,16 +99,18 @@ class Place:
             os.close(fd)
             raise PlaceError(f"{self.path} is {describe(st.st_mode)}, not "
                              f"{'a directory' if want_dir else 'a regular file'}")
-        return fd
+        return fd, st
 
     def read(self) -> bytes:
-        fd = self.open_object(want_dir=False)
+        fd, st = self._open_object(want_dir=False)
         try:
             # a file object costs more than the read of a small file: plain reads
             # until the end (it may have grown since the open's fstat)
             chunks = []
+            size = min(st.st_size + 1, 1 << 20)
             while True:
-                chunk = os.read(fd, 1 << 20)
+                chunk = os.read(fd, size)
+                size = 1 << 20
                 if not chunk:
                     return b"".join(chunks)
                 chunks.append(chunk)

@@ -114,6 +114,69 @@ IGNORED_TOP_LEVEL = {
 }
 
 
+class _Resources:
+    """Builds the graph's resources one YAML entry at a time, checking names,
+    exports and managed objects against those built before."""
+
+    def __init__(self, loader: Loader, spec: GraphSpec) -> None:
+        self.loader = loader
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        self.spec.resources, self.spec.exports, self.spec.locations = [], [], {}
+        self.spec.warnings.clear()   # those of the resources built so far: built again
+        # what is checked against, kept small: a graph's resources are seen in
+        # spec.locations; an exported one ("@@") apart
+        self.seen_exported: dict[graphs.Key, Location] = {}
+        self.identities: dict[tuple, Resource | list[Resource]] = {}   # managed object -> resources
+        self.exported_at: dict[graphs.Key, Location] = {}
+
+    def add(self, kind_node: yaml.Node, item: yaml.Node) -> None:
+        loader, spec = self.loader, self.spec
+        kind = kind_node.value
+        cls = KINDS.get(kind)
+        if cls is None:
+            raise loader.error(kind_node, unknown_kind(kind))
+        res, exported = loader.load_resource(cls, item)
+        loc = loader.loc(item)
+        key = res.key
+        seen = self.seen_exported if exported else spec.locations
+        if key in seen:
+            raise loader.error(loc, f"duplicate name (first defined at line {seen[key].line})",
+                               self.label(kind, res, exported))
+        if res.meta.export:
+            if key in self.exported_at:
+                raise loader.error(loc, f"exported twice: {key[0]}/{res.name} is also "
+                                   f"exported at line {self.exported_at[key].line}",
+                                   self.label(kind, res, exported))
+            self.exported_at[key] = loc
+            spec.exports.append(res)
+        if exported:
+            seen[key] = loc
+            return
+        if not res.meta.hidden:  # a hidden resource manages nothing here
+            identity = res.identity()
+            found = self.identities.get(identity)
+            if found is None:
+                self.identities[identity] = res
+            else:
+                others = found if isinstance(found, list) else [found]
+                for other in others:
+                    # some kinds allow several resources on one object (kv with skiplessthan)
+                    if not getattr(res, "shares_with", lambda _: False)(other):
+                        raise loader.error(loc, f"manages the same object as {graphs.key_str(other.key)} "
+                                           f"(line {spec.locations[other.key].line})",
+                                           self.label(kind, res, exported))
+                self.identities[identity] = [*others, res]
+        spec.resources.append(res)
+        spec.locations[key] = loc
+
+    @staticmethod
+    def label(kind: str, res: Resource, exported: bool) -> str:
+        return f"{kind}[{EXPORT_MARK if exported else ''}{res.name}]"
+
+
 class Loader:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -170,16 +233,18 @@ class Loader:
         mark = event.start_mark
         return Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
 
-    def compose(self, text: str) -> yaml.Node | None:
+    def compose(self, text: str, adding: _Resources | None = None) -> yaml.Node | None:
         try:
             if "*" not in text and "!" not in text:
                 # No alias and no explicit tag: counting the nodes as they are made
                 # bounds them (and memory) as ``measure`` does, in one parse instead of
                 # two. The text is already at most MAX_TEXT.
                 try:
-                    return composing.compose(text, MAX_NODES, SAFE_LOADER)
+                    return composing.compose(text, MAX_NODES, SAFE_LOADER,
+                                             adding.add if adding is not None else None)
                 except (composing.TooBig, composing.Fallback):
-                    pass   # measure says where; PyYAML composes the rest
+                    if adding is not None:
+                        adding.reset()   # PyYAML's tree holds every resource: start again
             self.measure(yaml.parse(text, Loader=SAFE_LOADER))
             return yaml.compose(text, Loader=SAFE_LOADER)
         except yaml.MarkedYAMLError as err:
@@ -247,7 +312,10 @@ class Loader:
 
     # --- the graph ----------------------------------------------------------
     def load(self, text: str) -> GraphSpec:
-        root = self.compose(text)
+        spec = GraphSpec(name="graph", source=self.source)
+        self.warnings = spec.warnings
+        adding = _Resources(self, spec)
+        root = self.compose(text, adding)   # resources are built as they are composed
         if root is None:
             raise GraphError(Location(self.source, 1, 1), "the graph is empty")
         top = self.mapping(root, "the graph")
@@ -259,12 +327,11 @@ class Loader:
             elif key not in allowed:
                 raise self.error(key_node, f"unknown top-level key {shown(key)} (expected one of: "
                                  f"{', '.join(sorted(allowed))})")
-        name = self.string(top["graph"][1], "graph") if "graph" in top else "graph"
-        spec = GraphSpec(name=name, source=self.source)
-        self.warnings = spec.warnings
-        spec.warnings.extend(warnings)
+        if "graph" in top:
+            spec.name = self.string(top["graph"][1], "graph")
+        spec.warnings[:0] = warnings   # the top level's first, as they come in the file
         if "resources" in top:
-            self.load_resources(top["resources"][1], spec)
+            self.load_resources(top["resources"][1], adding)
         if "edges" in top:
             self.load_edges(top["edges"][1], spec)
         if "collect" in top:
@@ -272,42 +339,16 @@ class Loader:
         spec.build(keep=True)  # autoedges and cycles, before anything runs
         return spec
 
-    def load_resources(self, node: yaml.Node, spec: GraphSpec) -> None:
+    def load_resources(self, node: yaml.Node, adding: _Resources) -> None:
+        """The resources not built yet as they were composed (all of them when
+        PyYAML composed the graph)."""
         if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
             return
-        seen: dict[graphs.Key, Location] = {}
-        identities: dict[tuple, list[tuple[str, Location, Resource]]] = {}
-        exported_at: dict[graphs.Key, Location] = {}
-        for kind, (kind_node, list_node) in self.mapping(node, "resources").items():
-            cls = KINDS.get(kind)
-            if cls is None:
-                raise self.error(kind_node, unknown_kind(kind))
-            for item in self.sequence(list_node, f"resources.{kind}"):
-                res, exported = self.load_resource(cls, item)
-                loc = self.loc(item)
-                label = f"{kind}[{EXPORT_MARK if exported else ''}{res.name}]"
-                if (res.key, exported) in seen:
-                    raise self.error(loc, f"duplicate name (first defined at line "
-                                     f"{seen[(res.key, exported)].line})", label)
-                seen[(res.key, exported)] = loc
-                if res.meta.export:
-                    if res.key in exported_at:
-                        raise self.error(loc, f"exported twice: {res.key[0]}/{res.name} is also "
-                                         f"exported at line {exported_at[res.key].line}", label)
-                    exported_at[res.key] = loc
-                    spec.exports.append(res)
-                if exported:
-                    continue
-                if not res.meta.hidden:  # a hidden resource manages nothing here
-                    identity = res.identity()
-                    for other, where, other_res in identities.get(identity, ()):
-                        # some kinds allow several resources on one object (kv with skiplessthan)
-                        if not getattr(res, "shares_with", lambda _: False)(other_res):
-                            raise self.error(loc, f"manages the same object as {other} (line {where.line})",
-                                             label)
-                    identities.setdefault(identity, []).append((label, loc, res))
-                spec.resources.append(res)
-                spec.locations[res.key] = loc
+        for kind_node, list_node in self.mapping(node, "resources").values():
+            if kind_node.value not in KINDS:
+                raise self.error(kind_node, unknown_kind(kind_node.value))
+            for item in self.sequence(list_node, f"resources.{kind_node.value}"):
+                adding.add(kind_node, item)
 
     def load_resource(self, cls: type[Resource], node: yaml.Node) -> tuple[Resource, bool]:
         fields = self.mapping(node, f"a {cls.kind} resource")
