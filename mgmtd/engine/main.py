@@ -5,6 +5,7 @@ supervisor (membership on stdin, state on stdout) or alone for tests
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import signal
@@ -113,7 +114,7 @@ class Engine:
             self.graph_outputs.append(GraphvizWriter(options.graphviz, options.hostname,
                                                      options.graphviz_filter))
         self.spec: GraphSpec | None = None
-        self.loaded_bytes: bytes | None = None
+        self.loaded_digest: bytes | None = None   # of the graph file's bytes (not kept: a big graph's MiBs)
         self.reloader = GraphReloader(options.graph_file,
                                      lambda forced, changed: self.load(False, forced, changed))
         self.collector = Collector(self.connection, options.namespace, self._on_exports)
@@ -192,7 +193,7 @@ class Engine:
             self.collector.resync()
         elif not initial and self.options.graph_file is not None:
             try:
-                if read_graph_bytes(self.options.graph_file) == self.loaded_bytes:
+                if hashlib.sha256(read_graph_bytes(self.options.graph_file)).digest() == self.loaded_digest:
                     return True  # touched, not changed
             except GraphError:
                 pass  # load_spec below says why
@@ -215,7 +216,8 @@ class Engine:
             LOG.warning("%s", warning)
         with self.compose_lock:
             self.spec = spec
-            self.loaded_bytes = spec.raw
+            self.loaded_digest = hashlib.sha256(spec.raw).digest() if spec.raw is not None else None
+            spec.raw = None
             # exports first: other hosts wait on them, while the local graph's swap takes a while
             if self.options.noop:
                 for res in spec.exports:

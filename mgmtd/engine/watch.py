@@ -47,8 +47,8 @@ class FileWatcher:
 
     def watch(self, key: Key, paths: Iterable[str]) -> None:
         paths = list(paths)
-        normal = tuple(os.path.normpath(p) for p in paths)
-        contents = tuple(os.path.normpath(p) for p in paths if p.endswith("/"))
+        normal = tuple(_normal(p) for p in paths)
+        contents = tuple(_normal(p) for p in paths if p.endswith("/"))
         with self.lock:
             self._forget(key)
             self.key_paths[key] = normal
@@ -164,6 +164,12 @@ class FileWatcher:
                         self.unwatched.add(directory)
             if touched:
                 self.poke(touched)
+
+
+def _normal(path: str) -> str:
+    """``os.path.normpath``, the path itself when already normal (not a copy of it)."""
+    normal = os.path.normpath(path)
+    return path if normal == path else normal
 
 
 def _discard(table: dict[str, set[Key]], index: str, key: Key) -> None:

@@ -140,7 +140,8 @@ class FileResource(Resource):
         if not tail:
             return head.rstrip("/") + "/" if head else ""
         full = os.path.join(head, tail)
-        return full + "/" if is_dir else full
+        full = full + "/" if is_dir else full
+        return self.path if full == self.path else full   # the same string, not a copy
 
     @property
     def is_dir(self) -> bool:

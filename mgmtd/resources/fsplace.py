@@ -107,10 +107,10 @@ class Place:
             # a file object costs more than the read of a small file: plain reads
             # until the end (it may have grown since the open's fstat)
             chunks = []
-            size = min(st.st_size + 1, 1 << 20)
+            size = min(st.st_size + 1, 1 << 16)   # not a MiB per worker for a small file
             while True:
                 chunk = os.read(fd, size)
-                size = 1 << 20
+                size = 1 << 16
                 if not chunk:
                     return b"".join(chunks)
                 chunks.append(chunk)
