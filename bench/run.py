@@ -39,6 +39,7 @@ PROFILES = {
                  scale_hosts=(50, 200, 500)),
 }
 GRACE = 3.0
+BIG = 100_000   # --big: the engine figures (growth table) at this many files too
 
 
 def say(text: str) -> None:
@@ -242,13 +243,19 @@ def main() -> int:
                         choices=["formation", "repair", "engine", "export", "memory", "kinds", "scale"],
                         help="run only these figures (repeatable); scale runs only when named")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.* go")
+    parser.add_argument("--big", action="store_true",
+                        help=f"the engine figures at {BIG} files too (a growth-table row; "
+                        "adds 10-30 minutes)")
     args = parser.parse_args()
     if not shutil.which("etcd") or not shutil.which("etcdctl"):
         say("etcd and etcdctl must be on PATH (make install, or apt-get install etcd-server etcd-client)")
         return 2
     signal.signal(signal.SIGTERM, interrupt)
     mode = "quick" if args.quick else "full"
-    profile = PROFILES[mode]
+    profile = dict(PROFILES[mode])
+    if args.big:
+        profile["sizes"] = (*profile["sizes"], BIG)
+        profile["repeats"] = {**profile["repeats"], BIG: 1}
     common.KEEP_LOGS_IN = args.out / "logs"
     wanted = set(args.only) or {"formation", "repair", "engine", "export", "memory", "kinds"}
     raw: dict = {}
