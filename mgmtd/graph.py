@@ -15,7 +15,7 @@ def key_str(key: Key) -> str:
     return f"{key[0]}[{key[1]}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Edge:
     source: Key           # runs first
     target: Key           # runs after source is in state

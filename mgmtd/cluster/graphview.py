@@ -54,7 +54,7 @@ def shown_state(state: str, retrying: bool, would_change: bool) -> str:
     return PENDING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # one per resource in each view drawn: small
 class NodeView:
     kind: str
     name: str
@@ -66,7 +66,7 @@ class NodeView:
         return (self.kind, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EdgeView:
     source: Key
     target: Key

@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import stat
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +39,14 @@ SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 RACY_NS = 2_000_000_000   # a signature younger than this is not trusted (see _seen)
 
 
-def signature(st: os.stat_result) -> tuple:
-    """What must stay equal for a file's content to be unchanged (see FileResource._seen)."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
-            st.st_uid, st.st_gid)
+_SIGNATURE = struct.Struct("<QQqqqIII")
+
+
+def signature(st: os.stat_result) -> bytes:
+    """What must stay equal for a file's content to be unchanged (see
+    FileResource._seen), packed: 85 bytes a file, not a tuple of big ints."""
+    return _SIGNATURE.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                           st.st_mode, st.st_uid, st.st_gid)
 
 
 def parse_mode(value: int | str | None) -> int | None:
@@ -410,7 +415,7 @@ class FileResource(Resource):
     # inode changing. Only a signature old enough is trusted: timestamps are coarse
     # (a jiffy; seconds on some file systems), so a write in the same tick as the
     # one recorded could leave them equal (git's "racily clean" entries).
-    _seen: tuple | None = None
+    _seen: bytes | None = None
 
     def _content_holds(self, place: Place, st: os.stat_result, wanted: bytes) -> bool:
         fixed = self.content is not None   # fragments and source are read anew each time

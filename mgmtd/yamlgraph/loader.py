@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,6 +277,13 @@ class Loader:
             if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
                 raise self.error(node, f"bad value: an integer of {len(node.value)} digits", subject) from None
             raise self.error(node, f"bad value: {str(err).splitlines()[0][:100]}", subject) from None
+        finally:
+            # PyYAML keeps every node it constructed (to share aliased values) until
+            # the end of a document: one value at a time here, so nothing to keep
+            constructor = self.constructor
+            if constructor.constructed_objects:
+                constructor.constructed_objects = {}
+                constructor.recursive_objects = {}
 
     def mapping(self, node: yaml.Node, what: str, subject: str = "") -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
@@ -386,7 +394,9 @@ class Loader:
                 known = ", ".join(sorted(cls.FIELDS))
                 raise self.error(key_node, f"unknown field {shown(key)} for kind {cls.kind} "
                                  f"(known: name, meta, {known})", subject)
-            params[key] = self.typed(value_node, key, field_spec, subject)
+            value = self.typed(value_node, key, field_spec, subject)
+            # short values repeat across resources ("exists", "0644", "root"): one string each
+            params[key] = sys.intern(value) if type(value) is str and len(value) <= 16 else value
         if name.startswith("$") and not meta.dollar:
             # mgmt's rule: most likely a variable the author forgot to interpolate
             raise self.error(fields["name"][1], f"name {shown(name)} starts with '$' (a variable "

@@ -32,13 +32,17 @@ def read_graph_bytes(path: str) -> bytes:
     except OSError as err:
         raise GraphError(Location(path), _open_failure(path, err)) from None
     try:
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode = st.st_mode
         if not stat.S_ISREG(mode):
             raise GraphError(Location(path), f"not a regular file ({describe(mode)})")
         chunks: list[bytes] = []
         size = 0
+        # sized to the file (a read of n bytes allocates n first), then in steps
+        step = min(st.st_size + 1, MAX_BYTES + 1)
         while size <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - size)
+            chunk = os.read(fd, min(step, MAX_BYTES + 1 - size))
+            step = 1 << 20
             if not chunk:
                 break
             chunks.append(chunk)
