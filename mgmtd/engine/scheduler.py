@@ -101,6 +101,8 @@ class Scheduler:
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="worker")
         self.workers = workers
+        self.takers = 0                          # pool tasks taking runs (see _dispatch)
+        self.takers_lock = threading.Lock()
         self.graph = Graph()
         self.status: dict[Key, Status] = {}
         self.tally = Tally()                     # counts and drawn states, kept as they change
@@ -285,18 +287,23 @@ class Scheduler:
             else:
                 LOG.info("%s: in one check/apply (autogroup)", ", ".join(key_str(key) for key, _ in batch))
                 self.runs.append(batch)
-        # one pool task per worker that can start, each taking runs until none is left: a
-        # task per run cost more than a file's whole check. Every run is queued before a
-        # task submitted after it, which takes runs until the queue is empty.
-        for _ in range(min(len(batches), self.workers)):
+        # at most one pool task per worker, each taking runs until none is left: a task
+        # per run cost more than a file's whole check (and piled up while workers were
+        # busy). A task leaves only when it finds no run, under the lock that counts the
+        # tasks: a run queued after that sees it gone and starts another.
+        with self.takers_lock:
+            start = min(len(self.runs), self.workers - self.takers)
+            self.takers += start
+        for _ in range(start):
             self.pool.submit(self._take_runs)
 
     def _take_runs(self) -> None:
         while True:
-            try:
+            with self.takers_lock:
+                if not self.runs:
+                    self.takers -= 1
+                    return
                 run = self.runs.popleft()
-            except IndexError:
-                return
             if isinstance(run, list):
                 self._work_group(run)
             else:
