@@ -234,7 +234,19 @@ class Loader:
         mark = event.start_mark
         return Location(self.source, mark.line + 1, mark.column + 1) if mark else Location(self.source)
 
-    def compose(self, text: str, adding: _Resources | None = None) -> yaml.Node | None:
+    def compose(self, text: str | bytes, adding: _Resources | None = None) -> yaml.Node | None:
+        if isinstance(text, bytes):
+            # a file's bytes (checked UTF-8): the parser reads them as they are, no
+            # copy as a str and back; anything unusual goes the way of a str below
+            if b"*" not in text and b"!" not in text:
+                try:
+                    return composing.compose(text, MAX_NODES, SAFE_LOADER,
+                                             adding.add if adding is not None else None)
+                except (composing.TooBig, composing.Fallback, yaml.YAMLError):
+                    pass   # the str's way says where and what
+            if adding is not None:
+                adding.reset()
+            text = text.decode("utf-8")
         try:
             if "*" not in text and "!" not in text:
                 # No alias and no explicit tag: counting the nodes as they are made
@@ -319,7 +331,7 @@ class Loader:
         return value
 
     # --- the graph ----------------------------------------------------------
-    def load(self, text: str) -> GraphSpec:
+    def load(self, text: str | bytes) -> GraphSpec:
         spec = GraphSpec(name="graph", source=self.source)
         self.warnings = spec.warnings
         adding = _Resources(self, spec)
@@ -527,7 +539,8 @@ class Loader:
                                             frozenset(allow)))
 
 
-def load_text(text: str, source: str = "<graph>") -> GraphSpec:
+def load_text(text: str | bytes, source: str = "<graph>") -> GraphSpec:
+    """The graph in ``text`` (bytes: UTF-8, already checked)."""
     # Loading makes many objects and frees few (the YAML tree at the end): the cyclic
     # collector would walk the growing heap again and again for nothing. Nothing
     # here makes a cycle that refcounting cannot free, and it runs again afterwards.
@@ -543,9 +556,9 @@ def load_text(text: str, source: str = "<graph>") -> GraphSpec:
 def load_file(path: str) -> GraphSpec:
     data = read_graph_bytes(path)
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")   # checked, not kept: the parser reads the bytes
     except UnicodeDecodeError as err:
         raise GraphError(Location(path), f"graph is not UTF-8 (byte {err.start})") from None
-    spec = load_text(text, path)
+    spec = load_text(data, path)
     spec.raw = data
     return spec
