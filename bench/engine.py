@@ -29,14 +29,19 @@ def content_of(i: int) -> str:
     return f"file {i} of the bench graph: this content is managed\n"
 
 
+# past this many files the graph leaves out ``state: exists`` (the default): 100000
+# files would not fit in the 16 MiB a graph file may hold (mgmtd.yamlgraph.source)
+EXPLICIT_STATE_UP_TO = 10_000
+
+
 def write_graph(graph: Path, directory: Path, count: int) -> dict[str, str]:
     """One directory resource and ``count`` files in it; returns path -> content."""
     wanted = {str(directory / f"f{i}"): content_of(i) for i in range(count)}
     lines = ["graph: bench", "resources:", "  file:",
              f'  - name: dir\n    path: "{directory}/"\n    state: exists']
+    state = "\n    state: exists" if count <= EXPLICIT_STATE_UP_TO else ""
     for i, (path, content) in enumerate(wanted.items()):
-        lines.append(f'  - name: f{i}\n    path: "{path}"\n    content: {json.dumps(content)}\n'
-                     f'    state: exists')
+        lines.append(f'  - name: f{i}\n    path: "{path}"\n    content: {json.dumps(content)}{state}')
     graph.write_text("\n".join(lines) + "\n")
     return wanted
 
