@@ -171,6 +171,7 @@ class FileResource(Resource):
         if self.state not in ("exists", "absent"):
             raise FieldError("state", f"state must be 'exists' or 'absent', not {shown(self.state)}")
         self.mode_bits = parse_mode(self.mode)
+        self._seen = None   # here, with the other attributes: set later it would grow the __dict__
         if self.fragments is not None:
             check_fragment_fields(self.fragments, path, content=self.content, source=self.source,
                                   state=self.state, is_dir=self.is_dir, purge=self.purge)
