@@ -247,17 +247,20 @@ def test_sig_stops_a_running_command_on_cancel(tmp_path, monkeypatch):
     # SIGKILL follows 2 s after the signal: on a loaded machine the shell may not
     # have run its trap by then, and the test would see SIGKILL's doing
     monkeypatch.setattr(execproc, "KILL_GRACE", 60.0)
+    # SIGUSR1, not SIGINT: a test run started in the background (`cmd &`) has
+    # SIGINT ignored, the command inherits that, and a shell cannot trap a
+    # signal ignored when it started
     got = tmp_path / "got"
-    res = make(ExecResource, sig="SIGINT", shell="/bin/sh",
-               cmd=f"trap 'echo INT > {got}; exit 3' INT; echo up > {tmp_path}/up; "
+    res = make(ExecResource, sig="SIGUSR1", shell="/bin/sh",
+               cmd=f"trap 'echo USR1 > {got}; exit 3' USR1; echo up > {tmp_path}/up; "
                    "while :; do sleep 0.05; done")
     errors: list[Exception] = []
     worker = threading.Thread(target=lambda: _capture(res, errors))
     worker.start()
     wait_for(lambda: (tmp_path / "up").exists(), 10, "the command to start")
     res.cancel()
-    worker.join(timeout=10)
-    assert got.read_text() == "INT\n"
+    worker.join(timeout=30)
+    assert got.read_text() == "USR1\n"
     assert errors and "exit status 3" in str(errors[0])
 
 
