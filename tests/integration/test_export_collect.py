@@ -75,7 +75,12 @@ def test_seed_examples_give_each_host_exactly_what_it_selects(make_node, workdir
     assert (root / "mgmtA" / "fA").read_text() == "i am fA, exported from host A\n"
     assert (root / "mgmtA" / "fromB").read_text() == "i was exported by host B for host A\n"
     assert (root / "mgmtC" / "fD").read_text() == "i am fD, exported from host D\n"
-    # and each host applied only what its own rules select
+    # and each host applied only what its own rules select (a file is there a
+    # moment before its "applied" line is in the log: wait for the lines)
+    by_name = {node.name: node for node in nodes}
+    for host, line in (("h1", "file[fileb-for-a@h2]: applied"), ("h2", "file[fileb@h2]: applied"),
+                       ("h3", "file[filed@h4]"), ("h5", "file[filee@h5]: applied")):
+        wait_for(lambda host=host, line=line: line in by_name[host].log(), 30, f"{line!r} in {host}'s log")
     logs = {node.name: node.log() for node in nodes}
     assert "file[fileb-for-a@h2]: applied" in logs["h1"]
     assert "file[fileb-for-a@h2]" not in logs["h2"] and "file[fileb@h2]: applied" in logs["h2"]
