@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 
 from mgmtd import __version__, tls
 from mgmtd.backoff import first_line
@@ -16,7 +14,6 @@ from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.act import RECOVERY
 from mgmtd.cluster.assess import HEALTHY, NO_LEADER
 from mgmtd.cluster.backup_ctl import backup_now, backup_row, list_backups, newest_backups, render_backups, restore
-from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.exported import parse_export, subject_of
 from mgmtd.cluster.graphview import GraphView
@@ -26,8 +23,8 @@ from mgmtd.cluster.store import Store
 from mgmtd.cluster.view import (
     ClusterUnreachable,
     ClusterView,
-    first_member_list,
     gather,
+    member_client,
     render_members,
     render_table,
 )
@@ -108,17 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--force", action="store_true", help="restore even though the cluster has quorum")
     restore.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default: %(default)s)")
     return parser
-
-
-@contextlib.contextmanager
-def member_client(api: EtcdApi, endpoints: list[str]) -> Iterator:
-    """A KV client on the first member that answers, closed afterwards."""
-    _, _, endpoint = first_member_list(api, endpoints)
-    client = connect([endpoint], timeout=5.0, tls=api.tls)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def list_exported(api: EtcdApi, endpoints: list[str], namespace: str, host: str | None,

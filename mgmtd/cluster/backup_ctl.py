@@ -5,34 +5,21 @@ supervisor of this node through its prefix: cluster/control.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 
 from mgmtd.cluster import control
 from mgmtd.cluster.access import is_permission_denied
 from mgmtd.cluster.backups import BackupRecord, parse_record
-from mgmtd.cluster.client import connect
 from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.store import Store
-from mgmtd.cluster.view import ClusterUnreachable, first_member_list, render_table
-
-
-@contextlib.contextmanager
-def member_client(api: EtcdApi, endpoints: list[str]) -> Iterator:
-    """A KV client on the first member that answers, closed afterwards."""
-    _, _, endpoint = first_member_list(api, endpoints)
-    client = connect([endpoint], timeout=5.0, tls=api.tls)
-    try:
-        yield client
-    finally:
-        client.close()
+from mgmtd.cluster.view import ClusterUnreachable, first_member_list, member_client, render_table
 
 
 def list_backups(api: EtcdApi, endpoints: list[str], namespace: str) -> tuple[list[BackupRecord], bool]:

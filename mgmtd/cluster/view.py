@@ -3,6 +3,8 @@ and the registered hosts. Gathered over the network, rendered by ``mgmtctl``."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from mgmtd.cluster import etcdapi
@@ -54,6 +56,17 @@ def first_member_list(api: EtcdApi, endpoints: list[str]) -> tuple[int, list[etc
     except etcdapi.EtcdApiError as err:
         raise ClusterUnreachable(str(err)) from None
     return cluster_id, members, endpoint
+
+
+@contextlib.contextmanager
+def member_client(api: EtcdApi, endpoints: list[str]) -> Iterator:
+    """A KV client on the first member that answers, closed afterwards."""
+    _, _, endpoint = first_member_list(api, endpoints)
+    client = connect([endpoint], timeout=5.0, tls=api.tls)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def gather(api: EtcdApi, endpoints: list[str], namespace: str) -> ClusterView:

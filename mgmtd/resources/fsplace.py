@@ -20,10 +20,12 @@ How the directory is reached depends on who asked for the file:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 
 TEMP_PREFIX = ".mgmtd-tmp-"
 
@@ -140,22 +142,13 @@ class Place:
         temp = TEMP_PREFIX + os.urandom(6).hex()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self._sibling(temp), flags, 0o600, dir_fd=self.dir_fd)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                if uid != -1 or gid != -1:
-                    os.fchown(out.fileno(), uid, gid)
-                os.fchmod(out.fileno(), mode)   # after fchown, which clears setuid bits
-                out.flush()
-                os.fsync(out.fileno())
-            os.rename(self._sibling(temp), self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        except BaseException:
-            try:
-                os.unlink(self._sibling(temp), dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass
-            raise
-        self.sync_directory()
+        with self._into_place(temp), os.fdopen(fd, "wb") as out:
+            out.write(data)
+            if uid != -1 or gid != -1:
+                os.fchown(out.fileno(), uid, gid)
+            os.fchmod(out.fileno(), mode)   # after fchown, which clears setuid bits
+            out.flush()
+            os.fsync(out.fileno())
 
     def readlink(self) -> str:
         """The target of the link at this place, never followed."""
@@ -168,15 +161,20 @@ class Place:
         removes an empty directory first.)"""
         temp = TEMP_PREFIX + os.urandom(6).hex()
         os.symlink(target, self._sibling(temp), dir_fd=self.dir_fd)
-        try:
+        with self._into_place(temp):
             if uid != -1 or gid != -1:
                 os.chown(self._sibling(temp), uid, gid, dir_fd=self.dir_fd, follow_symlinks=False)
+
+    @contextlib.contextmanager
+    def _into_place(self, temp: str) -> Iterator[None]:
+        """After the block has made ``temp`` beside the object: renames it over
+        the object and syncs the directory; any failure removes ``temp``."""
+        try:
+            yield
             os.rename(self._sibling(temp), self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._sibling(temp), dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass
             raise
         self.sync_directory()
 
