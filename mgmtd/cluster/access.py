@@ -28,7 +28,7 @@ import grpc
 
 from mgmtd import log
 from mgmtd.cluster import etcdapi
-from mgmtd.cluster.etcdapi import READ, READWRITE, WRITE, EtcdApi, EtcdApiError
+from mgmtd.cluster.etcdapi import READ, READWRITE, WRITE, EtcdApi, EtcdApiError, prefix_end
 from mgmtd.cluster.keys import Keys
 from mgmtd.tls import JOIN_USER, ROOT_USER, check_host_name
 
@@ -61,18 +61,6 @@ class Permission:
         if not self.range_end:
             return raw == self.key
         return self.key <= raw < self.range_end
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's range end for "every key starting with prefix" (the prefix with
-    its last byte below 0xff plus one)."""
-    raw = bytearray(prefix)
-    while raw:
-        if raw[-1] < 0xFF:
-            raw[-1] += 1
-            return bytes(raw)
-        raw.pop()
-    return b"\0"
 
 
 def host_role(keys: Keys, host: str) -> str:

@@ -167,8 +167,9 @@ _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_recon
 _MAX_CHANNELS = 64
 
 
-def _prefix_end(prefix: bytes) -> bytes:
-    """etcd's range end for every key starting with ``prefix``."""
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key starting with prefix" (the prefix with
+    its last byte below 0xff plus one)."""
     raw = bytearray(prefix)
     while raw:
         if raw[-1] < 0xFF:
@@ -259,7 +260,7 @@ class EtcdApi:
         """Keys and values under ``prefix``. Serializable: the member answers from
         its own data, so this works without quorum (what a lost cluster knew)."""
         raw = prefix.encode()
-        reply = self.call(endpoint, "Range", M["RangeRequest"](key=raw, range_end=_prefix_end(raw),
+        reply = self.call(endpoint, "Range", M["RangeRequest"](key=raw, range_end=prefix_end(raw),
                                                                serializable=serializable), timeout)
         return [(kv.key.decode(errors="replace"), kv.value) for kv in reply.kvs]
 
