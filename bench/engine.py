@@ -88,10 +88,13 @@ def children_cpu() -> float:
 def run_engine(ws: Workspace, name: str, graph: Path | None,
                deadline: Deadline) -> tuple[float, int, float]:
     """Runs ``mgmtd engine`` with a converged timeout; returns (wall seconds,
-    peak RSS, CPU seconds: user + system, from the child's rusage)."""
+    peak RSS, CPU seconds: user + system, from the child's rusage). Every run
+    of a workspace has the same state directory (--prefix), as every run of
+    one node has: what a run keeps for the next (the loaded graph, what its
+    checks proved) is there, and never in the machine's /var/lib/mgmtd."""
     frontend = ["yaml", str(graph)] if graph else ["empty"]
     cmd = [MGMTD, "engine", "--hostname", "bench", "--log-level", "warning",
-           "--converged-timeout", str(CONVERGED_TIMEOUT), *frontend]
+           "--prefix", str(ws.path("state")), "--converged-timeout", str(CONVERGED_TIMEOUT), *frontend]
     cpu0 = children_cpu()
     t0 = time.monotonic()
     proc = ws.start(name, cmd)
@@ -222,7 +225,7 @@ def repair_figures(ws: Workspace, proc: subprocess.Popen, wanted: dict[str, str]
 def engine_repair(ws: Workspace, graph: Path, wanted: dict[str, str], edits: int,
                   deadline: Deadline) -> dict:
     proc = ws.start("engine-repair", [MGMTD, "engine", "--hostname", "bench", "--log-level",
-                                      "warning", "yaml", str(graph)])
+                                      "warning", "--prefix", str(ws.path("state")), "yaml", str(graph)])
     return repair_figures(ws, proc, wanted, edits, deadline)
 
 

@@ -64,6 +64,8 @@ class Semaphores:
         self.held: dict[str, int] = {}
 
     def available(self, ids: tuple[str, ...]) -> bool:
+        if not ids:
+            return True
         return all(self.held.get(i, 0) < sema_size(i) for i in set(ids))
 
     def acquire(self, ids: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ supervisor (membership on stdin, state on stdout) or alone for tests
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ from mgmtd.cluster.graphview import DEFAULT_FILTER
 from mgmtd.engine.collect import Collector, Export, matched, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
+from mgmtd.engine.memos import MemoStore
 from mgmtd.engine.reload import Changed, GraphReloader
 from mgmtd.engine.reversal import Reversals, ReversalStore
 from mgmtd.engine.scheduler import Scheduler, Summary
@@ -27,6 +29,7 @@ from mgmtd.engine.stats import EngineStats
 from mgmtd.graph import Graph
 from mgmtd.resources.base import Context, Meta
 from mgmtd.tls import TLSFiles
+from mgmtd.yamlgraph.cache import load_file_cached
 from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.loader import GraphSpec, load_file
 from mgmtd.yamlgraph.source import read_graph_bytes
@@ -83,9 +86,13 @@ def append_converger_status(path: str, converged: bool) -> None:
         os.close(fd)
 
 
-def load_spec(path: str | None) -> GraphSpec:
+def load_spec(path: str | None, prefix: str | None = None) -> GraphSpec:
+    """The graph in ``path``; with a state directory, through its cache of the
+    last graph loaded (mgmtd.yamlgraph.cache)."""
     if path is None:
         return GraphSpec(name="empty", source="<empty>")
+    if prefix is not None:
+        return load_file_cached(path, prefix)
     return load_file(path)
 
 
@@ -97,6 +104,8 @@ class Engine:
                            noop=options.noop, etcd=self.connection.get, report=self._report)
         self.reversals = None if options.prefix is None else \
             Reversals(ReversalStore(options.prefix), noop=options.noop)
+        # what checks learnt, for the next run (noop proves nothing about its own writes)
+        self.memos = None if options.prefix is None or options.noop else MemoStore(options.prefix)
         self.stats = EngineStats()
         self.scheduler = Scheduler(self.ctx, workers=options.workers,
                                    converged_after=options.converged_after,
@@ -151,11 +160,18 @@ class Engine:
         if converged != self.converged:
             self.converged = converged
             LOG.info("converged status is: %s", str(converged).lower())
+            if converged and self.memos is not None:
+                threading.Thread(target=self._keep_memos, name="memos", daemon=True).start()
             if self.options.converger_status_file is not None:
                 try:
                     append_converger_status(self.options.converger_status_file, converged)
                 except OSError as err:
                     LOG.error("--converger-status-file: %s", err)
+
+    def _keep_memos(self) -> None:
+        """What the checks learnt, kept for the next run: at each convergence (an
+        engine killed keeps what it had then) and at exit."""
+        self.memos.save(lambda: list(self.scheduler.graph.resources.values()))
 
     def _on_view(self, graph: Graph, states: dict) -> None:
         """The scheduler's thread: only hand them over (the outputs draw and write)."""
@@ -198,7 +214,7 @@ class Engine:
             except GraphError:
                 pass  # load_spec below says why
         try:
-            spec = load_spec(self.options.graph_file)  # checks cycles too
+            spec = load_spec(self.options.graph_file, self.options.prefix)  # checks cycles too
             self._check_reversible(spec)
         except GraphError as err:
             if changed is not None and changed(True):
@@ -214,6 +230,13 @@ class Engine:
             return False
         for warning in spec.warnings:   # once per load: an unchanged file is not loaded again
             LOG.warning("%s", warning)
+        if initial and self.memos is not None:
+            taken = self.memos.recall(spec.resources)
+            LOG.debug("%d resources took their memo of the last run", taken)
+        if initial:
+            # the graph's objects live as long as the engine: out of the cyclic
+            # collector's sight, which would otherwise walk them again and again
+            gc.freeze()
         with self.compose_lock:
             self.spec = spec
             self.loaded_digest = hashlib.sha256(spec.raw).digest() if spec.raw is not None else None
@@ -359,6 +382,8 @@ class Engine:
         try:
             rc = self.scheduler.run(self.options.converged_timeout)
         finally:
+            if self.memos is not None:
+                self._keep_memos()
             self.reloader.stop()
             self.collector.stop()
             self.exports.stop()

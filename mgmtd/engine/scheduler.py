@@ -265,6 +265,11 @@ class Scheduler:
                 continue
             if not self._token(key, status, res):
                 continue  # delayed, not dropped: still dirty, a timer brings it back
+            if not (status.refresh or status.retrying) and self._quick(res):
+                status.dirty, status.running = False, res   # checked here: no worker needed
+                self.in_flight += 1
+                self._done(key, res, True, "")
+                continue
             # set on the resource only when not its class default (False): an
             # attribute more would grow every resource's __dict__
             if res.refresh is not status.refresh:
@@ -296,6 +301,19 @@ class Scheduler:
             self.takers += start
         for _ in range(start):
             self.pool.submit(self._take_runs)
+
+    def _quick(self, res: Resource) -> bool:
+        """Whether the resource proves itself in state at once (quick_check):
+        only a plain check, one that nothing else (noop, a semaphore, a
+        timeout, a reversal record) has to surround."""
+        meta = res.meta
+        if self.ctx.noop or meta.noop or meta.sema or meta.timeout > 0 or meta.reverse \
+                or res.reversal_of is not None:
+            return False
+        try:
+            return res.quick_check()
+        except Exception:   # a bug there costs the shortcut, never the check
+            return False
 
     def _take_runs(self) -> None:
         while True:
@@ -534,6 +552,7 @@ class Scheduler:
                     carried[key] = status.attempts
             self._retire(key, res)
         self.graph = graph
+        watches: list[tuple[Key, list[str]]] = []
         for key, res in graph.resources.items():
             if key in old.resources and old.resources[key] is res:
                 continue
@@ -541,8 +560,9 @@ class Scheduler:
             status = self.status[key] = Status(key, attempts=carried.get(key, 0))
             self.tally.add(status)
             if not res.meta.hidden:  # mgmt: a hidden resource does not watch
-                self._start_watch(key, res)
+                self._start_watch(key, res, watches)
             self.candidates.add(key)
+        self.watcher.watch_many(watches)
         # an edge may have appeared or gone: recheck whoever now depends on something
         for key in graph.resources:
             if graph.requires[key] != (old.requires.get(key) or set()):
@@ -580,12 +600,15 @@ class Scheduler:
         else:
             res.close()
 
-    def _start_watch(self, key: Key, res: Resource) -> None:
+    def _start_watch(self, key: Key, res: Resource, watches: list[tuple[Key, list[str]]]) -> None:
+        """Its own event source now; its paths into ``watches`` (watched together)."""
         if res.meta.poll < 0:  # mgmt's poll -1: checked once, never watched
             return
         paths = res.watch_paths()
         if paths and res.meta.poll <= 0:
-            self.watcher.watch(key, paths)
+            watches.append((key, paths))
+        if type(res).start_watch is Resource.start_watch:
+            return   # no event source of its own (most kinds): no callback to make
         stop = res.start_watch(lambda: self.poke(key))
         if stop is not None:
             self.stops[key] = stop

@@ -46,23 +46,38 @@ class FileWatcher:
         self.thread.start()
 
     def watch(self, key: Key, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        normal = tuple(_normal(p) for p in paths)
-        contents = tuple(_normal(p) for p in paths if p.endswith("/"))
+        self.watch_many([(key, paths)])
+
+    def watch_many(self, watches: Iterable[tuple[Key, Iterable[str]]]) -> None:
+        """``watch`` for each (key, paths), under one hold of the lock (a graph
+        swap starts thousands)."""
         with self.lock:
+            for key, paths in watches:
+                self._watch(key, paths)
+
+    def _watch(self, key: Key, paths: Iterable[str]) -> None:
+        paths = paths if isinstance(paths, list | tuple) else list(paths)
+        normal = tuple(map(_normal, paths))
+        contents = tuple(_normal(p) for p in paths if p.endswith("/")) if any(
+            p.endswith("/") for p in paths) else ()
+        if key in self.key_paths:
             self._forget(key)
-            self.key_paths[key] = normal
-            self.key_contents[key] = contents
-            for path in normal:
-                parent = os.path.dirname(path)
-                keys = self.by_path.get(path, ())
-                if key not in keys:
-                    self.by_path[path] = (*keys, key)
-                self.by_dir.setdefault(parent, set()).add(key)
+        self.key_paths[key] = normal
+        self.key_contents[key] = contents
+        for path in normal:
+            parent = os.path.dirname(path)
+            keys = self.by_path.get(path, ())
+            if key not in keys:
+                self.by_path[path] = (*keys, key)
+            found = self.by_dir.get(parent)
+            if found is None:
+                self.by_dir[parent] = {key}
                 self._add_dir(parent)
-            for directory in contents:
-                self.by_contents.setdefault(directory, set()).add(key)
-                self._add_dir(directory)
+            else:
+                found.add(key)
+        for directory in contents:
+            self.by_contents.setdefault(directory, set()).add(key)
+            self._add_dir(directory)
 
     def rearm(self, key: Key) -> None:
         """Tries again to watch directories that were missing (after the
@@ -168,6 +183,8 @@ class FileWatcher:
 
 def _normal(path: str) -> str:
     """``os.path.normpath``, the path itself when already normal (not a copy of it)."""
+    if path.startswith("/") and "//" not in path and "/." not in path and not path.endswith("/"):
+        return path   # already normal (most are): normpath costs more than this test
     normal = os.path.normpath(path)
     return path if normal == path else normal
 

@@ -403,6 +403,39 @@ class Resource:
         self.__dict__.pop("_ctx", None)
         self._engine_ctx = engine
 
+    # --- memos: what a check learnt, kept across engine runs (mgmtd.engine.memos) ----
+    def memo_key(self) -> str | None:
+        """The name of this resource's memo; None: it keeps none."""
+        return None
+
+    def memo(self) -> tuple[str, bytes] | None:
+        """(memo_key, value) to keep, or None when there is nothing sure to keep."""
+        return None
+
+    def recall(self, value: bytes) -> bool:
+        """Takes back the memo of an earlier run; False when it does not apply."""
+        return False
+
+    def confirm(self) -> bool:
+        """Makes a memo of what is only believed (e.g. just written) where it
+        can be proved now; True when it cannot be yet (try again later). Called
+        from outside the scheduler's runs."""
+        return False
+
+    def quick_check(self) -> bool:
+        """True when the object is in state, proved without changing anything
+        and in about a system call (the scheduler's own thread runs it, before
+        handing the resource to a worker); False: check_apply decides."""
+        return False
+
+    # how many times any resource's memo changed (see mgmtd.engine.memos): a
+    # count that only grows, read to skip a save that would write the same
+    memo_changes: ClassVar[int] = 0
+
+    @staticmethod
+    def memos_changed() -> None:
+        Resource.memo_changes += 1
+
     # --- identity -----------------------------------------------------------
     @property
     def key(self) -> tuple[str, str]:

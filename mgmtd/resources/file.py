@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import difflib
 import grp
+import hashlib
 import os
 import pwd
 import stat
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from mgmtd.resources.base import ID_MAX, Field, FieldError, Resource, ResourceError, shown
+from mgmtd.resources.filesig import SIZE as SIGNATURE_SIZE
+from mgmtd.resources.filesig import local_device, signature, trusted
 from mgmtd.resources.fragments import (
     ENTRY_TOKEN,
     check_fragment_fields,
@@ -36,17 +38,6 @@ from mgmtd.resources.symlink import LinkSpec, check_link_fields, link_check_appl
 __all__ = ["TEMP_PREFIX", "Confinement", "FileResource", "parse_mode"]
 
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
-RACY_NS = 2_000_000_000   # a signature younger than this is not trusted (see _seen)
-
-
-_SIGNATURE = struct.Struct("<QQqqqIII")
-
-
-def signature(st: os.stat_result) -> bytes:
-    """What must stay equal for a file's content to be unchanged (see
-    FileResource._seen), packed: 85 bytes a file, not a tuple of big ints."""
-    return _SIGNATURE.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                           st.st_mode, st.st_uid, st.st_gid)
 
 
 def parse_mode(value: int | str | None) -> int | None:
@@ -317,6 +308,7 @@ class FileResource(Resource):
             return locate(self.target, anchor, make_parents=True)
 
     def check_apply(self, apply: bool) -> bool:
+        before = time.time_ns()   # before the lstat: see filesig.trusted
         try:
             place = self._locate(apply)
             if place is None:
@@ -329,7 +321,7 @@ class FileResource(Resource):
                                             lambda: self._require_parent(place))
                 if self.state == "absent":
                     return self._absent(place, apply)
-                return self._exists(place, apply)
+                return self._exists(place, apply, before)
         except PlaceError as err:
             raise ResourceError(str(err)) from None
         except OSError as err:
@@ -354,7 +346,7 @@ class FileResource(Resource):
             place.remove(recursive=True)
         return False
 
-    def _exists(self, place: Place, apply: bool) -> bool:
+    def _exists(self, place: Place, apply: bool, before: int) -> bool:
         st = place.lstat()
         if st is not None and stat.S_ISDIR(st.st_mode) != self.is_dir:
             what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
@@ -367,7 +359,7 @@ class FileResource(Resource):
             st = None
         if self.is_dir:
             return self._directory(place, st, apply)
-        return self._regular(place, st, apply)
+        return self._regular(place, st, apply, before)
 
     def _directory(self, place: Place, st: os.stat_result | None, apply: bool) -> bool:
         in_state = True
@@ -383,7 +375,7 @@ class FileResource(Resource):
             in_state &= self._sync_tree(place, apply)
         return self._attributes(place, st, apply) and in_state
 
-    def _regular(self, place: Place, st: os.stat_result | None, apply: bool) -> bool:
+    def _regular(self, place: Place, st: os.stat_result | None, apply: bool, before: int) -> bool:
         wanted = self._wanted_content()
         if st is None:
             if not apply:
@@ -392,11 +384,12 @@ class FileResource(Resource):
             self._require_parent(place)
             mode = self.mode_bits if self.mode_bits is not None else 0o644
             place.write_atomically(wanted or b"", self._safe_mode(mode), _uid(self.owner), _gid(self.group))
+            Resource.memos_changed()   # to be confirmed (see confirm)
             return False
         if stat.S_ISLNK(st.st_mode) and wanted is None:
             raise ResourceError(f"{self.target} is a symbolic link: mode and owner are never set "
                                 "through one (give content to replace it by a file)")
-        if wanted is not None and not self._content_holds(place, st, wanted):
+        if wanted is not None and not self._content_holds(place, st, wanted, before):
             if not apply:
                 self._report_diff(place, wanted)
                 return False
@@ -409,25 +402,100 @@ class FileResource(Resource):
             return False
         return self._attributes(place, st, apply)
 
-    # The signature of the file last found holding ``content`` (None: compare it).
-    # Sound: the content of a file cannot change without its ctime changing (every
-    # write, truncate, rename over it and utime sets ctime to the current time, and
-    # no system call sets ctime to a chosen value), nor be replaced without its
-    # inode changing. Only a signature old enough is trusted: timestamps are coarse
-    # (a jiffy; seconds on some file systems), so a write in the same tick as the
-    # one recorded could leave them equal (git's "racily clean" entries).
+    # The signature of the file last found holding ``content``, trusted to stand for
+    # it (None: read and compare): see mgmtd.resources.filesig for why that is sound.
     _seen: bytes | None = None
 
-    def _content_holds(self, place: Place, st: os.stat_result, wanted: bytes) -> bool:
+    def _content_holds(self, place: Place, st: os.stat_result, wanted: bytes, before: int) -> bool:
         fixed = self.content is not None   # fragments and source are read anew each time
         if fixed and self._seen is not None and self._seen == signature(st):
             return True
         if not self._holds(place, st, wanted):
-            self._seen = None
+            self._forget()
             return False
         if fixed:
-            self._seen = signature(st) if time.time_ns() - st.st_ctime_ns > RACY_NS else None
+            seen = signature(st) if trusted(st, before) else None
+            if seen != self._seen:
+                self._seen = seen
+                Resource.memos_changed()
         return True
+
+    def _forget(self) -> None:
+        if self._seen is not None:
+            self._seen = None
+            Resource.memos_changed()
+
+    def quick_check(self) -> bool:
+        """In state, proved by one lstat, as check_apply would find it (anything
+        else and it runs): absent and not there; a directory (no source) that
+        is one; a file whose signature is the one trusted for this content. And
+        mode and owner as wanted."""
+        if self.confinement is not None or self.symlink:
+            return False
+        absent = self.state == "absent"
+        if not absent and not self.is_dir and self._seen is None:
+            return False
+        try:
+            st = os.lstat(self.target)
+        except FileNotFoundError:
+            return absent
+        except OSError:
+            return False
+        if absent:
+            return False
+        if self.is_dir:
+            if not stat.S_ISDIR(st.st_mode) or self.source is not None:
+                return False
+        elif signature(st) != self._seen:
+            return False
+        mode = self.mode_bits
+        if mode is not None and stat.S_IMODE(st.st_mode) != self._safe_mode(mode):
+            return False
+        owner, group = self.owner, self.group
+        if isinstance(owner, str) and not owner.isdigit() or isinstance(group, str) and not group.isdigit():
+            return False   # a name: looking it up is no quick check
+        uid, gid = _uid(owner), _gid(group)
+        return (uid == -1 or st.st_uid == uid) and (gid == -1 or st.st_gid == gid)
+
+    # --- memos (mgmtd.engine.memos): the trusted signature, across runs ------------
+    def memo_key(self) -> str | None:
+        return f"file:{self.full_path}" if self.content is not None and not self.symlink else None
+
+    def _content_digest(self) -> bytes:
+        return hashlib.blake2b(self.content.encode(), digest_size=16).digest()
+
+    def memo(self) -> tuple[str, bytes] | None:
+        key = self.memo_key()
+        if key is None or self._seen is None:
+            return None
+        return key, self._seen + self._content_digest()
+
+    def recall(self, value: bytes) -> bool:
+        if self.memo_key() is None or value[SIGNATURE_SIZE:] != self._content_digest():
+            return False   # about another content: worthless
+        self._seen = value[:SIGNATURE_SIZE]
+        return True
+
+    def confirm(self) -> bool:
+        """A file believed in state (just written, or found so while its ctime was
+        too recent to trust) is read once more, now that the ctime may have settled.
+        Returns True when it could not be proved yet (its ctime is too recent)."""
+        if self._seen is not None or self.memo_key() is None or self.state == "absent" or self.is_dir:
+            return False
+        before = time.time_ns()
+        anchor = self.confinement.anchor if self.confinement is not None else None
+        try:
+            with locate(self.target, anchor) as place:
+                st = place.lstat()
+                if st is None or not self._holds(place, st, self.content.encode()):
+                    return False   # not in state: its next check reads it
+                if not trusted(st, before):
+                    return local_device(st.st_dev)   # too recent: once more later
+                self._seen = signature(st)
+                Resource.memos_changed()
+        except (OSError, PlaceError):
+            pass   # not there as wanted: the next check reads it
+        return False
 
     @staticmethod
     def _holds(place: Place, st: os.stat_result, wanted: bytes) -> bool:

@@ -553,12 +553,16 @@ def load_text(text: str | bytes, source: str = "<graph>") -> GraphSpec:
             gc.enable()
 
 
-def load_file(path: str) -> GraphSpec:
-    data = read_graph_bytes(path)
+def check_utf8(data: bytes, path: str) -> None:
     try:
         data.decode("utf-8")   # checked, not kept: the parser reads the bytes
     except UnicodeDecodeError as err:
         raise GraphError(Location(path), f"graph is not UTF-8 (byte {err.start})") from None
+
+
+def load_file(path: str) -> GraphSpec:
+    data = read_graph_bytes(path)
+    check_utf8(data, path)
     spec = load_text(data, path)
     spec.raw = data
     return spec

@@ -320,6 +320,10 @@ class InertWatcher:
     def watch(self, key, paths) -> None:
         self.watched.append((key, list(paths)))
 
+    def watch_many(self, watches) -> None:
+        for key, paths in watches:
+            self.watch(key, paths)
+
     def rearm(self, key) -> None:
         pass
 

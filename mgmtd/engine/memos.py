@@ -1,0 +1,146 @@
+"""What resources learnt about their objects, kept across engine runs in
+``{prefix}/cache/checked``: a file resource's signature of the file it last
+found holding its content (mgmtd.resources.filesig), so that the first check
+after a restart is one ``lstat`` instead of a read and compare.
+
+A resource offers a memo with ``memo()`` -> (key, value) and takes one back
+with ``recall(value)``; it checks that the memo is about the same wanted
+state (a digest of it is in the value) and ignores it otherwise. A lost or
+damaged file costs one read of every file, nothing else: it is written
+atomically, with a digest, and without an fsync. It is read only when owned
+by this user and writable by no one else: a forged memo could make mgmtd
+believe a file holds what it does not."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import marshal
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+
+from mgmtd import log
+from mgmtd.resources.base import Resource
+
+LOG = log.get("engine.memos")
+
+FILE = "checked"
+MAGIC = b"mgmtd checked 1\n"
+DIGEST = 32
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST).digest()
+
+
+def encode(memos: dict[str, bytes]) -> bytes:
+    payload = marshal.dumps(memos)
+    return MAGIC + hashlib.blake2b(payload, digest_size=DIGEST).digest() + payload
+
+
+def decode(data: bytes) -> dict[str, bytes]:
+    """The memos in ``data``; empty when it is not a whole file of ours."""
+    head = len(MAGIC) + DIGEST
+    if data[:len(MAGIC)] != MAGIC or len(data) < head:
+        return {}
+    payload = data[head:]
+    if hashlib.blake2b(payload, digest_size=DIGEST).digest() != data[len(MAGIC):head]:
+        return {}
+    try:
+        memos = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return {}
+    if not isinstance(memos, dict) or not all(
+            isinstance(k, str) and isinstance(v, bytes) for k, v in memos.items()):
+        return {}
+    return memos
+
+
+class MemoStore:
+    def __init__(self, prefix: str, directory: str = "cache") -> None:
+        self.directory = os.path.join(prefix, directory)
+        self.path = os.path.join(self.directory, FILE)
+        self.saved = b""   # the digest of what the file holds (not the memos: memory)
+        self.saved_at = -1          # Resource.memo_changes when last saved
+        self.unconfirmed = False    # some could not be confirmed yet: the next save tries
+        self.lock = threading.Lock()
+
+    def load(self) -> dict[str, bytes]:
+        try:
+            if not _private(os.stat(self.directory)):
+                return {}
+            with open(self.path, "rb") as handle:
+                if not _private(os.fstat(handle.fileno())):
+                    LOG.warning("%s: not owned by this user or writable by others: not used", self.path)
+                    return {}
+                data = handle.read()
+        except OSError:
+            return {}
+        memos = decode(data)
+        if not memos and data:
+            LOG.info("%s is damaged: every file is read once", self.path)
+        return memos
+
+    def recall(self, resources: Iterable[Resource]) -> int:
+        """Hands each resource its memo from the last run; returns how many took one."""
+        memos = self.load()
+        self.saved = _digest(encode(memos)) if memos else b""
+        self.saved_at = Resource.memo_changes
+        if not memos:
+            return 0
+        taken = 0
+        for res in resources:
+            key = res.memo_key()
+            if key is not None:
+                value = memos.get(key)
+                if value is not None:
+                    taken += res.recall(value)
+        return taken
+
+    def save(self, resources: Callable[[], Iterable[Resource]]) -> None:
+        """Writes the memos of ``resources()`` (confirming those that can be),
+        unless no memo changed since the last save. Never raises."""
+        with self.lock:
+            changes = Resource.memo_changes
+            if changes == self.saved_at and not self.unconfirmed:
+                return
+            memos: dict[str, bytes] = {}
+            unconfirmed = False
+            for res in resources():
+                try:
+                    unconfirmed |= res.confirm()
+                    memo = res.memo()
+                except Exception as err:   # a check's I/O error: that memo is left out
+                    LOG.debug("%s: no memo: %s", res, err)
+                    continue
+                if memo is not None:
+                    memos[memo[0]] = memo[1]
+            # after the loop: confirming changed memos itself (a change by a worker
+            # meanwhile may be missed: its memo is then an older one, never a wrong one)
+            self.saved_at, self.unconfirmed = Resource.memo_changes, unconfirmed
+            data = encode(memos)
+            if _digest(data) == self.saved:
+                return
+            try:
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                fd, temp = tempfile.mkstemp(prefix=f".{FILE}.", dir=self.directory)
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                    os.replace(temp, self.path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+                    raise
+            except OSError as err:
+                LOG.info("cannot keep what was checked in %s: %s", self.path, err.strerror or err)
+                return
+            self.saved = _digest(data)
+            LOG.debug("kept %d check memos in %s", len(memos), self.path)

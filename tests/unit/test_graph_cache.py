@@ -1,0 +1,79 @@
+"""The loaded graph kept for the next start (mgmtd.yamlgraph.cache)."""
+
+from __future__ import annotations
+
+import os
+
+from mgmtd.yamlgraph import cache
+from mgmtd.yamlgraph.loader import load_file
+
+GRAPH = """graph: g
+resources:
+  file:
+  - name: dir
+    path: "{d}/"
+  - name: a
+    path: "{d}/a"
+    content: "a\\n"
+edges: []
+"""
+
+
+def write_graph(tmp_path, text=GRAPH):
+    graph = tmp_path / "g.yaml"
+    graph.write_text(text.format(d=tmp_path / "out"))
+    return str(graph)
+
+
+def test_the_cached_graph_is_the_loaded_one(tmp_path) -> None:
+    graph = write_graph(tmp_path)
+    prefix = str(tmp_path / "state")
+    first = cache.load_file_cached(graph, prefix)
+    assert os.path.exists(os.path.join(prefix, "cache", "graph"))
+    again = cache.load_file_cached(graph, prefix)
+    plain = load_file(graph)
+    for spec in (first, again):
+        assert [(r.key, r.params, r.meta) for r in spec.resources] == \
+            [(r.key, r.params, r.meta) for r in plain.resources]
+        assert spec.locations == plain.locations and spec.raw == plain.raw
+    built = again.build()
+    assert built.requires[("file", "a")] == {("file", "dir")}   # the autoedge came along
+
+
+def test_another_file_content_or_path_is_loaded_anew(tmp_path) -> None:
+    graph = write_graph(tmp_path)
+    prefix = str(tmp_path / "state")
+    cache.load_file_cached(graph, prefix)
+    data = open(graph, "rb").read()
+    assert cache.graph_key(graph, data) != cache.graph_key(graph, data + b"\n")
+    assert cache.graph_key(graph, data) != cache.graph_key(graph + "2", data)
+    with open(graph, "a") as handle:
+        handle.write("# changed\n")
+    spec = cache.load_file_cached(graph, prefix)
+    assert spec.raw.endswith(b"# changed\n")
+
+
+def test_a_damaged_or_foreign_cache_is_not_used(tmp_path) -> None:
+    graph = write_graph(tmp_path)
+    prefix = str(tmp_path / "state")
+    cache.load_file_cached(graph, prefix)
+    path = os.path.join(prefix, "cache", "graph")
+    key = cache.graph_key(graph, open(graph, "rb").read())
+    assert cache.read(os.path.dirname(path), key) is not None
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(path, "wb") as handle:
+        handle.write(data)
+    assert cache.read(os.path.dirname(path), key) is None
+    cache.load_file_cached(graph, prefix)          # written again, whole
+    assert cache.read(os.path.dirname(path), key) is not None
+    os.chmod(path, 0o622)
+    assert cache.read(os.path.dirname(path), key) is None
+
+
+def test_an_unwritable_state_directory_costs_only_the_cache(tmp_path) -> None:
+    graph = write_graph(tmp_path)
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the directory should be")
+    spec = cache.load_file_cached(graph, str(blocker))
+    assert [r.name for r in spec.resources] == ["dir", "a"]
