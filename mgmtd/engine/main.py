@@ -161,17 +161,22 @@ class Engine:
             self.converged = converged
             LOG.info("converged status is: %s", str(converged).lower())
             if converged and self.memos is not None:
-                threading.Thread(target=self._keep_memos, name="memos", daemon=True).start()
+                # the scheduler's thread: its graph is not changing under the copy
+                resources = list(self.scheduler.graph.resources.values())
+                threading.Thread(target=self._keep_memos, args=(resources,), name="memos",
+                                 daemon=True).start()
             if self.options.converger_status_file is not None:
                 try:
                     append_converger_status(self.options.converger_status_file, converged)
                 except OSError as err:
                     LOG.error("--converger-status-file: %s", err)
 
-    def _keep_memos(self) -> None:
+    def _keep_memos(self, resources: list | None = None) -> None:
         """What the checks learnt, kept for the next run: at each convergence (an
         engine killed keeps what it had then) and at exit."""
-        self.memos.save(lambda: list(self.scheduler.graph.resources.values()))
+        if resources is None:
+            resources = list(self.scheduler.graph.resources.values())
+        self.memos.save(resources)
 
     def _on_view(self, graph: Graph, states: dict) -> None:
         """The scheduler's thread: only hand them over (the outputs draw and write)."""

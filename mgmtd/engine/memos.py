@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import marshal
 import os
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 
 from mgmtd import log
 from mgmtd.resources.base import Resource
@@ -36,31 +35,40 @@ def _private(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=DIGEST).digest()
+def _entry(key: str, value: bytes) -> bytes:
+    name = key.encode("utf-8", "surrogateescape")
+    return len(name).to_bytes(4, "little") + name + len(value).to_bytes(4, "little") + value
 
 
-def encode(memos: dict[str, bytes]) -> bytes:
-    payload = marshal.dumps(memos)
-    return MAGIC + hashlib.blake2b(payload, digest_size=DIGEST).digest() + payload
+def encode(memos: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The file, in pieces (never all of it in memory): MAGIC, one entry per
+    memo (key and value, each after its length), the digest of all before."""
+    digest = hashlib.blake2b(MAGIC, digest_size=DIGEST)
+    yield MAGIC
+    for key, value in memos:
+        entry = _entry(key, value)
+        digest.update(entry)
+        yield entry
+    yield digest.digest()
 
 
 def decode(data: bytes) -> dict[str, bytes]:
     """The memos in ``data``; empty when it is not a whole file of ours."""
-    head = len(MAGIC) + DIGEST
-    if data[:len(MAGIC)] != MAGIC or len(data) < head:
+    if len(data) < len(MAGIC) + DIGEST or not data.startswith(MAGIC):
         return {}
-    payload = data[head:]
-    if hashlib.blake2b(payload, digest_size=DIGEST).digest() != data[len(MAGIC):head]:
+    body = memoryview(data)[:-DIGEST]
+    if hashlib.blake2b(body, digest_size=DIGEST).digest() != data[-DIGEST:]:
         return {}
-    try:
-        memos = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError):
-        return {}
-    if not isinstance(memos, dict) or not all(
-            isinstance(k, str) and isinstance(v, bytes) for k, v in memos.items()):
-        return {}
-    return memos
+    memos: dict[str, bytes] = {}
+    at, end = len(MAGIC), len(body)
+    while at < end:
+        size = int.from_bytes(body[at:at + 4], "little")
+        key = bytes(body[at + 4:at + 4 + size]).decode("utf-8", "surrogateescape")
+        at += 4 + size
+        size = int.from_bytes(body[at:at + 4], "little")
+        memos[key] = bytes(body[at + 4:at + 4 + size])
+        at += 4 + size
+    return memos if at == end else {}
 
 
 class MemoStore:
@@ -84,6 +92,7 @@ class MemoStore:
         except OSError:
             return {}
         memos = decode(data)
+        self.saved = data[-DIGEST:] if memos else b""
         if not memos and data:
             LOG.info("%s is damaged: every file is read once", self.path)
         return memos
@@ -91,7 +100,6 @@ class MemoStore:
     def recall(self, resources: Iterable[Resource]) -> int:
         """Hands each resource its memo from the last run; returns how many took one."""
         memos = self.load()
-        self.saved = _digest(encode(memos)) if memos else b""
         self.saved_at = Resource.memo_changes
         if not memos:
             return 0
@@ -104,37 +112,37 @@ class MemoStore:
                     taken += res.recall(value)
         return taken
 
-    def save(self, resources: Callable[[], Iterable[Resource]]) -> None:
-        """Writes the memos of ``resources()`` (confirming those that can be),
+    def save(self, resources: Iterable[Resource]) -> None:
+        """Writes the memos of ``resources`` (confirming those that can be),
         unless no memo changed since the last save. Never raises."""
         with self.lock:
-            changes = Resource.memo_changes
-            if changes == self.saved_at and not self.unconfirmed:
+            if Resource.memo_changes == self.saved_at and not self.unconfirmed:
                 return
-            memos: dict[str, bytes] = {}
-            unconfirmed = False
-            for res in resources():
-                try:
-                    unconfirmed |= res.confirm()
-                    memo = res.memo()
-                except Exception as err:   # a check's I/O error: that memo is left out
-                    LOG.debug("%s: no memo: %s", res, err)
-                    continue
-                if memo is not None:
-                    memos[memo[0]] = memo[1]
-            # after the loop: confirming changed memos itself (a change by a worker
-            # meanwhile may be missed: its memo is then an older one, never a wrong one)
-            self.saved_at, self.unconfirmed = Resource.memo_changes, unconfirmed
-            data = encode(memos)
-            if _digest(data) == self.saved:
-                return
+            self.unconfirmed = False
+
+            def memos() -> Iterator[tuple[str, bytes]]:
+                for res in resources:
+                    try:
+                        self.unconfirmed |= res.confirm()
+                        memo = res.memo()
+                    except Exception as err:   # a check's I/O error: that memo is left out
+                        LOG.debug("%s: no memo: %s", res, err)
+                        continue
+                    if memo is not None:
+                        yield memo
+
             try:
                 os.makedirs(self.directory, mode=0o700, exist_ok=True)
                 fd, temp = tempfile.mkstemp(prefix=f".{FILE}.", dir=self.directory)
                 try:
-                    with os.fdopen(fd, "wb") as handle:
-                        handle.write(data)
-                    os.replace(temp, self.path)
+                    with os.fdopen(fd, "wb", buffering=1 << 16) as handle:
+                        for piece in encode(memos()):
+                            handle.write(piece)
+                            digest = piece   # the last piece is the file's digest
+                    if digest == self.saved:
+                        os.unlink(temp)   # the same memos: the file stays as it is
+                    else:
+                        os.replace(temp, self.path)
                 except BaseException:
                     with contextlib.suppress(OSError):
                         os.unlink(temp)
@@ -142,5 +150,6 @@ class MemoStore:
             except OSError as err:
                 LOG.info("cannot keep what was checked in %s: %s", self.path, err.strerror or err)
                 return
-            self.saved = _digest(data)
-            LOG.debug("kept %d check memos in %s", len(memos), self.path)
+            # after the loop: confirming changed memos itself (a change by a worker
+            # meanwhile may be missed: its memo is then an older one, never a wrong one)
+            self.saved_at, self.saved = Resource.memo_changes, digest
