@@ -122,6 +122,8 @@ class Engine:
         if options.graphviz is not None:
             self.graph_outputs.append(GraphvizWriter(options.graphviz, options.hostname,
                                                      options.graphviz_filter))
+        if not self.graph_outputs:
+            self.scheduler.on_view = None   # no one draws the graph: no copy of its states
         self.spec: GraphSpec | None = None
         self.loaded_digest: bytes | None = None   # of the graph file's bytes (not kept: a big graph's MiBs)
         self.reloader = GraphReloader(options.graph_file,
