@@ -397,6 +397,7 @@ class Engine:
             for output in self.graph_outputs:
                 output.stop()
             self.connection.close()
+            self.scheduler.closed()
         if self.max_runtime_reached.is_set() and not self.scheduler.timed_out:
             LOG.error("max runtime reached (%ss): exiting with status 1", self.options.max_runtime)
             return 1

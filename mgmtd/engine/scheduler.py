@@ -120,6 +120,7 @@ class Scheduler:
                                                  # everything in state (polls, own writes) do not count
         self.last_summary: Summary | None = None
         self.stopped = threading.Event()
+        self.watcher_closing: threading.Thread | None = None
         self.timed_out = False
         self.summarized_at = 0.0
         self.in_flight = 0
@@ -553,6 +554,7 @@ class Scheduler:
             self._retire(key, res)
         self.graph = graph
         watches: list[tuple[Key, list[str]]] = []
+        started: set[Key] = set()
         for key, res in graph.resources.items():
             if key in old.resources and old.resources[key] is res:
                 continue
@@ -561,11 +563,18 @@ class Scheduler:
             self.tally.add(status)
             if not res.meta.hidden:  # mgmt: a hidden resource does not watch
                 self._start_watch(key, res, watches)
-            self.candidates.add(key)
+            started.add(key)
         self.watcher.watch_many(watches)
+        for key in started:
+            # one that waits for another just started is not a candidate yet: it becomes
+            # one when that one is done (10,000 files of one directory: one pass, not two)
+            requires = graph.requires[key]
+            if not requires or requires.isdisjoint(started) or any(
+                    self.status[dep].state in (FAILED, BLOCKED) for dep in requires):
+                self.candidates.add(key)
         # an edge may have appeared or gone: recheck whoever now depends on something
         for key in graph.resources:
-            if graph.requires[key] != (old.requires.get(key) or set()):
+            if key not in started and graph.requires[key] != (old.requires.get(key) or set()):
                 self.status[key].dirty = True
                 self.candidates.add(key)
         self.last_activity = self.clock()
@@ -678,5 +687,13 @@ class Scheduler:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for res in [*self.graph.resources.values(), *self.retired.values()]:
             res.close()
-        self.watcher.close()
+        # closing an inotify descriptor that has watches waits out a kernel grace
+        # period (~10 ms): on a thread of its own, while the engine stops the rest
+        self.watcher_closing = threading.Thread(target=self.watcher.close, name="watch-close")
+        self.watcher_closing.start()
         self.stopped.set()
+
+    def closed(self, timeout: float = 5) -> None:
+        """Waits until the watcher is closed (after ``run`` returned)."""
+        if self.watcher_closing is not None:
+            self.watcher_closing.join(timeout)
