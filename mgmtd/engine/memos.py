@@ -116,7 +116,8 @@ class MemoStore:
         """Writes the memos of ``resources`` (confirming those that can be),
         unless no memo changed since the last save. Never raises."""
         with self.lock:
-            if Resource.memo_changes == self.saved_at and not self.unconfirmed:
+            changes = Resource.memo_changes   # before the loop: a change meanwhile saves again
+            if changes == self.saved_at and not self.unconfirmed:
                 return
             self.unconfirmed = False
 
@@ -150,6 +151,4 @@ class MemoStore:
             except OSError as err:
                 LOG.info("cannot keep what was checked in %s: %s", self.path, err.strerror or err)
                 return
-            # after the loop: confirming changed memos itself (a change by a worker
-            # meanwhile may be missed: its memo is then an older one, never a wrong one)
-            self.saved_at, self.saved = Resource.memo_changes, digest
+            self.saved_at, self.saved = changes, digest

@@ -186,6 +186,8 @@ class Scheduler:
 
     def _next_event(self, converged_timeout: float | None):
         now = self.clock()
+        if self.candidates:
+            return self._event_now()   # a dispatch made more (a quick check's dependants)
         waits = [1.0]
         if self.timers:
             waits.append(self.timers[0][0] - now)
@@ -195,6 +197,12 @@ class Scheduler:
                     waits.append(self.quiet_since + limit - now)
         try:
             return self.events.get(timeout=max(0.0, min(waits)))
+        except queue.Empty:
+            return None
+
+    def _event_now(self):
+        try:
+            return self.events.get_nowait()
         except queue.Empty:
             return None
 

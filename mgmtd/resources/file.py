@@ -491,8 +491,7 @@ class FileResource(Resource):
                     return False   # not in state: its next check reads it
                 if not trusted(st, before):
                     return local_device(st.st_dev)   # too recent: once more later
-                self._seen = signature(st)
-                Resource.memos_changed()
+                self._seen = signature(st)   # saved by the save that asked (no count)
         except (OSError, PlaceError):
             pass   # not there as wanted: the next check reads it
         return False
