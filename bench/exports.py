@@ -71,23 +71,28 @@ class KeyWatch:
 
 class Arrival:
     """Waits for a file to hold some content: reads it at each inotify event
-    of its directory (the collector writes it atomically: a rename)."""
+    that names it (the collector writes it atomically: a rename; the events
+    of its temp file beside it wake no read, which would take a CPU the
+    collector needs at that very moment)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.inotify = INotify()
-        self.inotify.add_watch(str(path.parent), F.MOVED_TO | F.CLOSE_WRITE | F.CREATE)
+        self.inotify.add_watch(str(path.parent), F.MOVED_TO | F.CLOSE_WRITE)
 
     def wait(self, content: str, timeout: float) -> float | None:
         """The monotonic time the file was seen with ``content``; None after ``timeout``."""
         end = time.monotonic() + timeout
+        named = True   # read once before any event: it may be there already
         while True:
-            if read(self.path) == content:
+            if named and read(self.path) == content:
                 return time.monotonic()
             left = end - time.monotonic()
             if left <= 0:
                 return None
-            self.inotify.read(timeout=int(min(left, 1.0) * 1000) + 1)
+            events = self.inotify.read(timeout=int(min(left, 1.0) * 1000) + 1)
+            # no event within the timeout: read anyway (an overflow would have lost it)
+            named = not events or any(e.name == self.path.name or e.mask & F.Q_OVERFLOW for e in events)
 
     def close(self) -> None:
         self.inotify.close()
@@ -130,7 +135,12 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
     with Workspace("export") as ws:
         out = ws.path("out")
         out.mkdir()
-        g1, g2 = ws.path("collector.yaml"), ws.path("exporter.yaml")
+        # each host's graph in a directory of its own, as on two machines: a
+        # graph file's directory is watched, and the other host's writes there
+        # would wake the collector's reloader at the very moment measured
+        g1, g2 = ws.path("graph-h1", "collector.yaml"), ws.path("graph-h2", "exporter.yaml")
+        g1.parent.mkdir()
+        g2.parent.mkdir()
         g1.write_text(collector_graph(out))
         write_atomically(g2, exporter_graph(out, "round 0\n"))
         h1, _ = start_cluster([ws.node("h1"), ws.node("h2")], "--log-level", "warning", ideal=1,
