@@ -273,8 +273,12 @@ class Engine:
 
     def _on_exports(self, exports: list[Export]) -> None:
         read_at = time.monotonic()
-        self.scheduler.release("collect")
         with self.compose_lock:
+            if not self.exports_taken:
+                # held from the start until the cluster's exports are known; released
+                # once (an event for each change would wake the scheduler's thread
+                # for nothing while this one composes)
+                self.scheduler.release("collect")
             if self.options.no_watch and self.exports_taken and not self.exports_refresh:
                 LOG.debug("the cluster's exports changed: --no-watch keeps the graph (SIGHUP reloads)")
                 return
@@ -324,12 +328,14 @@ class Engine:
         graph.name = spec.name
         graph.collected = {key: tuple(sorted({s.split("/", 1)[0] for s in sources}))
                            for key, sources in chosen.sources.items()}
-        self.scheduler.swap(graph)
         self.stats.graph_started(kind for kind, _ in graph.resources)
         collected = tuple(sorted(key for keys in chosen.sources.values() for key in keys))
         if collected != self.collected:
             self.collected = collected
             self._send_state()
+        # last: the scheduler's thread wakes to it, and this one must not hold the
+        # interpreter (or the CPU) it then needs with work that can come before
+        self.scheduler.swap(graph)
 
     def _with_reversals(self, spec: GraphSpec, collected: list, graph: Graph) -> Graph:
         """The graph with the pending reversals of objects it no longer manages."""
