@@ -279,5 +279,11 @@ class Collector:
         forced, self.force_publish = self.force_publish, False
         if snapshot == self.snapshot and self.snapshot and not forced:
             return
+        try:
+            self.on_change(list(snapshot.values()))
+        except BaseException:
+            self.force_publish = True   # not handed over: the next read hands it over again
+            raise
+        # kept only once handed over: a failed hand-over is not taken for done
+        # (the restart's fresh read would find nothing new)
         self.snapshot = snapshot
-        self.on_change(list(snapshot.values()))
