@@ -29,7 +29,7 @@ from mgmtd.engine.stats import EngineStats
 from mgmtd.graph import Graph
 from mgmtd.resources.base import Context, Meta
 from mgmtd.tls import TLSFiles
-from mgmtd.yamlgraph.cache import load_file_cached
+from mgmtd.yamlgraph import cache as graph_cache
 from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.loader import GraphSpec, load_file
 from mgmtd.yamlgraph.source import read_graph_bytes
@@ -92,7 +92,7 @@ def load_spec(path: str | None, prefix: str | None = None) -> GraphSpec:
     if path is None:
         return GraphSpec(name="empty", source="<empty>")
     if prefix is not None:
-        return load_file_cached(path, prefix)
+        return graph_cache.load_file_cached(path, prefix)
     return load_file(path)
 
 
@@ -220,8 +220,12 @@ class Engine:
                     return True  # touched, not changed
             except GraphError:
                 pass  # load_spec below says why
+        # a changed file misses the cache (it holds the graph running now): parsed
+        # without it, and the cache written once the exports went out (below)
+        cache_after = not initial and not forced and self.options.prefix is not None
         try:
-            spec = load_spec(self.options.graph_file, self.options.prefix)  # checks cycles too
+            spec = load_spec(self.options.graph_file,  # checks cycles too
+                             None if cache_after else self.options.prefix)
             self._check_reversible(spec)
         except GraphError as err:
             if changed is not None and changed(True):
@@ -246,7 +250,8 @@ class Engine:
             gc.freeze()
         with self.compose_lock:
             self.spec = spec
-            self.loaded_digest = hashlib.sha256(spec.raw).digest() if spec.raw is not None else None
+            raw = spec.raw
+            self.loaded_digest = hashlib.sha256(raw).digest() if raw is not None else None
             spec.raw = None
             # exports first: other hosts wait on them, while the local graph's swap takes a while
             if self.options.noop:
@@ -255,6 +260,11 @@ class Engine:
             else:
                 self.exports.publish(spec.exports)
                 self.stats.exports_published(len(spec.exports))
+            if cache_after and raw is not None:
+                # while the exports thread writes them, and before the compose lends
+                # the graph anything: the cache keeps it as loaded
+                graph_cache.write(os.path.join(self.options.prefix, graph_cache.CACHE_DIR),
+                                  graph_cache.graph_key(self.options.graph_file, raw), spec)
             self._compose()
         if forced:
             LOG.info("graph %s reloaded from %s (requested): exports re-published", spec.name, spec.source)

@@ -33,3 +33,46 @@ def test_an_edit_before_the_watch_is_on_is_applied(tmp_path, monkeypatch):
         engine.scheduler.stop()
         runner.join(timeout=10)
     assert not runner.is_alive()
+
+
+def test_a_reload_caches_the_new_graph_as_loaded_after_its_exports_went_out(tmp_path):
+    """Issue 19: a reload of a changed file parses it without the cache (it
+    would miss) and writes the cache only after the exports were handed to
+    their thread: the next start still finds the graph as loaded, not as the
+    compose changed it (--no-autoedges rewrites each resource's meta)."""
+    from mgmtd.yamlgraph import cache
+    from mgmtd.yamlgraph.loader import load_file
+
+    graph = tmp_path / "g.yaml"
+    prefix = tmp_path / "state"
+
+    def write(content: str) -> bytes:
+        graph.write_text(f'graph: g\nresources:\n  file:\n  - name: "@@x"\n    path: "{tmp_path}/x"\n'
+                         f'    content: "{content}"\n  - name: local\n    path: "{tmp_path}/local"\n'
+                         f'    content: "{content}"\n')
+        return graph.read_bytes()
+
+    write("first")
+    engine = engine_main.Engine(engine_main.EngineOptions(
+        hostname="h1", graph_file=str(graph), prefix=str(prefix), no_autoedges=True))
+    order: list[str] = []
+    published = engine.exports.publish
+    engine.exports.publish = lambda exports: (order.append("publish"), published(exports))[1]
+    written = cache.write
+    try:
+        cache.write = lambda *args: (order.append("cache"), written(*args))[1]
+        assert engine.load(initial=True)
+        assert order == ["cache", "publish"]   # the first load goes through the cache as before
+        order.clear()
+        data = write("second")
+        assert engine.load(initial=False)
+    finally:
+        cache.write = written
+    assert order == ["publish", "cache"]
+    kept = cache.read(str(prefix / "cache"), cache.graph_key(str(graph), data))
+    plain = load_file(str(graph))
+    assert [(r.key, r.params, r.meta) for r in kept.resources] == \
+        [(r.key, r.params, r.meta) for r in plain.resources]
+    assert kept.exports[0].params["content"] == "second"
+    assert all(r.meta.autoedge for r in kept.resources)   # as loaded: not as composed
+    assert not engine.spec.resources[0].meta.autoedge     # (the running graph's is overridden)
