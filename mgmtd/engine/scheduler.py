@@ -275,9 +275,7 @@ class Scheduler:
             if not self._token(key, status, res):
                 continue  # delayed, not dropped: still dirty, a timer brings it back
             if not (status.refresh or status.retrying) and self._quick(res):
-                status.dirty, status.running = False, res   # checked here: no worker needed
-                self.in_flight += 1
-                self._done(key, res, True, "")
+                self._quick_done(key, res, status)   # checked here: no worker needed
                 continue
             # set on the resource only when not its class default (False): an
             # attribute more would grow every resource's __dict__
@@ -474,6 +472,31 @@ class Scheduler:
                 if (key, dependant) in self.graph.notifies:
                     dep_status.refresh = True
         # dependants may have been waiting for this one
+        for dependant in self.graph.dependants[key]:
+            dep_status = self.status[dependant]
+            if dep_status.state == BLOCKED:
+                dep_status.state = PENDING
+                dep_status.dirty = True
+            self.candidates.add(dependant)
+        if res.meta.poll > 0 and not res.meta.hidden:
+            self._timer(self.clock() + res.meta.poll, "poll", key)
+
+    def _quick_done(self, key: Key, res: Resource, status: Status) -> None:
+        """``_done`` of a quick check that found the resource in state: no run,
+        no semaphore, no error, nothing changed (a repair-free check)."""
+        status.dirty = False
+        status.checks += 1
+        self.stats.checked(res.kind, True, False, False)
+        if status.state == FAILED:
+            LOG.info("%s: recovered", key_str(key))
+        status.error = ""
+        if res.meta.retryreset:
+            status.attempts = 0
+        status.state = OK
+        status.would_change = False
+        self.stats.succeeded(key)
+        status.drift_at = None   # an event that found it in state was no drift
+        self.watcher.rearm(key)
         for dependant in self.graph.dependants[key]:
             dep_status = self.status[dependant]
             if dep_status.state == BLOCKED:

@@ -432,18 +432,20 @@ class FileResource(Resource):
         mode and owner as wanted."""
         if self.confinement is not None or self.symlink:
             return False
+        full = self.full_path
+        is_dir = full.endswith("/")
         absent = self.state == "absent"
-        if not absent and not self.is_dir and self._seen is None:
+        if not absent and not is_dir and self._seen is None:
             return False
         try:
-            st = os.lstat(self.target)
+            st = os.lstat(full.rstrip("/") or "/")
         except FileNotFoundError:
             return absent
         except OSError:
             return False
         if absent:
             return False
-        if self.is_dir:
+        if is_dir:
             if not stat.S_ISDIR(st.st_mode) or self.source is not None:
                 return False
         elif signature(st) != self._seen:
