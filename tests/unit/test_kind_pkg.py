@@ -704,10 +704,12 @@ def test_stopping_only_stops_waiting_for_a_transaction_in_its_unit(tmp_path, mon
 
     args = fake_systemd_run(tmp_path, monkeypatch)
     apt = Apt(systemd=True)
-    marker = tmp_path / "finished"
+    marker, go = tmp_path / "finished", tmp_path / "go"
     result = []
+    # the transaction finishes only once the test says so: no race with a loaded machine
+    script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo done > {marker}"
     waiter = threading.Thread(target=lambda: result.append(
-        apt._transaction(["sh", "-c", f"sleep 1.5; echo done > {marker}"], timeout=60)))
+        apt._transaction(["sh", "-c", script], timeout=60)))
     waiter.start()
     wait_for(lambda: apt._waiters, timeout=10, what="the transaction started")
     apt.interrupt()
@@ -717,6 +719,7 @@ def test_stopping_only_stops_waiting_for_a_transaction_in_its_unit(tmp_path, mon
     assert "stopped waiting for apt-get install (mgmtd is stopping): it goes on in unit mgmtd-apt-" \
         in result[0].message
     assert "--unit=mgmtd-apt-" in args.read_text()
+    go.touch()
     wait_for(marker.exists, timeout=10, what="the transaction finishing on its own")
     # and no new transaction starts once stopping
     assert apt.install([Change("a")], downgrade=False, untrusted=False).stopped
