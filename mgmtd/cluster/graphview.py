@@ -9,10 +9,12 @@ is never rewritten)."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
 from mgmtd.graph import Graph, Key, key_str
 
@@ -147,16 +149,97 @@ def to_dot(view: GraphView) -> str:
 
 
 # --- the value of {ns}/graph/{host} -----------------------------------------------------
+# Compact JSON, keys sorted: {"edges":[[SOURCE,TARGET,KIND],...],"graph":G,"host":H,
+# "nodes":[[KIND,NAME,STATE,[HOST,...]],...],"version":1}, nodes sorted by key, edges by
+# node index; zlib-compressed when large, so that a graph of many thousand resources stays
+# well under etcd's request limit.
+_BATCH = 512   # items joined into one piece of text: a few KiB at a time, never the whole
+
+
+class _Wire:
+    """The value written piece by piece: plain while it is small, then through
+    one zlib stream, so a big graph never exists as one JSON text (nor as lists
+    of lists) next to its compressed form: the engine's peak memory is the
+    graph, not the graph and two drawings of it."""
+
+    def __init__(self) -> None:
+        self.plain: list[bytes] | None = []
+        self.size = 0
+        self.zipper = zlib.compressobj(6)
+        self.out: list[bytes] = []
+
+    def write(self, text: str) -> None:
+        data = text.encode()
+        if self.plain is not None:
+            self.plain.append(data)
+            self.size += len(data)
+            if self.size <= COMPRESS_ABOVE:
+                return
+            data, self.plain = b"".join(self.plain), None
+        self.out.append(self.zipper.compress(data))
+
+    def value(self) -> bytes:
+        if self.plain is not None:
+            return b"".join(self.plain)
+        self.out.append(self.zipper.flush())
+        return b"".join(self.out)
+
+
+def _write_list(wire: _Wire, items) -> None:
+    """A JSON list of already-encoded items, in batches."""
+    wire.write("[")
+    batch: list[str] = []
+    first = True
+    for item in items:
+        batch.append(item)
+        if len(batch) == _BATCH:
+            wire.write(("" if first else ",") + ",".join(batch))
+            batch, first = [], False
+    if batch:
+        wire.write(("" if first else ",") + ",".join(batch))
+    wire.write("]")
+
+
+def _wire(graph: str, host: str, nodes, edges) -> bytes:
+    """``nodes``: (kind, name, state, hosts) sorted by key; ``edges``:
+    (source index, target index, kind)."""
+    q = encode_basestring_ascii   # as json.dumps writes a string
+    wire = _Wire()
+    wire.write('{"edges":')
+    _write_list(wire, (f"[{s},{t},{q(kind)}]" for s, t, kind in edges))
+    wire.write(f',"graph":{q(graph)},"host":{q(host)},"nodes":')
+    _write_list(wire, (f"[{q(kind)},{q(name)},{q(state)},[{','.join(map(q, hosts))}]]"
+                       for kind, name, state, hosts in nodes))
+    wire.write(f',"version":{WIRE_VERSION}}}')
+    return wire.value()
+
+
 def encode(view: GraphView) -> bytes:
-    """Compact JSON (edges by node index); zlib-compressed when large, so that a
-    graph of many thousand resources stays well under etcd's request limit."""
+    """The value of a view (``encode_graph`` gives the same bytes straight from the graph)."""
     index = {node.key: i for i, node in enumerate(view.nodes)}
-    raw = json.dumps({
-        "version": WIRE_VERSION, "graph": view.graph, "host": view.host,
-        "nodes": [[n.kind, n.name, n.state, list(n.hosts)] for n in view.nodes],
-        "edges": [[index[e.source], index[e.target], e.kind] for e in view.edges],
-    }, sort_keys=True, separators=(",", ":")).encode()
-    return zlib.compress(raw, 6) if len(raw) > COMPRESS_ABOVE else raw
+    return _wire(view.graph, view.host, ((n.kind, n.name, n.state, n.hosts) for n in view.nodes),
+                 ((index[e.source], index[e.target], e.kind) for e in view.edges))
+
+
+def encode_graph(graph: Graph, states: Mapping[Key, str], host: str) -> bytes:
+    """``encode(view_of(graph, states, host))`` without the view: the engine
+    publishes a graph of 10,000 resources about once a second while it
+    converges, and the view's objects would cost MiBs at each drawing. Nodes
+    are found by bisection in the sorted keys (no index dict either)."""
+    keys = sorted(graph.resources)
+    collected = graph.collected
+
+    def position(key: Key) -> int:
+        i = bisect.bisect_left(keys, key)
+        if i == len(keys) or keys[i] != key:
+            raise KeyError(key)   # as encode's index: an edge to a node the graph lacks
+        return i
+
+    nodes = ((kind, name, states.get((kind, name), PENDING), sorted(collected.get((kind, name), ())))
+             for kind, name in keys)
+    edges = ((position(source), position(target), edge_kind(graph, source, target))
+             for source in sorted(graph.dependants) for target in sorted(graph.dependants[source]))
+    return _wire(graph.name, host, nodes, edges)
 
 
 def _strings(value: object) -> bool:

@@ -102,11 +102,17 @@ class NewestOnly:
             self.tick()
             with self.lock:
                 view, fresh, self.fresh = self.view, self.fresh, False
-            if fresh and view is not None and not self.work(graphview.view_of(*view, self.host)):
+            done = not fresh or view is None or self.draw(*view)
+            del view   # not kept through the pause: the scheduler may hand over newer states
+            if not done:
                 with self.lock:
                     self.fresh = True    # not done: again after a pause
                 self.wake.set()
             self.stopping.wait(INTERVAL)
+
+    def draw(self, graph: Graph, states: Mapping[Key, str]) -> bool:
+        """Returns False to be called again with the newest graph and states."""
+        return self.work(graphview.view_of(graph, states, self.host))
 
     def work(self, view: GraphView) -> bool:
         """Returns False to be called again with the newest view."""
@@ -212,10 +218,13 @@ class GraphPublisher(NewestOnly):
             self.lease_id, self.written = None, b""   # expired: the key went with it
             self.poke()
 
-    def work(self, view: GraphView) -> bool:
+    def draw(self, graph: Graph, states: Mapping[Key, str]) -> bool:
         if not self.connection.endpoints:
             return True   # nowhere to publish (an engine alone); poke() when there is
-        value = graphview.encode(view)
+        # straight from the graph: no view objects for a graph of many thousand resources
+        return self.publish(graphview.encode_graph(graph, states, self.host))
+
+    def publish(self, value: bytes) -> bool:
         if value == self.written:
             return True
         try:

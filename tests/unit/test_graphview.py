@@ -170,6 +170,41 @@ def test_wire_round_trip_small_and_compressed():
     assert encode(big) == raw   # deterministic: an unchanged graph is never rewritten
 
 
+def many_files(count: int) -> str:
+    lines = ["graph: many", "resources:", "  file:", '  - name: dir\n    path: "/tmp/gv/"\n    state: exists']
+    lines += [f'  - name: "f{i} \\"ü\\""\n    path: "/tmp/gv/f{i}"\n    content: "x"' for i in range(count)]
+    lines += ["  noop:", "  - name: n1", "  - name: n2", "edges:",
+              "- from: {kind: noop, name: n1}\n  to: {kind: noop, name: n2}\n  notify: true",
+              "- from: {kind: noop, name: n2}\n  to: {kind: file, name: dir}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("count", [3, 12000])
+def test_the_graph_encodes_as_its_view_without_drawing_it(count):
+    """The engine publishes straight from the graph: the same bytes as the
+    view's, plain when small, compressed when large; decoded, the view."""
+    graph = built(many_files(count))
+    graph.name = "many"
+    keys = sorted(graph.resources)
+    graph.collected = {key: ("h3", "h2") for key in keys[::5]}
+    states = {key: (OK, FAILED, BLOCKED)[i % 3] for i, key in enumerate(keys[1:])}  # keys[0]: pending
+    view = view_of(graph, states, 'h"1')
+    raw = graphview.encode_graph(graph, states, 'h"1')
+    assert raw == encode(view) and decode(raw) == view
+    assert (raw[:1] == b"{") == (count < 1000)
+    assert {e.kind for e in view.edges} == {EXPLICIT, AUTOEDGE, NOTIFY}
+    assert view.nodes[0].state == PENDING and view.nodes[5].hosts == ("h2", "h3")
+
+
+def test_the_wire_format_is_sorted_compact_json():
+    view = GraphView("g", "h", (NodeView("noop", "a", OK, ("x",)), NodeView("noop", "b", FAILED)),
+                     (EdgeView(("noop", "a"), ("noop", "b"), NOTIFY),))
+    assert json.loads(encode(view)) == {"version": 1, "graph": "g", "host": "h",
+                                        "nodes": [["noop", "a", "ok", ["x"]], ["noop", "b", "failed", []]],
+                                        "edges": [[0, 1, "notify"]]}
+    assert encode(view) == json.dumps(json.loads(encode(view)), sort_keys=True, separators=(",", ":")).encode()
+
+
 @pytest.mark.parametrize("raw", [
     None, b"", b"not json", b"[]", b'{"version": 2}', zlib.compress(b"[1]"), b"\x78\x9cjunk",
     json.dumps({"version": 1, "graph": "g", "host": "h", "nodes": [["noop", "a", "ok"]], "edges": []}).encode(),
