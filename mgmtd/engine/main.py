@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
 from mgmtd.cluster.graphview import DEFAULT_FILTER
+from mgmtd.engine import memory
 from mgmtd.engine.collect import Collector, Export, matched, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
@@ -266,6 +267,7 @@ class Engine:
                 graph_cache.write(os.path.join(self.options.prefix, graph_cache.CACHE_DIR),
                                   graph_cache.graph_key(self.options.graph_file, raw), spec)
             self._compose()
+        memory.give_back()   # the parser's temporaries: freed, yet resident until given back
         if forced:
             LOG.info("graph %s reloaded from %s (requested): exports re-published", spec.name, spec.source)
         elif not initial:
@@ -445,6 +447,7 @@ def quiet_watch_thread_deaths(args: threading.ExceptHookArgs,
 
 
 def run(options: EngineOptions) -> int:
+    memory.limit_arenas()   # before any thread of ours: see memory.py
     if options.graph_file is not None:
         options.graph_file = os.path.abspath(options.graph_file)
     return Engine(options).run()
