@@ -33,7 +33,7 @@ from mgmtd.tls import TLSFiles
 from mgmtd.yamlgraph import cache as graph_cache
 from mgmtd.yamlgraph.errors import GraphError, Location
 from mgmtd.yamlgraph.loader import GraphSpec, load_file
-from mgmtd.yamlgraph.source import read_graph_bytes
+from mgmtd.yamlgraph.source import graph_digest
 
 LOG = log.get("engine")
 
@@ -217,7 +217,7 @@ class Engine:
             self.collector.resync()
         elif not initial and self.options.graph_file is not None:
             try:
-                if hashlib.sha256(read_graph_bytes(self.options.graph_file)).digest() == self.loaded_digest:
+                if graph_digest(self.options.graph_file) == self.loaded_digest:
                     return True  # touched, not changed
             except GraphError:
                 pass  # load_spec below says why

@@ -112,6 +112,23 @@ def test_read_graph_bytes_reads_a_regular_file_and_bounds_its_size(tmp_path):
         read_graph_bytes(str(tmp_path / "missing.yaml"))
 
 
+def test_the_digest_is_of_the_bytes_read_in_steps(tmp_path):
+    import hashlib
+
+    from mgmtd.yamlgraph.source import MAX_BYTES, graph_digest
+
+    path = tmp_path / "g.yaml"
+    data = bytes(range(256)) * 9000   # over 2 MiB: read in three steps
+    path.write_bytes(data)
+    assert graph_digest(str(path)) == hashlib.sha256(data).digest()
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_BYTES + 1)
+    with pytest.raises(GraphError, match="larger than 16 MiB"):
+        graph_digest(str(path))
+    with pytest.raises(GraphError, match="No such file"):
+        graph_digest(str(tmp_path / "missing.yaml"))
+
+
 # --- 11: aliases and document size ------------------------------------------------
 
 def laughs(levels: int, width: int = 10) -> list[str]:
