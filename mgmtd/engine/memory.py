@@ -7,7 +7,6 @@ nothing: they are savings, never needed for correctness."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 from mgmtd import log
 
@@ -16,20 +15,15 @@ LOG = log.get("engine")
 M_ARENA_MAX = -8    # glibc's malloc.h: mallopt's parameter for the number of arenas
 ARENAS = 1          # see limit_arenas
 
-_libc: ctypes.CDLL | None | bool = False   # False: not looked up yet; None: not glibc
-
-
 def _glibc() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is False:
-        _libc = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
-                _libc = libc
-        except OSError:
-            pass
-    return _libc
+    """The C library when it is glibc, by its soname (ctypes.util.find_library
+    would run ldconfig); looked up at each call: the engine calls these once
+    per load, and dlopen of a loaded library is a lookup."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def limit_arenas() -> bool:

@@ -18,6 +18,6 @@ def test_glibc_takes_the_arena_limit_and_the_trim():
 
 
 def test_without_glibc_nothing_happens(monkeypatch):
-    monkeypatch.setattr(memory, "_libc", None)
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
     assert memory.limit_arenas() is False
     memory.give_back()
