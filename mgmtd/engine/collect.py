@@ -154,6 +154,8 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
             out.rejected.append(f"{export.kind}[{export.name}] from {export.host}: {refusal}")
             continue
         candidates.setdefault(res.identity(), []).append((export, res))
+    if not candidates:
+        return out   # nothing collected: no need to know what the local graph manages
     local_identities = {r.identity(): r for r in local if not r.meta.hidden}
     local_keys = {r.key: r for r in local if not r.meta.hidden}   # a hidden one gives way, as above
     taken: set = set()

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 
 from mgmtd import log
@@ -35,25 +37,37 @@ def _private(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _entry(key: str, value: bytes) -> bytes:
-    name = key.encode("utf-8", "surrogateescape")
-    return len(name).to_bytes(4, "little") + name + len(value).to_bytes(4, "little") + value
+CHUNK = 1024   # memos per marshalled piece: the file is written a piece at a time
 
 
 def encode(memos: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
-    """The file, in pieces (never all of it in memory): MAGIC, one entry per
-    memo (key and value, each after its length), the digest of all before."""
+    """The file, in pieces (never all of it in memory): MAGIC, then lists of
+    up to CHUNK (key, value) pairs, each marshalled after its length, then the
+    digest of all before."""
     digest = hashlib.blake2b(MAGIC, digest_size=DIGEST)
     yield MAGIC
-    for key, value in memos:
-        entry = _entry(key, value)
-        digest.update(entry)
-        yield entry
+    for chunk in _chunks(memos):
+        data = marshal.dumps(chunk)
+        piece = len(data).to_bytes(4, "little") + data
+        digest.update(piece)
+        yield piece
     yield digest.digest()
 
 
+def _chunks(memos: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for memo in memos:
+        chunk.append(memo)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def decode(data: bytes) -> dict[str, bytes]:
-    """The memos in ``data``; empty when it is not a whole file of ours."""
+    """The memos in ``data``; empty when it is not a whole file of ours
+    (marshal reads only data: no code, whatever the file holds)."""
     if len(data) < len(MAGIC) + DIGEST or not data.startswith(MAGIC):
         return {}
     body = memoryview(data)[:-DIGEST]
@@ -61,13 +75,15 @@ def decode(data: bytes) -> dict[str, bytes]:
         return {}
     memos: dict[str, bytes] = {}
     at, end = len(MAGIC), len(body)
-    while at < end:
-        size = int.from_bytes(body[at:at + 4], "little")
-        key = bytes(body[at + 4:at + 4 + size]).decode("utf-8", "surrogateescape")
-        at += 4 + size
-        size = int.from_bytes(body[at:at + 4], "little")
-        memos[key] = bytes(body[at + 4:at + 4 + size])
-        at += 4 + size
+    try:
+        while at < end:
+            size = int.from_bytes(body[at:at + 4], "little")
+            chunk = marshal.loads(body[at + 4:at + 4 + size])
+            memos.update((key, value) for key, value in chunk
+                         if isinstance(key, str) and isinstance(value, bytes))
+            at += 4 + size
+    except (EOFError, ValueError, TypeError):
+        return {}
     return memos if at == end else {}
 
 
@@ -122,7 +138,9 @@ class MemoStore:
             self.unconfirmed = False
 
             def memos() -> Iterator[tuple[str, bytes]]:
-                for res in resources:
+                for count, res in enumerate(resources, 1):
+                    if count % 256 == 0:
+                        time.sleep(0)   # lets the scheduler's thread in: a save is no hurry
                     try:
                         self.unconfirmed |= res.confirm()
                         memo = res.memo()

@@ -112,6 +112,8 @@ def plan(records: list[Record], resources: list[Resource]) -> Plan:
     still manages with ``meta.reverse`` stays that resource's record (it holds
     what was there before the first change); managed without it, it is
     dropped; not managed at all, its reversal is pending."""
+    if not records:
+        return Plan([], [])   # no record (the common case): the graph's objects need no index
     managed = {tuple(res.identity()): res for res in resources}
     pending, dropped = [], []
     for record in sorted(records, key=lambda r: r.id):

@@ -121,6 +121,9 @@ class Scheduler:
         self.last_summary: Summary | None = None
         self.stopped = threading.Event()
         self.watcher_closing: threading.Thread | None = None
+        self.swaps = 0
+        # when every resource of the first graph had been checked: (clock, process CPU)
+        self.first_pass: tuple[float, float] | None = None
         self.timed_out = False
         self.summarized_at = 0.0
         self.in_flight = 0
@@ -566,6 +569,7 @@ class Scheduler:
 
     # --- graph swaps -----------------------------------------------------------
     def _swap(self, graph: Graph) -> None:
+        self.swaps += 1
         old = self.graph
         kept = 0
         carried: dict[Key, int] = {}    # retry counts that outlive a replaced instance
@@ -668,7 +672,10 @@ class Scheduler:
         self.events.put(("hold", reason, False))
 
     def _track_quiet(self) -> None:
-        self.quiet_since = None if self._busy() else self.last_activity
+        busy = self._busy()
+        self.quiet_since = None if busy else self.last_activity
+        if not busy and self.first_pass is None and self.swaps:
+            self.first_pass = (self.clock(), time.process_time())
 
     def _settled_for(self) -> float:
         return 0.0 if self.quiet_since is None else self.clock() - self.quiet_since
