@@ -474,15 +474,7 @@ class Scheduler:
                 dep_status.dirty = True
                 if (key, dependant) in self.graph.notifies:
                     dep_status.refresh = True
-        # dependants may have been waiting for this one
-        for dependant in self.graph.dependants[key]:
-            dep_status = self.status[dependant]
-            if dep_status.state == BLOCKED:
-                dep_status.state = PENDING
-                dep_status.dirty = True
-            self.candidates.add(dependant)
-        if res.meta.poll > 0 and not res.meta.hidden:
-            self._timer(self.clock() + res.meta.poll, "poll", key)
+        self._in_state(key, res)
 
     def _quick_done(self, key: Key, res: Resource, status: Status) -> None:
         """``_done`` of a quick check that found the resource in state: no run,
@@ -500,6 +492,11 @@ class Scheduler:
         self.stats.succeeded(key)
         status.drift_at = None   # an event that found it in state was no drift
         self.watcher.rearm(key)
+        self._in_state(key, res)
+
+    def _in_state(self, key: Key, res: Resource) -> None:
+        """After a run that left the resource in state: its dependants may
+        have been waiting for it; a polled one is checked again later."""
         for dependant in self.graph.dependants[key]:
             dep_status = self.status[dependant]
             if dep_status.state == BLOCKED:

@@ -27,6 +27,19 @@ def settle(path) -> None:
         time.sleep(0.02)
 
 
+def proved(tmp_path, **params):
+    """A file written by its resource, its ctime settled, proved and saved:
+    (path, resource, store)."""
+    path = tmp_path / "f"
+    res = file_res(path, **params)
+    res.check_apply(True)
+    settle(path)
+    res.confirm()
+    store = MemoStore(str(tmp_path / "s"))
+    store.save([res])
+    return path, res, store
+
+
 def test_encode_decode_and_damage() -> None:
     memos = {"file:/a": b"x" * 68, "file:/b": b"y", "file:/\udcff-not-utf8": b""}
     data = b"".join(encode(memos.items()))
@@ -54,24 +67,14 @@ def test_a_written_file_is_confirmed_then_one_lstat_proves_it(tmp_path) -> None:
 
 
 def test_a_memo_of_another_content_is_not_taken(tmp_path) -> None:
-    path = tmp_path / "f"
-    res = file_res(path)
-    res.check_apply(True)
-    settle(path)
-    res.confirm()
-    MemoStore(str(tmp_path / "s")).save([res])
+    path, _, _ = proved(tmp_path)
     other = file_res(path, content="something else\n")
     assert MemoStore(str(tmp_path / "s")).recall([other]) == 0
     assert not other.quick_check()
 
 
 def test_an_edit_that_puts_back_size_and_mtime_is_still_seen(tmp_path) -> None:
-    path = tmp_path / "f"
-    res = file_res(path)
-    res.check_apply(True)
-    settle(path)
-    res.confirm()
-    MemoStore(str(tmp_path / "s")).save([res])
+    path, _, _ = proved(tmp_path)
     before = os.lstat(path)
     with open(path, "r+b") as handle:
         handle.write(b"WANTED")                       # same size
@@ -84,13 +87,7 @@ def test_an_edit_that_puts_back_size_and_mtime_is_still_seen(tmp_path) -> None:
 
 
 def test_a_memo_file_others_could_write_is_ignored(tmp_path) -> None:
-    path = tmp_path / "f"
-    res = file_res(path)
-    res.check_apply(True)
-    settle(path)
-    res.confirm()
-    store = MemoStore(str(tmp_path / "s"))
-    store.save([res])
+    path, _, store = proved(tmp_path)
     os.chmod(store.path, 0o666)
     assert MemoStore(str(tmp_path / "s")).recall([file_res(path)]) == 0
 
@@ -111,12 +108,7 @@ def test_quick_check_of_directories_and_absent_files(tmp_path) -> None:
 
 
 def test_save_is_skipped_when_nothing_changed(tmp_path) -> None:
-    path = tmp_path / "f"
-    res = file_res(path)
-    res.check_apply(True)
-    settle(path)
-    store = MemoStore(str(tmp_path / "s"))
-    store.save([res])
+    _, res, store = proved(tmp_path)
     written = os.stat(store.path).st_mtime_ns
     class Counted(list):
         iterated = 0
