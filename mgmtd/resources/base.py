@@ -318,6 +318,12 @@ class Context:
     shared: dict[str, Any] = field(default_factory=dict)
 
 
+def _rebuilt(cls: type[Resource], name: str, params: dict[str, Any], meta: Meta) -> Resource:
+    res = cls(name, params, meta)
+    res.validate()
+    return res
+
+
 class Resource:
     """A managed object. ``check_apply(apply)`` returns True when the object
     already is in state; with ``apply`` it makes it so first (and returns
@@ -397,6 +403,15 @@ class Resource:
     @ctx.setter
     def ctx(self, ctx: Context) -> None:
         self._ctx = ctx
+
+    def __reduce__(self) -> tuple:
+        """Pickled (the graph cache: mgmtd.yamlgraph.cache) as what it was built
+        from, and built again when loaded: what a kind makes when it is built (a
+        lock, a run's state) is made anew, never copied. A kind with nothing of
+        the sort may pickle its state as it is (``__reduce__ = object.__reduce__``)."""
+        given = {key: value for key, value in vars(self).items() if key in self.FIELDS}
+        given.update(vars(self).get("_own", {}))
+        return (_rebuilt, (type(self), self.name, given, self.meta))
 
     def lend(self, engine: Context) -> None:
         """The engine's context: ``self.ctx`` will be a copy whose reports name this resource."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from mgmtd.yamlgraph import cache
+from mgmtd.yamlgraph.errors import GraphError
 from mgmtd.yamlgraph.loader import load_file
 
 GRAPH = """graph: g
@@ -77,3 +79,56 @@ def test_an_unwritable_state_directory_costs_only_the_cache(tmp_path) -> None:
     blocker.write_text("a file where the directory should be")
     spec = cache.load_file_cached(graph, str(blocker))
     assert [r.name for r in spec.resources] == ["dir", "a"]
+
+
+def test_every_example_graph_comes_back_from_the_cache_as_loaded(tmp_path) -> None:
+    """Every kind's resources survive the cache: what a restart runs is what
+    the YAML says (a kind whose objects cannot be pickled is loaded from YAML)."""
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples" / "yaml").glob("*.yaml"))
+    assert examples
+    for example in examples:
+        try:
+            plain = load_file(str(example))
+        except GraphError:
+            continue   # examples of what is refused
+        prefix = str(tmp_path / example.stem)
+        cache.load_file_cached(str(example), prefix)
+        assert os.path.exists(os.path.join(prefix, "cache", "graph")), example.name
+        cached = cache.load_file_cached(str(example), prefix)
+        assert [(type(r), r.key, r.params, r.meta) for r in cached.resources] == \
+            [(type(r), r.key, r.params, r.meta) for r in plain.resources], example.name
+        assert (cached.edges, cached.collect, cached.warnings) == \
+            (plain.edges, plain.collect, plain.warnings), example.name
+
+
+MACHINE_KINDS = """graph: machine
+resources:
+  pkg:
+  - name: curl
+    state: installed
+  svc:
+  - name: cron
+    state: running
+    startup: enabled
+  user:
+  - name: alice
+    state: exists
+  group:
+  - name: staff2
+    state: exists
+  hostname:
+  - name: h
+    hostname: h1
+"""
+
+
+def test_the_kinds_that_configure_a_machine_are_cached_too(tmp_path) -> None:
+    graph = tmp_path / "m.yaml"
+    graph.write_text(MACHINE_KINDS)
+    prefix = str(tmp_path / "state")
+    plain = load_file(str(graph))
+    cache.load_file_cached(str(graph), prefix)
+    assert os.path.exists(os.path.join(prefix, "cache", "graph"))
+    cached = cache.load_file_cached(str(graph), prefix)
+    assert [(type(r), r.key, r.params, r.meta) for r in cached.resources] == \
+        [(type(r), r.key, r.params, r.meta) for r in plain.resources]
