@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--report-state", action="store_true", help=argparse.SUPPRESS)
     engine.add_argument("--workers", type=int, default=8, help="parallel workers (default: 8)")
     engine.add_argument("--prefix", default=None,
-                        help="state directory: the records of meta.reverse, in PREFIX/reverse/ "
+                        help="state directory: the records of meta.reverse (PREFIX/reverse/), the "
+                             "loaded graph and what checks proved, for the next start (PREFIX/cache/) "
                              f"(default: $STATE_DIRECTORY or {DEFAULT_PREFIX}; mgmtd run passes its own)")
     add_frontend(engine)
 
