@@ -6,52 +6,35 @@ after a restart is one ``lstat`` instead of a read and compare.
 A resource offers a memo with ``memo()`` -> (key, value) and takes one back
 with ``recall(value)``; it checks that the memo is about the same wanted
 state (a digest of it is in the value) and ignores it otherwise. A lost or
-damaged file costs one read of every file, nothing else: it is written
-atomically, with a digest, and without an fsync. It is read only when owned
-by this user and writable by no one else: a forged memo could make mgmtd
-believe a file holds what it does not."""
+damaged file costs one read of every file, nothing else; it is read only
+when nobody else could have written it (mgmtd.statefile)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import marshal
 import os
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 
-from mgmtd import log
+from mgmtd import log, statefile
 from mgmtd.resources.base import Resource
 
 LOG = log.get("engine.memos")
 
 FILE = "checked"
-MAGIC = b"mgmtd checked 1\n"
-DIGEST = 32
-
-
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
+MAGIC = b"mgmtd checked 2\n"
 CHUNK = 1024   # memos per marshalled piece: the file is written a piece at a time
 
 
 def encode(memos: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
-    """The file, in pieces (never all of it in memory): MAGIC, then lists of
-    up to CHUNK (key, value) pairs, each marshalled after its length, then the
-    digest of all before."""
-    digest = hashlib.blake2b(MAGIC, digest_size=DIGEST)
+    """The file's content in pieces (never all of it in memory): MAGIC, then
+    lists of up to CHUNK (key, value) pairs, each marshalled after its length.
+    The file holds it sealed (mgmtd.statefile)."""
     yield MAGIC
     for chunk in _chunks(memos):
         data = marshal.dumps(chunk)
-        piece = len(data).to_bytes(4, "little") + data
-        digest.update(piece)
-        yield piece
-    yield digest.digest()
+        yield len(data).to_bytes(4, "little") + data
 
 
 def _chunks(memos: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
@@ -66,12 +49,10 @@ def _chunks(memos: Iterable[tuple[str, bytes]]) -> Iterator[list[tuple[str, byte
 
 
 def decode(data: bytes) -> dict[str, bytes]:
-    """The memos in ``data``; empty when it is not a whole file of ours
-    (marshal reads only data: no code, whatever the file holds)."""
-    if len(data) < len(MAGIC) + DIGEST or not data.startswith(MAGIC):
-        return {}
-    body = memoryview(data)[:-DIGEST]
-    if hashlib.blake2b(body, digest_size=DIGEST).digest() != data[-DIGEST:]:
+    """The memos in a sealed file's ``data``; empty when it is not a whole file
+    of ours (marshal reads only data: no code, whatever the file holds)."""
+    body = statefile.unseal(data)
+    if body is None or body[:len(MAGIC)] != MAGIC:
         return {}
     memos: dict[str, bytes] = {}
     at, end = len(MAGIC), len(body)
@@ -91,25 +72,16 @@ class MemoStore:
     def __init__(self, prefix: str, directory: str = "cache") -> None:
         self.directory = os.path.join(prefix, directory)
         self.path = os.path.join(self.directory, FILE)
-        self.saved = b""   # the digest of what the file holds (not the memos: memory)
         self.saved_at = -1          # Resource.memo_changes when last saved
         self.unconfirmed = False    # some could not be confirmed yet: the next save tries
         self.lock = threading.Lock()
 
     def load(self) -> dict[str, bytes]:
-        try:
-            if not _private(os.stat(self.directory)):
-                return {}
-            with open(self.path, "rb") as handle:
-                if not _private(os.fstat(handle.fileno())):
-                    LOG.warning("%s: not owned by this user or writable by others: not used", self.path)
-                    return {}
-                data = handle.read()
-        except OSError:
+        data = statefile.read_private(self.path)
+        if not data:
             return {}
         memos = decode(data)
-        self.saved = data[-DIGEST:] if memos else b""
-        if not memos and data:
+        if not memos:
             LOG.info("%s is damaged: every file is read once", self.path)
         return memos
 
@@ -151,22 +123,10 @@ class MemoStore:
                         yield memo
 
             try:
-                os.makedirs(self.directory, mode=0o700, exist_ok=True)
-                fd, temp = tempfile.mkstemp(prefix=f".{FILE}.", dir=self.directory)
-                try:
-                    with os.fdopen(fd, "wb", buffering=1 << 16) as handle:
-                        for piece in encode(memos()):
-                            handle.write(piece)
-                            digest = piece   # the last piece is the file's digest
-                    if digest == self.saved:
-                        os.unlink(temp)   # the same memos: the file stays as it is
-                    else:
-                        os.replace(temp, self.path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(temp)
-                    raise
+                with statefile.replacing(self.path) as out:
+                    for piece in encode(memos()):
+                        out.write(piece)
             except OSError as err:
                 LOG.info("cannot keep what was checked in %s: %s", self.path, err.strerror or err)
                 return
-            self.saved_at, self.saved = changes, digest
+            self.saved_at = changes

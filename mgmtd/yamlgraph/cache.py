@@ -14,26 +14,23 @@ version (a new release may read a field differently) and the user's home
 Why it can be trusted: the cache is pickled, and unpickling runs code, so
 it is read only from a directory and a file owned by this user and writable
 by no one else (as ``{prefix}`` is: a writer there can change what mgmtd does
-anyway). A torn or damaged file fails its checksum and is loaded again from
-YAML: the cache never needs an fsync, and losing it costs one slow load."""
+anyway). A torn or damaged file fails its digest and the graph is loaded again
+from YAML (mgmtd.statefile)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import hashlib
 import os
 import pickle
 import pwd
-import stat
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from mgmtd import log
+from mgmtd import log, statefile
 from mgmtd.yamlgraph.loader import GraphSpec, check_utf8, load_text
 from mgmtd.yamlgraph.source import read_graph_bytes
 
@@ -41,7 +38,7 @@ LOG = log.get("engine.cache")
 
 CACHE_DIR = "cache"
 GRAPH_FILE = "graph"
-MAGIC = b"mgmtd graph cache 1\n"
+MAGIC = b"mgmtd graph cache 2\n"
 DIGEST = 32
 
 
@@ -73,48 +70,22 @@ def graph_key(path: str, data: bytes) -> bytes:
     return digest.digest()
 
 
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-class _Hashing:
-    """A file that hashes what is written to it (the pickle is streamed: no
-    copy of it in memory, beside the objects)."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-        self.digest = hashlib.blake2b(digest_size=DIGEST)
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
-
-
 def read(directory: str, key: bytes):
     """The object cached under ``key``, or None (no cache, another key, a
     damaged file, or a file someone else could have written). The layout:
-    MAGIC, the key, the pickle, the pickle's digest."""
+    MAGIC, the key, the pickle, sealed (mgmtd.statefile)."""
     path = os.path.join(directory, GRAPH_FILE)
-    try:
-        if not _private(os.stat(directory)):
-            return None
-        with open(path, "rb") as handle:
-            if not _private(os.fstat(handle.fileno())):
-                LOG.warning("%s: not owned by this user or writable by others: not used", path)
-                return None
-            if handle.read(len(MAGIC) + DIGEST) != MAGIC + key:
-                return None
-            payload = handle.read()
-    except OSError:
+    data = statefile.read_private(path)
+    if data is None or not data.startswith(MAGIC + key):
         return None
-    payload, digest = payload[:-DIGEST], payload[-DIGEST:]
-    if hashlib.blake2b(payload, digest_size=DIGEST).digest() != digest:
+    body = statefile.unseal(data)
+    if body is None:
         LOG.info("%s is damaged: loading the graph from its file", path)
         return None
     collecting = gc.isenabled()
     gc.disable()   # many objects, no garbage: the cyclic collector would only walk them
     try:
-        return pickle.loads(payload)
+        return pickle.loads(body[len(MAGIC) + len(key):])
     except Exception as err:   # e.g. classes changed under a file of the same key
         LOG.info("%s cannot be read (%s): loading the graph from its file", path, err)
         return None
@@ -126,19 +97,9 @@ def read(directory: str, key: bytes):
 def write(directory: str, key: bytes, value) -> None:
     """Caches ``value`` under ``key``, atomically; failures are logged, never raised."""
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".graph.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(MAGIC + key)
-                hashing = _Hashing(handle)
-                pickle.dump(value, hashing, protocol=pickle.HIGHEST_PROTOCOL)
-                handle.write(hashing.digest.digest())
-            os.replace(temp, os.path.join(directory, GRAPH_FILE))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        with statefile.replacing(os.path.join(directory, GRAPH_FILE)) as out:
+            out.write(MAGIC + key)
+            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)   # streamed, not held
     except OSError as err:
         LOG.info("cannot cache the loaded graph in %s: %s", directory, err.strerror or err)
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as err:

@@ -3,7 +3,8 @@
 The layers, bottom-up (a module may import its own layer and any below it):
 
 1. base: ``mgmtd`` itself (the version), log, backoff, protocol (the
-   supervisor-engine pipe), tls, certs, hostnames, urls, and
+   supervisor-engine pipe), tls, certs, hostnames, urls, statefile (how
+   files of state kept between runs are read and written), and
    ``cluster.keys``: the etcd key schema is names only, no I/O, and the
    ``kv`` resource writes under it.
 2. resources: the kinds and their field schema (``resources.base``).
@@ -37,7 +38,7 @@ ROOT = Path(mgmtd.__file__).parent
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("mgmtd", "mgmtd.log", "mgmtd.backoff", "mgmtd.protocol", "mgmtd.tls", "mgmtd.certs",
-              "mgmtd.hostnames", "mgmtd.urls", "mgmtd.cluster.keys")),
+              "mgmtd.hostnames", "mgmtd.urls", "mgmtd.statefile", "mgmtd.cluster.keys")),
     ("resources", ("mgmtd.resources",)),
     ("graph", ("mgmtd.graph",)),
     ("yamlgraph", ("mgmtd.yamlgraph",)),

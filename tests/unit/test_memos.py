@@ -10,6 +10,7 @@ from mgmtd.engine.memos import MemoStore, decode, encode
 from mgmtd.resources.base import DEFAULT_META
 from mgmtd.resources.file import FileResource
 from mgmtd.resources.filesig import NS
+from mgmtd.statefile import seal
 
 
 def file_res(path, content="wanted\n", **params) -> FileResource:
@@ -42,7 +43,7 @@ def proved(tmp_path, **params):
 
 def test_encode_decode_and_damage() -> None:
     memos = {"file:/a": b"x" * 68, "file:/b": b"y", "file:/\udcff-not-utf8": b""}
-    data = b"".join(encode(memos.items()))
+    data = seal(b"".join(encode(memos.items())))
     assert decode(data) == memos
     assert decode(data[:-1]) == {}
     assert decode(data[:20] + b"!" + data[21:]) == {}
