@@ -97,13 +97,14 @@ def first_pass(log: str) -> tuple[float, float] | None:
     return (float(found.group(1)), float(found.group(2))) if found else None
 
 
-def run_engine(ws: Workspace, name: str, graph: Path | None, deadline: Deadline,
+def run_engine(ws: Workspace, name: str, graph: Path | None,
                level: str = "warning") -> tuple[float, int, float]:
     """Runs ``mgmtd engine`` with a converged timeout; returns (wall seconds,
     peak RSS, CPU seconds: user + system, from the child's rusage). Every run
     of a workspace has the same state directory (--prefix), as every run of
     one node has: what a run keeps for the next (the loaded graph, what its
-    checks proved) is there, and never in the machine's /var/lib/mgmtd."""
+    checks proved) is there, and never in the machine's /var/lib/mgmtd. The
+    scenario's deadline (SIGALRM) interrupts the wait."""
     frontend = ["yaml", str(graph)] if graph else ["empty"]
     cmd = [MGMTD, "engine", "--hostname", "bench", "--log-level", level,
            "--prefix", str(ws.path("state")), "--converged-timeout", str(CONVERGED_TIMEOUT), *frontend]
@@ -253,7 +254,7 @@ def empty_baseline(repeats: int, deadline: Deadline) -> dict:
     with Workspace("engine-empty") as ws:
         walls, peaks, cpus = [], [], []
         for k in range(repeats):
-            wall, peak, cpu = run_engine(ws, f"empty-{k}", None, deadline)
+            wall, peak, cpu = run_engine(ws, f"empty-{k}", None)
             walls.append(wall - CONVERGED_TIMEOUT)
             peaks.append(peak)
             cpus.append(cpu)
@@ -276,7 +277,7 @@ def engine_size(count: int, edits: int, repeats: int, deadline: Deadline) -> dic
             if k < repeats:
                 # info: the first-pass line (the empty and no-change runs log a few lines;
                 # the cold one would log each file it writes)
-                wall, _, empty_cpu = run_engine(ws, f"empty-{k}", None, deadline, "info")
+                wall, _, empty_cpu = run_engine(ws, f"empty-{k}", None, "info")
                 startup = wall - CONVERGED_TIMEOUT
                 runs["startup"].append(startup)
                 directory = ws.path(f"out-{k}")
@@ -284,7 +285,7 @@ def engine_size(count: int, edits: int, repeats: int, deadline: Deadline) -> dic
                 wanted = write_graph(graph, directory, count)
                 for kind in ("cold", "nochange"):
                     level = "info" if kind == "nochange" else "warning"
-                    wall, peak, cpu = run_engine(ws, f"{kind}-{k}", graph, deadline, level)
+                    wall, peak, cpu = run_engine(ws, f"{kind}-{k}", graph, level)
                     runs[kind].append(wall - CONVERGED_TIMEOUT - startup)
                     runs[f"{kind}_cpu"].append(cpu - empty_cpu)
                     rss = max(rss, peak)
