@@ -85,6 +85,11 @@ def _gid(group: int | str | None) -> int:
         raise ResourceError(f"no such group: {group}") from None
 
 
+def _owner_differs(st: os.stat_result, uid: int, gid: int) -> bool:
+    """Owner or group other than wanted (-1: not managed)."""
+    return (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid)
+
+
 @dataclass(frozen=True)
 class Confinement:
     """A collected file: untrusted. Everything below ``anchor`` is reached
@@ -453,14 +458,12 @@ class FileResource(Resource):
                 return False
         elif signature(st) != self._seen:
             return False
-        mode = self.mode_bits
-        if mode is not None and stat.S_IMODE(st.st_mode) != self._safe_mode(mode):
+        if self._mode_differs(st):
             return False
         owner, group = self.owner, self.group
         if isinstance(owner, str) and not owner.isdigit() or isinstance(group, str) and not group.isdigit():
             return False   # a name: looking it up is no quick check
-        uid, gid = _uid(owner), _gid(group)
-        return (uid == -1 or st.st_uid == uid) and (gid == -1 or st.st_gid == gid)
+        return not _owner_differs(st, _uid(owner), _gid(group))
 
     # --- memos (mgmtd.engine.memos): the trusted signature, across runs ------------
     def memo_key(self) -> str | None:
@@ -514,7 +517,7 @@ class FileResource(Resource):
     def _attributes(self, place: Place, st: os.stat_result, apply: bool) -> bool:
         in_state = True
         untrusted = self.confinement is not None
-        if self.mode_bits is not None and stat.S_IMODE(st.st_mode) != self._safe_mode(self.mode_bits):
+        if self._mode_differs(st):
             if not apply:
                 self.ctx.report("info", f"would chmod {self.target} "
                                 f"{oct(stat.S_IMODE(st.st_mode))} -> {oct(self.mode_bits)}")
@@ -522,13 +525,16 @@ class FileResource(Resource):
             place.chmod(self._safe_mode(self.mode_bits), self.is_dir, single_link=untrusted)
             in_state = False
         uid, gid = _uid(self.owner), _gid(self.group)
-        if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+        if _owner_differs(st, uid, gid):
             if not apply:
                 self.ctx.report("info", f"would chown {self.target} to {self.owner}:{self.group}")
                 return False
             place.chown(uid, gid, self.is_dir, single_link=untrusted)
             in_state = False
         return in_state
+
+    def _mode_differs(self, st: os.stat_result) -> bool:
+        return self.mode_bits is not None and stat.S_IMODE(st.st_mode) != self._safe_mode(self.mode_bits)
 
     def _report_diff(self, place: Place, wanted: bytes) -> None:
         try:
