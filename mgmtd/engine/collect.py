@@ -189,7 +189,10 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
 
 class Collector:
     """Keeps a snapshot of every export through an etcd watch and calls
-    ``on_change(exports)`` whenever it changes."""
+    ``on_change(exports)`` whenever it changes, while it is wanted: a graph
+    without collect rules needs no export of anyone, and an engine that
+    watched them all anyway would wake at every export change in the cluster
+    (N hosts that each change their exports: N x N wake-ups)."""
 
     def __init__(self, connection: Connection, namespace: str,
                  on_change: Callable[[list[Export]], None]) -> None:
@@ -201,6 +204,7 @@ class Collector:
         self.thread = threading.Thread(target=self._loop, name="collect", daemon=True)
         self.snapshot: dict[str, Export] = {}
         self.force_publish = False
+        self.wanted = threading.Event()   # want(): the graph collects
 
     def start(self) -> None:
         self.thread.start()
@@ -210,6 +214,19 @@ class Collector:
         self.restart.set()
         if self.thread.is_alive():
             self.thread.join(timeout=5)
+
+    def want(self, collecting: bool) -> None:
+        """Starts (True) or stops (False) watching the cluster's exports. A
+        watch that starts again reads every export afresh and hands them on,
+        changed or not: the engine forgot the last ones when it stopped."""
+        if collecting == self.wanted.is_set():
+            return
+        if collecting:
+            self.force_publish = True
+            self.wanted.set()
+        else:
+            self.wanted.clear()
+        self.restart.set()
 
     def endpoints_changed(self) -> None:
         self.restart.set()
@@ -224,6 +241,10 @@ class Collector:
         backoff = Backoff(first=0.1, cap=5.0)
         while not self.stopping.is_set():
             self.restart.clear()
+            if not self.wanted.is_set():
+                self.snapshot = {}   # the next watch hands on all it reads
+                self.restart.wait()
+                continue
             try:
                 self._watch()
                 backoff.reset()

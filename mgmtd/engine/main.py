@@ -139,6 +139,7 @@ class Engine:
         self.out_lock = threading.Lock()
         self.converged = False               # as mgmt's converger: starts not converged
         self.exports_taken = False           # --no-watch: the first set of exports is kept
+        self.collecting = False              # the graph has collect rules: exports watched
         self.exports_refresh = False         # ... until a SIGHUP asks for a fresh one
         self.max_runtime_reached = threading.Event()
 
@@ -251,6 +252,7 @@ class Engine:
             gc.freeze()
         with self.compose_lock:
             self.spec = spec
+            self._collect(bool(spec.collect), initial)
             raw = spec.raw
             self.loaded_digest = hashlib.sha256(raw).digest() if raw is not None else None
             spec.raw = None
@@ -283,9 +285,27 @@ class Engine:
                                  "meta.reverse: true needs a state directory for its records "
                                  "(mgmtd engine --prefix)", str(res))
 
+    def _collect(self, collecting: bool, initial: bool) -> None:
+        """Watches the cluster's exports only while the graph collects."""
+        if collecting == self.collecting:
+            return
+        self.collecting = collecting
+        if collecting:
+            LOG.info("the graph collects: watching the cluster's exports")
+            if not initial:   # the start holds it itself (run)
+                self.scheduler.hold("collect")
+        else:
+            LOG.info("the graph collects nothing: not watching the cluster's exports")
+            # what was seen goes stale from now on: rules that come back wait for a fresh read
+            self.exports_seen, self.exports_taken = [], False
+            self.scheduler.release("collect")
+        self.collector.want(collecting)
+
     def _on_exports(self, exports: list[Export]) -> None:
         read_at = time.monotonic()
         with self.compose_lock:
+            if not self.collecting:
+                return   # handed on before the watch stopped
             if not self.exports_taken:
                 # held from the start until the cluster's exports are known; released
                 # once (an event for each change would wake the scheduler's thread
@@ -294,11 +314,9 @@ class Engine:
             if self.options.no_watch and self.exports_taken and not self.exports_refresh:
                 LOG.debug("the cluster's exports changed: --no-watch keeps the graph (SIGHUP reloads)")
                 return
-            # the first read composes a graph that collects: until then it was built not
-            # knowing the cluster's exports (reversals of collected files wait for it). One
-            # that collects nothing was complete: building it again would only hold two
-            # graphs at once (10,000 resources: ~5 MiB of the engine's peak RSS)
-            first = not self.exports_taken and self.spec is not None and bool(self.spec.collect)
+            # the first read composes: until then the graph was built not knowing the
+            # cluster's exports (reversals of collected files wait for it)
+            first = not self.exports_taken
             refresh = self.exports_refresh or first
             self.exports_taken, self.exports_refresh = True, False
             self.exports_seen = exports

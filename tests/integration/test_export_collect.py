@@ -246,3 +246,36 @@ def test_a_collected_user_or_pkg_keeps_the_name_that_is_its_object(make_node, wo
     wait_for(lambda: collected() == {("user", "mgmtdtestcoll"): ["h2"], ("pkg", "mgmtd-test-no-such-pkg"): ["h2"]},
              60, "h1's graph with the user and the pkg collected under their own names")
     assert "collect: " not in h1.log()   # nothing refused
+
+
+def test_a_graph_watches_exports_only_while_it_collects(make_node, workdir):
+    out = workdir / "out"
+    out.mkdir()
+    collect_all = f'collect:\n- kind: file\n  pattern: "{out}/"\n'
+    local = file_res("here", f"{workdir}/here", "local")
+    graph = workdir / "g.yaml"
+    graph_with(graph, local)
+    (h1,) = start_cluster([make_node("h1")], ideal=1, graphs=[str(graph)])
+    put_export(h1.client_url, "h9", "file", "x", {"path": f"{out}/x", "content": "one"})
+    wait_for(lambda: (workdir / "here").exists(), 60, "the local file applied")
+    assert "watching the cluster's exports" not in h1.log()   # the graph was loaded: no watch
+
+    # a collect rule added by a reload: the watch starts with a read of every export
+    graph_with(graph, local, collect_all)
+    wait_applied(h1, 1, "h9/file/x")
+    assert (out / "x").read_text() == "one"
+
+    # the rule gone: the watch stops; an export changed meanwhile is read when it comes back
+    graph_with(graph, local)
+    wait_for(lambda: "collects nothing: not watching" in h1.log(), 20, "the watch stopped")
+    put_export(h1.client_url, "h9", "file", "x", {"path": f"{out}/x", "content": "two"})
+    graph_with(graph, local, collect_all)
+    wait_for(lambda: (out / "x").read_text() == "two", 20, "the change made while unwatched applied")
+
+    # and again, with nothing changed meanwhile: collected again all the same
+    graph_with(graph, local)
+    wait_for(lambda: h1.log().count("collects nothing: not watching") == 2, 20, "the watch stopped again")
+    wait_for(lambda: not engine_record(h1).get("collected"), 20, "x no longer collected")
+    graph_with(graph, local, collect_all)
+    wait_for(lambda: h1.log().count("the graph collects: watching") == 2, 20, "the watch started again")
+    wait_applied(h1, 1, "h9/file/x")

@@ -65,8 +65,10 @@ def test_no_autogroup_keeps_every_resource_alone():
     assert len(autogroups(ready, noop=False)) == 2
 
 
-def exports_kept(no_watch: bool) -> list:
-    engine = Engine(EngineOptions(hostname="t", no_watch=no_watch))
+def exports_kept(no_watch: bool, tmp_path) -> list:
+    graph = tmp_path / "collects.yaml"   # only a graph that collects takes the exports
+    graph.write_text(f'graph: g\nresources: {{}}\ncollect:\n- kind: file\n  pattern: "{tmp_path}/"\n')
+    engine = Engine(EngineOptions(hostname="t", no_watch=no_watch, graph_file=str(graph)))
     engine.scheduler.swap = lambda graph: None
     try:
         assert engine.load(initial=True)
@@ -84,10 +86,11 @@ def exports_kept(no_watch: bool) -> list:
         engine.connection.close()
 
 
-def test_no_watch_keeps_the_first_exports_until_sighup(monkeypatch):
+def test_no_watch_keeps_the_first_exports_until_sighup(monkeypatch, tmp_path):
     import mgmtd.engine.main as engine_main
 
     monkeypatch.setattr(engine_main, "select", lambda rules, exports, host, resources: type(
         "Chosen", (), {"conflicts": (), "rejected": (), "resources": [], "sources": {}})())
-    assert exports_kept(no_watch=True) == [[], [], ["refreshed"]]
-    assert exports_kept(no_watch=False) == [[], ["changed"], ["refreshed"]]
+    monkeypatch.setattr(engine_main, "matched", lambda rules, exports: list(exports))
+    assert exports_kept(no_watch=True, tmp_path=tmp_path) == [[], [], ["refreshed"]]
+    assert exports_kept(no_watch=False, tmp_path=tmp_path) == [[], ["changed"], ["refreshed"]]

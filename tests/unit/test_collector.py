@@ -68,6 +68,7 @@ def started() -> tuple[Collector, FakeEtcd, Recorder]:
     etcd, recorder = FakeEtcd(), Recorder()
     connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
     collector = Collector(connection, "/mgmtd", recorder)
+    collector.want(True)
     collector.start()
     wait_for(lambda: etcd.callbacks, 10, "the watch")
     assert recorder.contents == [None]   # the first read (no exports) was handed over
@@ -104,6 +105,26 @@ def test_a_failed_hand_over_is_made_again_from_a_fresh_read():
         etcd.kvs[f"{PREFIX}h2/file/x"] = value("one")
         etcd.callbacks[0](response("one"))   # the engine fails to take it: the thread restarts
         wait_for(lambda: recorder.contents == ["one"], 10, "the hand-over made again")
+        assert len(etcd.callbacks) == 2
+    finally:
+        collector.stop()
+
+
+def test_a_collector_not_wanted_reads_nothing_and_a_new_want_hands_over_afresh():
+    etcd, recorder = FakeEtcd(), Recorder()
+    connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
+    collector = Collector(connection, "/mgmtd", recorder)
+    collector.start()
+    try:
+        etcd.kvs[f"{PREFIX}h2/file/x"] = value("one")
+        collector.want(True)
+        wait_for(lambda: recorder.contents == ["one"], 10, "the first read handed over")
+        collector.want(False)
+        wait_for(lambda: etcd.cancelled == [1], 10, "the watch cancelled")
+        # wanted again with nothing changed: the engine forgot the exports when the
+        # watch stopped, so the fresh read is handed over all the same
+        collector.want(True)
+        wait_for(lambda: recorder.contents == ["one", "one"], 10, "the fresh read handed over")
         assert len(etcd.callbacks) == 2
     finally:
         collector.stop()
