@@ -17,6 +17,7 @@ from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys, parse_ideal_size
 from mgmtd.cluster.local import AskToJoin, NominateSelf, StartEtcd, StopServing
 from mgmtd.cluster.loop import ClusterLoop, Round, merge
+from mgmtd.cluster.observe import Stopping
 from mgmtd.cluster.presence import Identity
 from mgmtd.cluster.store import DuplicateHost
 from mgmtd.supervisor.config import NodeConfig
@@ -110,7 +111,7 @@ class Supervisor:
                      may_serve=not cfg.no_server),
             self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
             fallback=lambda: merge(self.state.endpoints, cfg.seeds), api=self.api, access=self.access,
-            pid=os.getpid())
+            pid=os.getpid(), stopping=self.stopping)
         self.recovery = Recovery(self)
         self.recovery.start()
         self.loop.before_change = self.recovery.before_change
@@ -223,6 +224,8 @@ class Supervisor:
             self.engine.start()
             self._cluster_round()
             return self._loop()
+        except Stopping:
+            return 0   # asked to stop during a round (its etcd calls: see observe)
         except EtcdStartError as err:
             if self.stopping.is_set():
                 return 0

@@ -7,8 +7,11 @@ import json
 import random
 import signal
 import subprocess
+import threading
 import time
+from concurrent import futures
 
+import grpc
 import psutil
 
 from tests.harness import (
@@ -127,6 +130,36 @@ def test_unreachable_seeds_say_so_and_local_graph_still_applies(make_node, workd
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=30) == 0
     assert node.log().count("cannot reach the cluster") == 1  # said once, not every round
+
+
+def test_a_stop_during_a_round_against_silent_seeds_ends_the_round(make_node, workdir):
+    # seeds that take every call and never answer it (as an etcd without quorum
+    # answers no read): each call of a round waits for its timeout, one endpoint
+    # after the other (20 member lists of 1.5 s: a round of 30 s)
+    release = threading.Event()
+
+    class Silent(grpc.GenericRpcHandler):
+        def service(self, details):
+            def hang(request, context):
+                release.wait(120)
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the test is over")
+            return grpc.unary_unary_rpc_method_handler(hang)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), handlers=[Silent()])
+    ports = [server.add_insecure_port("127.0.0.1:0") for _ in range(20)]
+    server.start()
+    try:
+        node = make_node()
+        node.start(["empty"], "--seeds", ",".join(f"http://127.0.0.1:{p}" for p in ports),
+                   "--log-level", "debug")
+        wait_for(lambda: "started engine" in node.log(), 30, "the node's first round under way")
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(timeout=60) == 0, node.log()[-3000:]
+        # stopped at the round's next call: the round never ended (its closing line)
+        assert "round: " not in node.log(), node.log()[-3000:]
+    finally:
+        release.set()
+        server.stop(grace=None)
 
 
 def test_bad_cli_arguments_are_one_clear_line(workdir):
