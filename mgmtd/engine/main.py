@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import logging
 import os
 import signal
@@ -253,9 +252,7 @@ class Engine:
         with self.compose_lock:
             self.spec = spec
             self._collect(bool(spec.collect), initial)
-            raw = spec.raw
-            self.loaded_digest = hashlib.sha256(raw).digest() if raw is not None else None
-            spec.raw = None
+            self.loaded_digest = spec.digest
             # exports first: other hosts wait on them, while the local graph's swap takes a while
             if self.options.noop:
                 for res in spec.exports:
@@ -263,11 +260,11 @@ class Engine:
             else:
                 self.exports.publish(spec.exports)
                 self.stats.exports_published(len(spec.exports))
-            if cache_after and raw is not None:
+            if cache_after and spec.digest is not None:
                 # while the exports thread writes them, and before the compose lends
                 # the graph anything: the cache keeps it as loaded
                 graph_cache.write(os.path.join(self.options.prefix, graph_cache.CACHE_DIR),
-                                  graph_cache.graph_key(self.options.graph_file, raw), spec)
+                                  graph_cache.graph_key(self.options.graph_file, spec.digest), spec)
             self._compose()
         memory.give_back()   # the parser's temporaries: freed, yet resident until given back
         if forced:

@@ -58,15 +58,16 @@ def code_fingerprint() -> bytes:
     return digest.digest()
 
 
-def graph_key(path: str, data: bytes) -> bytes:
-    """What the loaded graph depends on (see the module's docstring)."""
+def graph_key(path: str, file_digest: bytes) -> bytes:
+    """What the loaded graph depends on (see the module's docstring), the
+    file's bytes by their SHA-256 (``GraphSpec.digest``)."""
     digest = hashlib.blake2b(code_fingerprint(), digest_size=DIGEST)
     try:
         home = pwd.getpwuid(os.getuid()).pw_dir   # as svc's autoedges find it
     except KeyError:
         home = ""
     digest.update(f"{os.path.abspath(path)}\0{home}\0".encode())
-    digest.update(hashlib.sha256(data).digest())
+    digest.update(file_digest)
     return digest.digest()
 
 
@@ -110,11 +111,12 @@ def load_file_cached(path: str, prefix: str) -> GraphSpec:
     """``load_file``, through the cache in ``{prefix}/cache/``."""
     data = read_graph_bytes(path)
     directory = os.path.join(prefix, CACHE_DIR)
-    key = graph_key(path, data)
+    file_digest = hashlib.sha256(data).digest()   # once: the engine keeps it as spec.digest
+    key = graph_key(path, file_digest)
     spec = read(directory, key)
     if not isinstance(spec, GraphSpec):
         check_utf8(data, path)
         spec = load_text(data, path)
         write(directory, key, spec)   # as loaded: before the engine lends it anything
-    spec.raw = data
+    spec.digest = file_digest
     return spec

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import math
 import sys
 from collections.abc import Iterable
@@ -75,7 +76,7 @@ class GraphSpec:
     edges: list[graphs.Edge] = field(default_factory=list)
     collect: list[CollectRule] = field(default_factory=list)
     locations: dict[graphs.Key, Location] = field(default_factory=dict)
-    raw: bytes | None = None     # the file's bytes, to tell a real edit from a touch
+    digest: bytes | None = None  # SHA-256 of the file's bytes (graph_digest): an edit, not a touch
     warnings: list[GraphWarning] = field(default_factory=list)   # loaded anyway; shown once per load
     # the graph built when loading (autoedges, cycles) and the metas it was built with:
     # handed out once by build() while they still hold, instead of building it again
@@ -564,5 +565,5 @@ def load_file(path: str) -> GraphSpec:
     data = read_graph_bytes(path)
     check_utf8(data, path)
     spec = load_text(data, path)
-    spec.raw = data
+    spec.digest = hashlib.sha256(data).digest()
     return spec
