@@ -19,7 +19,7 @@ etcd:
 run: install
 	$(VENV)/bin/mgmtd run --hostname $(HOST) --prefix $(CURDIR)/.run/$(HOST) yaml examples/yaml/hello.yaml
 
-# the system tests run beside the others (scripts/run-tests says why)
+# the system tests and the cluster-forming tests run beside the rest (scripts/run-tests says why)
 test: install
 	PY=$(PY) scripts/run-tests $(PYTEST_ARGS)
 
