@@ -15,7 +15,6 @@ outcomes."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys
 from mgmtd.cluster.local import LocalState, LocalStep, decide_local
 from mgmtd.cluster.model import Assessment, Decision, Nomination, Outcome, Result
-from mgmtd.cluster.observe import go_on, observe
+from mgmtd.cluster.observe import observe
 from mgmtd.cluster.planner import plan
 from mgmtd.cluster.presence import Identity, Presence
 from mgmtd.cluster.store import DuplicateHost, HostRecord, Store
@@ -50,9 +49,8 @@ class Round:
 class ClusterLoop:
     def __init__(self, identity: Identity, keys: Keys, settings: Settings, endpoints: list[str],
                  fallback: Callable[[], list[str]], api: EtcdApi, access: Access | None = None,
-                 pid: int = 0, stopping: threading.Event | None = None) -> None:
+                 pid: int = 0) -> None:
         self.me = identity
-        self.stopping = stopping          # set: the round ends at its next etcd call (Stopping)
         self.api = api                    # member calls and probes, with this node's TLS files
         self.keys = keys
         self.settings = settings
@@ -73,7 +71,7 @@ class ClusterLoop:
     def round(self, local: LocalState, engine: dict) -> Round:
         began = time.monotonic()
         store = self._store()
-        snapshot = observe(self.api, store, self.endpoints, self.me.host, time.time(), self.stopping)
+        snapshot = observe(self.api, store, self.endpoints, self.me.host, time.time())
         observed = time.monotonic()
         assessment = assess(self.previous, snapshot, self.decision.outcomes, self.settings,
                             self.keys.ideal_size)
@@ -83,7 +81,6 @@ class ClusterLoop:
         outcomes: tuple[Outcome, ...] = ()
         if assessment.reachable:
             self.endpoints = own_first(assessment.voter_endpoints, self.me.client_urls) or self.endpoints
-            go_on(self.stopping)   # not later: an action begun is carried through
             try:
                 self.presence.announce(store, self._record(assessment, Decision(actions), local, engine),
                                        local.serving, assessment.leader)

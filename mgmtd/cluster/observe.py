@@ -2,14 +2,10 @@
 (the member list, each member's status, probed in parallel) and the store
 (leader, this node's nomination, ideal size, volunteers, nominations). I/O
 only: what the facts mean is ``assess``'s business. A cluster that cannot be
-read is a fact too (``reachable=False``), never an exception. A stop asked
-for meanwhile is the one exception (``Stopping``, between two calls): a round
-against endpoints that time out one after another would otherwise keep a
-stopping node for minutes."""
+read is a fact too (``reachable=False``), never an exception."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,24 +17,12 @@ from mgmtd.cluster.model import Snapshot
 from mgmtd.cluster.store import Store
 
 
-class Stopping(BaseException):
-    """The node is stopping: the round ends between two etcd calls. A
-    BaseException, so that no handler of etcd's errors takes it for one."""
-
-
-def go_on(stopping: threading.Event | None) -> None:
-    """Raises Stopping once a stop was asked for."""
-    if stopping is not None and stopping.is_set():
-        raise Stopping()
-
-
-def member_list_from(api: EtcdApi, endpoints: Sequence[str], timeout: float = 1.5,
-                     stopping: threading.Event | None = None) -> tuple[str, int, list[etcdapi.MemberInfo]]:
+def member_list_from(api: EtcdApi, endpoints: Sequence[str],
+                     timeout: float = 1.5) -> tuple[str, int, list[etcdapi.MemberInfo]]:
     """The member list from the first endpoint that answers: that endpoint, the
     cluster id and the members."""
     errors = []
     for endpoint in endpoints:
-        go_on(stopping)
         try:
             cluster_id, members = api.member_list(endpoint, timeout=timeout)
             return endpoint, cluster_id, members
@@ -66,25 +50,21 @@ def probe_all(api: EtcdApi, members: Sequence[etcdapi.MemberInfo]) -> tuple[etcd
 
 
 def observe(api: EtcdApi, store: Store | None, endpoints: Sequence[str], self_host: str,
-            now: float, stopping: threading.Event | None = None) -> Snapshot:
+            now: float) -> Snapshot:
     """One round's facts. The leader (the holder of the leader key) probes
     every member; so does a node that cannot read the store (is quorum lost?)."""
     try:
-        endpoint, _, listed = member_list_from(api, endpoints, stopping=stopping)
+        endpoint, _, listed = member_list_from(api, endpoints)
     except etcdapi.EtcdApiError as err:
         return Snapshot(now, self_host, reachable=False, error=first_line(err))
     members = tuple(listed)
     try:
         if store is None:
             raise ConnectionError("no client")
-        go_on(stopping)
         leader = store.leader()
-        go_on(stopping)
         nomination = store.nomination(self_host)
-        go_on(stopping)
         ideal = store.ideal_size()
         leading = leader == self_host
-        go_on(stopping)
         volunteers = store.volunteers() if leading else ()
         nominations = store.nominations() if leading else ()
     except Exception as err:  # no quorum, no user yet, or moving: say so, with what the probes say

@@ -4,10 +4,12 @@ engine child, and an orderly stop."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 from mgmtd import __version__, log, protocol
 from mgmtd.backoff import Backoff
@@ -17,7 +19,6 @@ from mgmtd.cluster.etcdapi import EtcdApi
 from mgmtd.cluster.keys import Keys, parse_ideal_size
 from mgmtd.cluster.local import AskToJoin, NominateSelf, StartEtcd, StopServing
 from mgmtd.cluster.loop import ClusterLoop, Round, merge
-from mgmtd.cluster.observe import Stopping
 from mgmtd.cluster.presence import Identity
 from mgmtd.cluster.store import DuplicateHost
 from mgmtd.supervisor.config import NodeConfig
@@ -49,6 +50,11 @@ def max_runtime_over(max_runtime: float, elapsed: float) -> bool:
     return max_runtime > 0 and elapsed >= max_runtime
 
 
+class Stopping(BaseException):
+    """A stop ends the block under way (see Supervisor._abortable). A
+    BaseException, so that no handler of etcd's errors takes it for one."""
+
+
 class Supervisor:
     """Composes the node: this node's etcd (``LocalEtcd``), the engine child,
     the cluster rounds (``ClusterLoop``) and systemd notifications."""
@@ -58,6 +64,7 @@ class Supervisor:
         self.keys = Keys(config.namespace)
         self.api = EtcdApi(config.tls)   # every etcd call of the supervisor goes with its TLS files
         self.stopping = threading.Event()
+        self.abortable = False   # the main thread is in an _abortable block
         self.reload_requested = threading.Event()
         self.restore_requested = threading.Event()   # SIGUSR1: mgmtctl restore
         self.recovery: Recovery | None = None
@@ -111,7 +118,7 @@ class Supervisor:
                      may_serve=not cfg.no_server),
             self.keys, Settings(cfg.grace_period, cfg.learner_deadline), endpoints=[],
             fallback=lambda: merge(self.state.endpoints, cfg.seeds), api=self.api, access=self.access,
-            pid=os.getpid(), stopping=self.stopping)
+            pid=os.getpid())
         self.recovery = Recovery(self)
         self.recovery.start()
         self.loop.before_change = self.recovery.before_change
@@ -198,6 +205,8 @@ class Supervisor:
             LOG.info("received %s: stopping", signal.Signals(signum).name)
             self.stopping.set()
             self.wake.set()
+            if self.abortable:
+                raise Stopping()
 
         def reload(_signum, _frame):
             self.reload_requested.set()
@@ -206,6 +215,21 @@ class Supervisor:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
+
+    @contextlib.contextmanager
+    def _abortable(self) -> Iterator[None]:
+        """A block that a stop ends at once (Stopping, raised by the signal's
+        handler), as a crash there would: it only talks to etcd and starts no
+        process, and its etcd calls may each wait seconds for a timeout, one
+        endpoint after the other (a cluster losing its quorum as its nodes stop
+        together kept a node a minute and a half)."""
+        if self.stopping.is_set():
+            raise Stopping()
+        self.abortable = True
+        try:
+            yield
+        finally:
+            self.abortable = False
 
     def _on_restore_signal(self, _signum, _frame) -> None:
         self.restore_requested.set()
@@ -225,7 +249,7 @@ class Supervisor:
             self._cluster_round()
             return self._loop()
         except Stopping:
-            return 0   # asked to stop during a round (its etcd calls: see observe)
+            return 0   # asked to stop while the round talked to etcd (_abortable)
         except EtcdStartError as err:
             if self.stopping.is_set():
                 return 0
@@ -282,7 +306,8 @@ class Supervisor:
     def _cluster_round(self) -> bool:
         """One round of the cluster loop; then this node's own step. True when
         the cluster could be read."""
-        round_ = self.loop.round(self.local.state(), self._engine_record())
+        with self._abortable():
+            round_ = self.loop.round(self.local.state(), self._engine_record())
         self.last_round = round_
         assessment = round_.assessment
         self.metrics.cluster_round(assessment, round_.decision, self.local.serving)
@@ -291,8 +316,9 @@ class Supervisor:
             self.last_error = ""
         elif not assessment.permission_denied:
             self.last_error = assessment.error[:200]
-        self._take(round_.step)
-        self.recovery.after_round(round_)
+        self._take(round_.step)   # may start etcd: not abortable
+        with self._abortable():
+            self.recovery.after_round(round_)
         if assessment.reachable:
             self._push_membership(round_)
         return assessment.reachable

@@ -277,5 +277,5 @@ def test_a_graph_watches_exports_only_while_it_collects(make_node, workdir):
     wait_for(lambda: h1.log().count("collects nothing: not watching") == 2, 20, "the watch stopped again")
     wait_for(lambda: not engine_record(h1).get("collected"), 20, "x no longer collected")
     graph_with(graph, local, collect_all)
-    wait_for(lambda: h1.log().count("the graph collects: watching") == 2, 20, "the watch started again")
+    wait_for(lambda: h1.log().count("the graph collects: watching") == 3, 20, "the watch started again")
     wait_applied(h1, 1, "h9/file/x")
