@@ -50,13 +50,9 @@ def _digest(data) -> bytes:
     return hashlib.blake2b(data, digest_size=DIGEST).digest()
 
 
-def seal(data: bytes) -> bytes:
-    """``data`` as a file of state holds it: followed by its digest."""
-    return data + _digest(data)
-
-
 def unseal(data: bytes) -> memoryview | None:
-    """What ``seal`` was given; None when ``data`` is not a whole sealed file."""
+    """What was written through ``replacing``; None when ``data`` is not a
+    whole sealed file."""
     if len(data) < DIGEST:
         return None
     body = memoryview(data)[:-DIGEST]
@@ -65,7 +61,7 @@ def unseal(data: bytes) -> memoryview | None:
 
 class Sealing:
     """A file whose writes are digested as they go (streamed: no copy of the
-    whole in memory); ``seal()`` ends it with the digest, as ``seal`` does."""
+    whole in memory); ``seal()`` ends it with the digest of all before."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle

@@ -446,7 +446,6 @@ class Engine:
                 LOG.error("settled with failed resources: exiting with status %d", rc)
         return rc
 
-
     def _report_first_pass(self, started: tuple[float, float]) -> None:
         """How long the first pass took, from the engine's start (its graph
         loaded, every resource checked or applied once): what a restart costs."""

@@ -10,7 +10,7 @@ from mgmtd.engine.memos import MemoStore, decode, encode
 from mgmtd.resources.base import DEFAULT_META
 from mgmtd.resources.file import FileResource
 from mgmtd.resources.filesig import NS
-from mgmtd.statefile import seal
+from mgmtd.statefile import replacing
 
 
 def file_res(path, content="wanted\n", **params) -> FileResource:
@@ -41,9 +41,12 @@ def proved(tmp_path, **params):
     return path, res, store
 
 
-def test_encode_decode_and_damage() -> None:
+def test_encode_decode_and_damage(tmp_path) -> None:
     memos = {"file:/a": b"x" * 68, "file:/b": b"y", "file:/\udcff-not-utf8": b""}
-    data = seal(b"".join(encode(memos.items())))
+    with replacing(str(tmp_path / "checked")) as out:
+        for piece in encode(memos.items()):
+            out.write(piece)
+    data = (tmp_path / "checked").read_bytes()
     assert decode(data) == memos
     assert decode(data[:-1]) == {}
     assert decode(data[:20] + b"!" + data[21:]) == {}
