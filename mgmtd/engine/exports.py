@@ -7,7 +7,10 @@ so restarting the exporter does not make collectors see it flap.
 A change is written before etcd is read back (other hosts wait on it): what
 differs from the last sync's result goes out first, then the read of every
 export of this host repairs whatever else differs (a key deleted by hand, a
-restored snapshot), as every sync always did."""
+restored snapshot), as every sync always did. That read waits until the
+exports stay unchanged for READ_BACK_AFTER: while they change, each change
+goes out as it comes, and the read (with the etcd work it costs) comes after
+the collectors took the change, not while they take it."""
 
 from __future__ import annotations
 
@@ -24,6 +27,15 @@ from mgmtd.resources.base import Resource
 
 LOG = log.get("engine.export")
 
+READ_BACK_AFTER = 0.1   # seconds without a newer publish before a written change is read back
+
+
+class Superseded(Exception):
+    """A change was written, and a newer publish came before its read-back."""
+
+    def __init__(self) -> None:
+        super().__init__("superseded by a newer publish")
+
 
 class ExportPublisher:
     """Keeps etcd's exports of this host equal to the newest ``publish()``.
@@ -34,8 +46,10 @@ class ExportPublisher:
     lost."""
 
     def __init__(self, connection: Connection, host: str, namespace: str,
-                 on_synced: Callable[[float], None] = lambda seconds: None) -> None:
+                 on_synced: Callable[[float], None] = lambda seconds: None,
+                 read_back_after: float = READ_BACK_AFTER) -> None:
         self.connection = connection
+        self.read_back_after = read_back_after
         self.host = host
         self.keys = Keys(namespace)
         self.lock = threading.Lock()
@@ -99,7 +113,11 @@ class ExportPublisher:
             while not self.stopping.is_set() and (pending := self._pending()) is not None:
                 generation, desired = pending
                 try:
-                    written_at = self._sync(desired)
+                    written_at = self._sync(generation, desired)
+                except Superseded:
+                    # written, not read back: not synced (the metric counts only the newest)
+                    backoff.reset()
+                    continue
                 except Exception as err:  # etcd down or moving: try again, quietly at first
                     delay = backoff.next_delay()
                     LOG.log(backoff.level(), "cannot publish exports yet: %s", first_line(err))
@@ -108,22 +126,38 @@ class ExportPublisher:
                 backoff.reset()
                 self._synced(generation, written_at)
 
-    def _sync(self, desired: dict[str, str]) -> float:
+    def _sync(self, generation: int, desired: dict[str, str]) -> float:
         """Makes etcd hold ``desired``; returns when it first did (monotonic):
-        the metric counts the change, not the read-back that checks it."""
+        the metric counts the change, not the read-back that checks it.
+        Raises ``Superseded`` when a newer publish came before the read-back."""
         if not desired and not self.connection.endpoints:
             return time.monotonic()
         client = self.connection.get()
         prefix = self.keys.exports_of(self.host)
         known, self.written = self.written, None   # unknown again until this sync is through
+        written_at = time.monotonic()
         if known is not None:
             self._write(client, prefix, known, desired)
-        written_at = time.monotonic()
+            written_at = time.monotonic()
+            if self._superseded_within(generation, self.read_back_after):
+                self.written = desired   # all of it written: the newer one writes what differs
+                raise Superseded()
         current = {meta.key.decode(): value.decode() for value, meta in client.get_prefix(prefix)}
         if self._write(client, prefix, current, desired):
             written_at = time.monotonic()   # the read-back found more to do: done only now
         self.written = desired
         return written_at
+
+    def _superseded_within(self, generation: int, seconds: float) -> bool:
+        """Whether a newer publish (or a stop) comes within ``seconds``; a
+        poke (new endpoints) ends the wait too: the read-back follows at once."""
+        self.wake.clear()   # set by publishes already taken: a newer one shows in the generation
+        with self.lock:
+            newer = self.generation != generation
+        if not newer and not self.stopping.is_set():
+            self.wake.wait(seconds)
+        with self.lock:
+            return self.generation != generation or self.stopping.is_set()
 
     @staticmethod
     def _write(client, prefix: str, current: dict[str, str], desired: dict[str, str]) -> bool:

@@ -260,7 +260,8 @@ class Engine:
             else:
                 self.exports.publish(spec.exports)
                 self.stats.exports_published(len(spec.exports))
-            if cache_after and spec.digest is not None:
+            if cache_after and spec.digest is not None \
+                    and len(spec.resources) + len(spec.exports) >= graph_cache.WORTH_CACHING_ON_RELOAD:
                 # while the exports thread writes them, and before the compose lends
                 # the graph anything: the cache keeps it as loaded
                 graph_cache.write(os.path.join(self.options.prefix, graph_cache.CACHE_DIR),

@@ -36,13 +36,15 @@ def test_an_edit_before_the_watch_is_on_is_applied(tmp_path, monkeypatch):
     assert not runner.is_alive()
 
 
-def test_a_reload_caches_the_new_graph_as_loaded_after_its_exports_went_out(tmp_path):
+def test_a_reload_caches_the_new_graph_as_loaded_after_its_exports_went_out(tmp_path, monkeypatch):
     """Issue 19: a reload of a changed file parses it without the cache (it
     would miss) and writes the cache only after the exports were handed to
     their thread: the next start still finds the graph as loaded, not as the
     compose changed it (--no-autoedges rewrites each resource's meta)."""
     from mgmtd.yamlgraph import cache
     from mgmtd.yamlgraph.loader import load_file
+
+    monkeypatch.setattr(cache, "WORTH_CACHING_ON_RELOAD", 2)   # this graph's two resources
 
     graph = tmp_path / "g.yaml"
     prefix = tmp_path / "state"
@@ -77,3 +79,33 @@ def test_a_reload_caches_the_new_graph_as_loaded_after_its_exports_went_out(tmp_
     assert kept.exports[0].params["content"] == "second"
     assert all(r.meta.autoedge for r in kept.resources)   # as loaded: not as composed
     assert not engine.spec.resources[0].meta.autoedge     # (the running graph's is overridden)
+
+
+def test_a_reload_of_a_small_graph_leaves_the_cache_to_the_next_start(tmp_path, monkeypatch):
+    """Issue 19: below WORTH_CACHING_ON_RELOAD resources a reload writes no
+    cache (its write would cost more than the parse it saves, at each reload);
+    the next start misses the cache, parses the file and caches it then."""
+    from mgmtd.yamlgraph import cache
+
+    monkeypatch.setattr(cache, "WORTH_CACHING_ON_RELOAD", 3)
+    graph = tmp_path / "g.yaml"
+    prefix = tmp_path / "state"
+
+    def write(*names: str) -> None:
+        graph.write_text("graph: g\nresources:\n  file:\n" + "".join(
+            f'  - name: {name}\n    path: "{tmp_path}/{name}"\n' for name in names))
+
+    written: list[int] = []
+    real_write = cache.write
+    monkeypatch.setattr(cache, "write", lambda d, key, spec: (written.append(len(spec.resources)),
+                                                              real_write(d, key, spec))[1])
+    write("a", "b")
+    engine = engine_main.Engine(engine_main.EngineOptions(
+        hostname="h1", graph_file=str(graph), prefix=str(prefix)))
+    assert engine.load(initial=True) and written == [2]   # a start caches any graph
+    write("a", "c")
+    assert engine.load(initial=False) and written == [2]  # two resources: not worth it
+    write("a", "b", "c")
+    assert engine.load(initial=False) and written == [2, 3]
+    assert [r.name for r in cache.load_file_cached(str(graph), str(prefix)).resources] == ["a", "b", "c"]
+    assert written == [2, 3]                              # ...read from the cache written then

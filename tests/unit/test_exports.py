@@ -143,3 +143,29 @@ def test_after_a_failed_sync_the_next_reads_etcd_before_writing():
         assert etcd.calls == ["put b", "get", "get", "delete z"]
     finally:
         publisher.stop()
+
+
+def test_changes_in_a_row_are_written_as_they_come_and_read_back_once_they_stop():
+    """Issue 19: the read-back of a written change waits until no newer publish
+    came for ``read_back_after``: a run of changes costs one write each, and
+    the read (with its etcd work) comes once they stop, not while collectors
+    take each change."""
+    etcd = RecordingEtcd()
+    connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
+    publisher = ExportPublisher(connection, "h1", "/mgmtd", read_back_after=60)
+    publisher.start()
+    try:
+        publisher.publish(noops("a"))
+        synced_to(publisher, etcd, {"a"})        # nothing known: read at once
+        etcd.calls.clear()
+        publisher.publish(noops("a", "b"))
+        wait_for(lambda: exported_names(etcd) == {"a", "b"}, 10, "b written")
+        publisher.publish(noops("a", "b", "c"))
+        wait_for(lambda: exported_names(etcd) == {"a", "b", "c"}, 10, "c written")
+        assert etcd.calls == ["put b", "put c"] and not publisher.synced
+        publisher.read_back_after = 0.05
+        publisher.publish(noops("a", "c"))     # the last of the run: read back after the pause
+        synced_to(publisher, etcd, {"a", "c"})
+        assert etcd.calls == ["put b", "put c", "delete b", "get"]
+    finally:
+        publisher.stop()
