@@ -136,6 +136,8 @@ def check_fields(fields: dict[str, Field], values: dict[str, Any], prefix: str =
     """Raises ``FieldError`` for the first value that does not fit its field:
     the one check of types and ranges, for graph files and collected exports alike."""
     for key, value in values.items():
+        if value is None:
+            continue   # not set: fits every field (most of a resource's fields)
         spec = fields.get(key)
         problem = spec.problem(prefix + key, value) if spec is not None else ""
         if problem:

@@ -45,6 +45,8 @@ EXPORT_MARK = "@@"
 MAX_NODES = 1_000_000
 MAX_TEXT = MAX_BYTES    # characters of scalar text, likewise expanded
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# the meta of an '@@' resource without meta: (most of them), built and checked once
+EXPORTED_META_DEFAULT = dataclasses.replace(DEFAULT_META, hidden=True, export=(EXPORT_ALL,))
 
 
 @dataclass(frozen=True)
@@ -420,7 +422,8 @@ class Loader:
         if exported:
             # '@@' is mgmt's short form of meta hidden: true, export: ["*"] (a list
             # given in meta.export says to which hosts instead)
-            meta = dataclasses.replace(meta, hidden=True, export=meta.export or (EXPORT_ALL,))
+            meta = EXPORTED_META_DEFAULT if meta is DEFAULT_META else \
+                dataclasses.replace(meta, hidden=True, export=meta.export or (EXPORT_ALL,))
         try:
             res = cls(name, params, meta)
             res.validate()
