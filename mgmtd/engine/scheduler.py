@@ -573,7 +573,10 @@ class Scheduler:
         for key, res in list(old.resources.items()):
             new = graph.resources.get(key)
             status = self.status.get(key)
-            if new is not None and res.same_as(new) and not rewatched(res, status):
+            # the same instance (a graph extended by collected resources keeps the
+            # others): no need to compare its parameters
+            if new is res and not res.meta.rewatch or new is not None and (
+                    new is res or res.same_as(new)) and not rewatched(res, status):
                 graph.resources[key] = res  # keep the running instance and its watches
                 kept += 1
                 continue

@@ -83,21 +83,43 @@ class GraphSpec:
     # the graph built when loading (autoedges, cycles) and the metas it was built with:
     # handed out once by build() while they still hold, instead of building it again
     built: tuple[graphs.Graph, tuple[Meta, ...]] | None = field(default=None, repr=False)
+    # this spec's own graph, kept to be extended by collected resources (never handed
+    # out, never cached on disk), and the metas it was built with
+    base: tuple[graphs.Base, tuple[Meta, ...]] | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "base": None}   # built again from the resources: not worth its bytes
 
     def build(self, extra: list[Resource] | None = None, keep: bool = False) -> graphs.Graph:
         """The graph of this spec's resources and ``extra``; a new one at each
-        call (the caller may change it). ``keep``: remembered for the next call."""
+        call (the caller may change it). ``keep``: remembered for the next call.
+        With ``extra`` (collected resources, pending reversals) this spec's own
+        graph is built once and extended at each call."""
         built, self.built = self.built, None
-        if not extra and built is not None and len(built[1]) == len(self.resources) and all(
-                res.meta is meta for res, meta in zip(self.resources, built[1], strict=True)):
+        if not extra and built is not None and self._same_metas(built[1]):
             return built[0]
-        try:
-            graph = graphs.build([*self.resources, *(extra or [])], self.edges)
-        except graphs.CycleError as err:
-            raise GraphError(self.locations.get(err.cycle[0], Location(self.source)), str(err)) from None
+        if extra:
+            if self.base is None or not self._same_metas(self.base[1]):
+                self.base = (graphs.base_of(self._build([])), tuple(res.meta for res in self.resources))
+            graph = graphs.extend(self.base[0], extra)
+            if graph is not None:
+                return graph
+        graph = self._build(extra or [])   # a cycle or a clash, named
         if keep and not extra:
             self.built = (graph, tuple(res.meta for res in self.resources))
         return graph
+
+    def _same_metas(self, metas: tuple[Meta, ...]) -> bool:
+        """Whether the resources still have the metas a graph was built with
+        (--no-autoedges and the like replace them before the first build)."""
+        return len(metas) == len(self.resources) and all(
+            res.meta is meta for res, meta in zip(self.resources, metas, strict=True))
+
+    def _build(self, extra: list[Resource]) -> graphs.Graph:
+        try:
+            return graphs.build([*self.resources, *extra], self.edges)
+        except graphs.CycleError as err:
+            raise GraphError(self.locations.get(err.cycle[0], Location(self.source)), str(err)) from None
 
 
 class _Node:
