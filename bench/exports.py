@@ -31,9 +31,15 @@ def exporter_graph(out: Path, content: str) -> str:
             "    state: exists\n")
 
 
-def collector_graph(out: Path) -> str:
+def collector_graph(out: Path, local: Path | None = None, local_files: int = 0) -> str:
+    """The collector's graph: the directory it collects into and, for the
+    big-graph variant, ``local_files`` files of its own in ``local``."""
+    own = "".join(f'  - name: l{i}\n    path: "{local}/l{i}"\n    content: "local {i}"\n'
+                  for i in range(local_files))
+    if local_files:
+        own = f'  - name: local\n    path: "{local}/"\n    state: exists\n' + own
     return (f'graph: collector\nresources:\n  file:\n  - name: out\n    path: "{out}/"\n'
-            f'    state: exists\ncollect:\n- kind: file\n  pattern: "{out}/"\n')
+            f'    state: exists\n{own}collect:\n- kind: file\n  pattern: "{out}/"\n')
 
 
 def read(path: Path) -> str | None:
@@ -129,7 +135,9 @@ def raw_put_watch(client, changes: int, deadline: Deadline) -> list[float]:
     return samples
 
 
-def export_collect(changes: int, deadline: Deadline) -> dict:
+def export_collect(changes: int, deadline: Deadline, local_files: int = 0) -> dict:
+    """The figure; with ``local_files``, the collector's graph has that many
+    files of its own besides (a collected change must not cost the whole graph)."""
     from mgmtd.cluster.client import connect  # the client the engine itself uses
 
     with Workspace("export") as ws:
@@ -141,12 +149,12 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
         g1, g2 = ws.path("graph-h1", "collector.yaml"), ws.path("graph-h2", "exporter.yaml")
         g1.parent.mkdir()
         g2.parent.mkdir()
-        g1.write_text(collector_graph(out))
+        g1.write_text(collector_graph(out, ws.path("local"), local_files))
         write_atomically(g2, exporter_graph(out, "round 0\n"))
         h1, _ = start_cluster([ws.node("h1"), ws.node("h2")], "--log-level", "warning", ideal=1,
                               graphs=[str(g1), str(g2)])
         target = out / "x"
-        wait_for(lambda: read(target) == "round 0\n", deadline.within(90), "the first export collected")
+        wait_for(lambda: read(target) == "round 0\n", deadline.within(120), "the first export collected")
         client = connect([h1.client_url], tls=None)
         arrival = Arrival(target)
         try:
@@ -171,7 +179,7 @@ def export_collect(changes: int, deadline: Deadline) -> dict:
                     collector.append(t1 - in_etcd)
                 time.sleep(0.01)
             client.cancel_watch(watch.watch_id)
-            raw = raw_put_watch(client, changes, deadline)
+            raw = raw_put_watch(client, changes, deadline) if not local_files else []
         finally:
             arrival.close()
             client.close()

@@ -30,13 +30,14 @@ from bench.report import Row  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 PROFILES = {
-    #                  formation runs, sizes, cold/no-change runs per size, edits, changes, memory N
+    #                  formation runs, sizes, cold/no-change runs per size, edits, changes,
+    #                  files of the collector's own in the export figure's second run, memory N
     "quick": dict(formation_runs=1, sizes=(100, 1000), repeats={100: 2, 1000: 1}, edits=50,
-                  changes=50, memory=1000, startup_runs=3, packages=50, svc_rounds=20,
+                  changes=50, collector_files=1000, memory=1000, startup_runs=3, packages=50, svc_rounds=20,
                   scale_hosts=(20, 50)),
     "full": dict(formation_runs=3, sizes=(100, 1000, 10000), repeats={100: 5, 1000: 3, 10000: 2},
-                 edits=200, changes=200, memory=10000, startup_runs=5, packages=50, svc_rounds=100,
-                 scale_hosts=(50, 200, 500)),
+                 edits=200, changes=200, collector_files=10000, memory=10000, startup_runs=5,
+                 packages=50, svc_rounds=100, scale_hosts=(50, 200, 500)),
 }
 GRACE = 3.0
 BIG = 100_000   # --big: the engine figures (growth table) at this many files too
@@ -143,11 +144,11 @@ def engine_rows(raw: dict, profile: dict) -> tuple[list[Row], dict[int, dict]]:
     return rows, sizes
 
 
-def export_rows(raw: dict, changes: int) -> list[Row]:
+def export_rows(raw: dict, changes: int, local_files: int) -> list[Row]:
     result = attempt(raw, "export-collect", 150, exports.export_collect, changes)
     if not result:
         return [Row("4 export -> collect", None, "ms", error=raw["export-collect"]["error"])]
-    return [
+    rows = [
         *(Row(f"4 export -> collect {p} ({changes} changes)", result[p], "ms",
               f"raw etcd put -> watch {p}", result[f"raw_{p}"]) for p in ("p50", "p90", "p99")),
         *(Row(f"4   of which graph file -> etcd (exporter) {p}", result[f"exporter_{p}"], "ms")
@@ -155,6 +156,14 @@ def export_rows(raw: dict, changes: int) -> list[Row]:
         *(Row(f"4   of which etcd -> file on disk (collector) {p}", result[f"collector_{p}"], "ms")
           for p in ("p50", "p90")),
     ]
+    # the same with a collector of many resources: a collected change must not cost them all
+    big = attempt(raw, "export-collect-big", 240,
+                  lambda count, deadline: exports.export_collect(count, deadline, local_files), changes // 2)
+    if not big:
+        return [*rows, Row(f"4 export -> collect, collector of {local_files} files", None, "ms",
+                           error=raw["export-collect-big"]["error"])]
+    return [*rows, *(Row(f"4 export -> collect {p}, collector of {local_files} files", big[p], "ms",
+                         f"collector of 1 file {p}", result[p]) for p in ("p50", "p90"))]
 
 
 def memory_rows(raw: dict, count: int) -> list[Row]:
@@ -282,7 +291,8 @@ def main() -> int:
         # the latency figure before the engine's: 10,000s of files written and removed
         # leave this disk slow to create files for ~30 s (measured: p50 7-9 ms run
         # after them, 4-6 ms before); the table keeps its order
-        export_part = export_rows(raw, profile["changes"]) if "export" in wanted else []
+        export_part = export_rows(raw, profile["changes"], profile["collector_files"]) \
+            if "export" in wanted else []
         if "engine" in wanted:
             engine_part, sizes = engine_rows(raw, profile)
             rows += engine_part

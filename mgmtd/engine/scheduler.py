@@ -107,6 +107,7 @@ class Scheduler:
         self.status: dict[Key, Status] = {}
         self.tally = Tally()                     # counts and drawn states, kept as they change
         self.retired: dict[Key, Resource] = {}  # replaced/removed, still in a worker
+        self.twins: dict[Key, Resource] = {}    # a swapped-in instance found equal to the running one
         self.candidates: set[Key] = set()
         self.timers: list[tuple[float, int, str, Key]] = []   # (when, seq, what, key)
         self.gate_timers = 0                     # "retry" and "limit" timers among them
@@ -574,9 +575,13 @@ class Scheduler:
             new = graph.resources.get(key)
             status = self.status.get(key)
             # the same instance (a graph extended by collected resources keeps the
-            # others): no need to compare its parameters
+            # others), or one found equal to it before (the loaded graph's, whose
+            # running twin is this one since a reload): no need to compare parameters
             if new is res and not res.meta.rewatch or new is not None and (
-                    new is res or res.same_as(new)) and not rewatched(res, status):
+                    new is res or new is self.twins.get(key) or res.same_as(new)) \
+                    and not rewatched(res, status):
+                if new is not res:
+                    self.twins[key] = new
                 graph.resources[key] = res  # keep the running instance and its watches
                 kept += 1
                 continue
@@ -631,6 +636,7 @@ class Scheduler:
         self.last_activity = self.clock()
 
     def _retire(self, key: Key, res: Resource) -> None:
+        self.twins.pop(key, None)
         self.stats.forget(key)
         self.watcher.unwatch(key)
         stop = self.stops.pop(key, None)

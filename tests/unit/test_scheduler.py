@@ -381,6 +381,43 @@ def test_hot_swap_keeps_unchanged_restarts_changed_closes_removed():
     assert set(bg.sched.status) == {keep.key, change.key, added.key}
 
 
+class Compared(Probe):
+    """A probe that notes each comparison a swap makes of it."""
+
+    compared: list[str] = []
+
+    def same_as(self, other) -> bool:
+        Compared.compared.append(self.name)
+        return super().same_as(other)
+
+
+def test_a_swap_compares_a_reloaded_instance_with_its_running_twin_once():
+    """Issue 19: after a reload the loaded graph's instances are not the running
+    ones; a swap keeps the running one and remembers the pair, so the next swaps
+    (a collected change, 10,000 resources) do not compare each one again."""
+    rec = Recorder()
+    keep, other = Compared("keep", rec), Compared("other", rec)
+    sched = Scheduler(Context(), workers=1)
+    try:
+        Compared.compared = []
+        sched._swap(graph_of([keep, other]))
+        reloaded = Compared("keep", rec)                     # equal, another instance
+        sched._swap(graph_of([reloaded, Compared("other", rec, version=2)]))
+        assert sorted(Compared.compared) == ["keep", "other"]
+        assert sched.graph.resources[keep.key] is keep
+        Compared.compared = []
+        sched._swap(graph_of([reloaded, Compared("other", rec, version=3)]))   # the next change
+        assert Compared.compared == ["other"] and sched.graph.resources[keep.key] is keep
+        changed = Compared("keep", rec, version=2)
+        sched._swap(graph_of([changed, Compared("other", rec, version=3)]))
+        assert sched.graph.resources[keep.key] is changed
+        Compared.compared = []
+        sched._swap(graph_of([reloaded, Compared("other", rec, version=3)]))   # its twin is gone
+        assert "keep" in Compared.compared and sched.graph.resources[keep.key] is reloaded
+    finally:
+        sched._shutdown()
+
+
 def test_hot_swap_waits_for_the_old_worker():
     rec = Recorder()
     old = Probe("r", rec, sleep=0.3)
