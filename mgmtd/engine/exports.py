@@ -60,6 +60,9 @@ class ExportPublisher:
         self.on_synced = on_synced   # seconds from that publish until etcd held it (/metrics)
         self.written: dict[str, str] | None = None   # etcd's exports after the last sync; None: unknown
         self.wake = threading.Event()
+        # set once the exports thread is writing (or has written) the newest
+        # publish: see wait_sending
+        self.sending = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="exports", daemon=True)
 
@@ -71,7 +74,15 @@ class ExportPublisher:
             self.desired = desired
             self.generation += 1
             self.published_at = time.monotonic()
+            self.sending.clear()
         self.wake.set()
+
+    def wait_sending(self, timeout: float) -> None:
+        """Waits, at most ``timeout``, until the exports thread sends the newest
+        publish. The caller's next work would otherwise hold the interpreter
+        while that thread wakes, and the writes that other hosts wait on would
+        wait for it: 0.2-0.8 ms per change measured (bench figure 4)."""
+        self.sending.wait(timeout)
 
     def poke(self) -> None:
         self.wake.set()
@@ -131,8 +142,12 @@ class ExportPublisher:
         the metric counts the change, not the read-back that checks it.
         Raises ``Superseded`` when a newer publish came before the read-back."""
         if not desired and not self.connection.endpoints:
+            self.sending.set()
             return time.monotonic()
-        client = self.connection.get()
+        try:
+            client = self.connection.get()
+        finally:
+            self.sending.set()   # nothing to wait for: it fails, or the writes go out now
         prefix = self.keys.exports_of(self.host)
         known, self.written = self.written, None   # unknown again until this sync is through
         written_at = time.monotonic()

@@ -37,6 +37,7 @@ from mgmtd.yamlgraph.source import graph_digest
 LOG = log.get("engine")
 
 STATS_EVERY = 1.0   # seconds between stats lines to the supervisor (only when they changed)
+SEND_WAIT = 0.05    # a reload waits at most this long for its exports to go out (see wait_sending)
 
 
 @dataclass
@@ -261,6 +262,8 @@ class Engine:
             else:
                 self.exports.publish(spec.exports)
                 self.stats.exports_published(len(spec.exports))
+                if not initial:
+                    self.exports.wait_sending(SEND_WAIT)
             if cache_after and spec.digest is not None \
                     and len(spec.resources) + len(spec.exports) >= graph_cache.WORTH_CACHING_ON_RELOAD:
                 # while the exports thread writes them, and before the compose lends

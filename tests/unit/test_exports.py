@@ -169,3 +169,23 @@ def test_changes_in_a_row_are_written_as_they_come_and_read_back_once_they_stop(
         assert etcd.calls == ["put b", "put c", "delete b", "get"]
     finally:
         publisher.stop()
+
+
+def test_a_reload_waits_for_its_exports_to_be_sent_not_written():
+    """Issue 19: the reloading thread waits until the exports thread sends the
+    newest exports (its next work would hold the interpreter the sending needs),
+    but not for etcd's answer, nor past the timeout."""
+    etcd = GatedEtcd()
+    connection = SimpleNamespace(endpoints=("http://127.0.0.1:1",), get=lambda: etcd)
+    publisher = ExportPublisher(connection, "h1", "/mgmtd")
+    publisher.publish(noops("a"))
+    publisher.wait_sending(0.01)               # no thread yet: only the timeout ends the wait
+    assert not publisher.sending.is_set()
+    publisher.start()
+    try:
+        publisher.wait_sending(10)
+        assert publisher.sending.is_set()
+        assert etcd.in_put.wait(10) and not etcd.data   # etcd has not answered: still waiting at the gate
+    finally:
+        etcd.gate.set()
+        publisher.stop()
