@@ -42,6 +42,7 @@ from mgmtd.tls import TLSFiles, check_host_name, common_name
 LOG = log.get("supervisor")
 
 TICK = 0.5          # seconds between rounds when nothing is moving
+LEAVE_TIMEOUT = 10.0   # seconds a stop gives the cluster's farewell before stopping etcd anyway
 FAST_TICK = 0.1     # while a membership change is under way
 
 
@@ -436,11 +437,23 @@ class Supervisor:
         self.notifier.stopping()
         if self.engine is not None:
             self.engine.stop()
-        if self.loop is not None:
-            self.loop.close()
-        if self.recovery is not None:
-            self.recovery.at_stop()
+        # leaving the cluster talks to etcd: a call that never returns (a stop can cut a
+        # round's call short, and its client with it) must not keep this node's etcd
+        # running past the stop, so it gets LEAVE_TIMEOUT, then etcd stops anyway
+        farewell = threading.Thread(target=self._leave_cluster, name="leave", daemon=True)
+        farewell.start()
+        farewell.join(LEAVE_TIMEOUT)
+        if farewell.is_alive():
+            LOG.warning("leaving the cluster took more than %g s: stopping anyway", LEAVE_TIMEOUT)
         if self.local is not None:
             self.local.process.stop()
         self.api.close()
         self.metrics.close()
+
+    def _leave_cluster(self) -> None:
+        """Revokes this node's lease (its records go at once) and notes the last
+        revision its etcd served (for a restore with the supervisor stopped)."""
+        if self.loop is not None:
+            self.loop.close()
+        if self.recovery is not None:
+            self.recovery.at_stop()
