@@ -84,30 +84,38 @@ class Graph:
         return cycle
 
 
-def autoedges(resources: Iterable[Resource]) -> list[Edge]:
+Tokens = dict[str, list[Key]]   # autoedge token -> the resources that provide (or require) it
+
+
+def autoedge_index(resources: Iterable[Resource]) -> tuple[Tokens, Tokens]:
+    """Who provides and who requires each autoedge token, among the resources
+    with ``meta.autoedge``."""
+    providers: Tokens = {}
+    requirers: Tokens = {}
+    for res in resources:
+        if res.meta.autoedge:
+            key = res.key
+            for token in res.autoedge_provides():
+                providers.setdefault(token, []).append(key)
+            for token in res.autoedge_requires():
+                requirers.setdefault(token, []).append(key)
+    return providers, requirers
+
+
+def autoedges(resources: Iterable[Resource], index: tuple[Tokens, Tokens] | None = None) -> list[Edge]:
     """A resource that needs a path runs after every resource that provides it
     (a file after the resource managing its parent directory, at any depth)."""
-    providers: dict[str, list[Key]] = {}
-    listed = [(res, res.key) for res in resources if res.meta.autoedge]
-    for res, key in listed:
-        for path in res.autoedge_provides():
-            found = providers.get(path)
-            if found is None:
-                providers[path] = [key]
-            else:
-                found.append(key)
-    edges = []
-    for res, key in listed:
-        for path in res.autoedge_requires():
-            for provider in providers.get(path, ()):
-                if provider != key:
-                    edges.append(Edge(provider, key, name="autoedge"))
-    return edges
+    providers, requirers = index if index is not None else autoedge_index(resources)
+    return [Edge(provider, requirer, name="autoedge")
+            for token, requiring in requirers.items() for requirer in requiring
+            for provider in providers.get(token, ()) if provider != requirer]
 
 
-def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
+def build(resources: Iterable[Resource], edges: Iterable[Edge],
+          index: tuple[Tokens, Tokens] | None = None) -> Graph:
     """Builds the graph with explicit and automatic edges. Raises CycleError.
-    Explicit edges must name existing vertices (the loader checks that)."""
+    Explicit edges must name existing vertices (the loader checks that).
+    ``index``: the resources' ``autoedge_index``, when the caller keeps it."""
     graph = Graph()
     for res in resources:
         key = res.key
@@ -118,7 +126,7 @@ def build(resources: Iterable[Resource], edges: Iterable[Edge]) -> Graph:
     for edge in explicit:
         graph.add_edge(edge)
     explicit_pairs = {(edge.source, edge.target) for edge in explicit}
-    for edge in autoedges(graph.resources.values()):
+    for edge in autoedges(graph.resources.values(), index):
         graph.add_edge(edge)
         if (edge.source, edge.target) not in explicit_pairs:
             graph.auto.add((edge.source, edge.target))  # drawn apart (--graphviz, mgmtctl graph)
@@ -137,27 +145,20 @@ def _mutable(keys: set[Key] | frozenset[Key]) -> set[Key]:
 
 @dataclass
 class Base:
-    """A built graph kept to be extended (``extend``), with who provides and
-    who requires each autoedge token among its resources."""
+    """A built graph kept to be extended (``extend``), with its autoedge index."""
 
     graph: Graph
-    providers: dict[str, list[Key]]
-    requirers: dict[str, list[Key]]
+    providers: Tokens
+    requirers: Tokens
 
 
-def base_of(graph: Graph) -> Base:
-    providers: dict[str, list[Key]] = {}
-    requirers: dict[str, list[Key]] = {}
-    for key, res in graph.resources.items():
-        if res.meta.autoedge:
-            for token in res.autoedge_provides():
-                providers.setdefault(token, []).append(key)
-            for token in res.autoedge_requires():
-                requirers.setdefault(token, []).append(key)
-    return Base(graph, providers, requirers)
+def build_base(resources: list[Resource], edges: Iterable[Edge]) -> Base:
+    """``build``, and the index it took its autoedges from, kept."""
+    index = autoedge_index(resources)
+    return Base(build(resources, edges, index), *index)
 
 
-def extend(base: Base, extra: Iterable[Resource]) -> Graph | None:
+def extend(base: Base, extra: list[Resource]) -> Graph | None:
     """The graph ``build`` would make of the base's resources and edges and
     ``extra``, made without going over the base's resources again: a host of
     10,000 resources that collects one changed export took 0.1 s to build
@@ -166,7 +167,6 @@ def extend(base: Base, extra: Iterable[Resource]) -> Graph | None:
     src = base.graph
     graph = Graph(dict(src.resources), dict(src.requires), dict(src.dependants),
                   set(src.notifies), set(src.auto), src.name)
-    added: list[tuple[Resource, Key]] = []
     for res in extra:
         key = res.key
         if key in graph.resources:
@@ -174,25 +174,17 @@ def extend(base: Base, extra: Iterable[Resource]) -> Graph | None:
         graph.resources[key] = res
         graph.requires[key] = set()
         graph.dependants[key] = set()
-        if res.meta.autoedge:
-            added.append((res, key))
-    new_providers: dict[str, list[Key]] = {}
-    for res, key in added:
-        for token in res.autoedge_provides():
-            new_providers.setdefault(token, []).append(key)
-    edges: list[tuple[Key, Key]] = []
-    for res, key in added:   # the extras after whatever provides what they need
-        for token in res.autoedge_requires():
-            for provider in (*base.providers.get(token, ()), *new_providers.get(token, ())):
-                if provider != key:
-                    edges.append((provider, key))
-    for token, providers in new_providers.items():   # base resources after the extras they need
-        for requirer in base.requirers.get(token, ()):
-            edges.extend((provider, requirer) for provider in providers)
+    providers, requirers = autoedge_index(extra)
+    # the extras after whatever provides what they need, base resources after the extras they need
+    edges = [(provider, requirer) for token, requiring in requirers.items() for requirer in requiring
+             for provider in (*base.providers.get(token, ()), *providers.get(token, ()))
+             if provider != requirer]
+    edges += [(provider, requirer) for token, providing in providers.items()
+              for requirer in base.requirers.get(token, ()) for provider in providing]
     for source, target in edges:
         graph.add_edge(Edge(source, target, name="autoedge"))
         graph.auto.add((source, target))   # explicit edges never name an extra resource
-    if any(_reaches(graph, key, key) for _, key in added):
+    if any(_reaches(graph, res.key, res.key) for res in extra):
         return None
     return graph
 

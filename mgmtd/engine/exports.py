@@ -141,13 +141,12 @@ class ExportPublisher:
         """Makes etcd hold ``desired``; returns when it first did (monotonic):
         the metric counts the change, not the read-back that checks it.
         Raises ``Superseded`` when a newer publish came before the read-back."""
-        if not desired and not self.connection.endpoints:
-            self.sending.set()
-            return time.monotonic()
         try:
+            if not desired and not self.connection.endpoints:
+                return time.monotonic()
             client = self.connection.get()
         finally:
-            self.sending.set()   # nothing to wait for: it fails, or the writes go out now
+            self.sending.set()   # nothing to wait for: nothing to write, it fails, or the writes go out now
         prefix = self.keys.exports_of(self.host)
         known, self.written = self.written, None   # unknown again until this sync is through
         written_at = time.monotonic()

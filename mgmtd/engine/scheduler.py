@@ -577,9 +577,8 @@ class Scheduler:
             # the same instance (a graph extended by collected resources keeps the
             # others), or one found equal to it before (the loaded graph's, whose
             # running twin is this one since a reload): no need to compare parameters
-            if new is res and not res.meta.rewatch or new is not None and (
-                    new is res or new is self.twins.get(key) or res.same_as(new)) \
-                    and not rewatched(res, status):
+            same = new is not None and (new is res or new is self.twins.get(key) or res.same_as(new))
+            if same and not rewatched(res, status):
                 if new is not res:
                     self.twins[key] = new
                 graph.resources[key] = res  # keep the running instance and its watches

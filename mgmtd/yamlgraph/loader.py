@@ -5,12 +5,13 @@ Everything is checked before anything is built, and every problem is one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +101,9 @@ class GraphSpec:
             return built[0]
         if extra:
             if self.base is None or not self._same_metas(self.base[1]):
-                self.base = (graphs.base_of(self._build([])), tuple(res.meta for res in self.resources))
+                with self._cycle_named():
+                    base = graphs.build_base(self.resources, self.edges)
+                self.base = (base, tuple(res.meta for res in self.resources))
             graph = graphs.extend(self.base[0], extra)
             if graph is not None:
                 return graph
@@ -116,8 +119,14 @@ class GraphSpec:
             res.meta is meta for res, meta in zip(self.resources, metas, strict=True))
 
     def _build(self, extra: list[Resource]) -> graphs.Graph:
-        try:
+        with self._cycle_named():
             return graphs.build([*self.resources, *extra], self.edges)
+
+    @contextlib.contextmanager
+    def _cycle_named(self) -> Iterator[None]:
+        """A cycle as a GraphError, located where the graph file has it."""
+        try:
+            yield
         except graphs.CycleError as err:
             raise GraphError(self.locations.get(err.cycle[0], Location(self.source)), str(err)) from None
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgmtd.graph import CycleError, Edge, Graph, base_of, build, extend
+from mgmtd.graph import CycleError, Edge, Graph, build, build_base, extend
 from mgmtd.resources.base import Meta
 from mgmtd.resources.file import FileResource
 from mgmtd.resources.user import UserResource
@@ -41,10 +41,11 @@ def test_an_extended_graph_is_the_graph_built_of_everything(base_specs, extra_sp
     edges = [Edge(base[s].key, base[t].key, notify) for s, t, notify in edge_picks
              if s < len(base) and t < len(base) and s != t]
     try:
-        built_base = build(base, edges)
+        kept = build_base(base, edges)
     except CycleError:
         return   # no base graph to extend
-    extended = extend(base_of(built_base), extra)
+    built_base = kept.graph
+    extended = extend(kept, extra)
     try:
         whole = build([*base, *extra], edges)
     except CycleError:
@@ -55,7 +56,7 @@ def test_an_extended_graph_is_the_graph_built_of_everything(base_specs, extra_sp
 
 
 def test_an_extra_resource_named_as_a_base_one_is_left_to_build():
-    base = base_of(build([file("f", "/a/f")], []))
+    base = build_base([file("f", "/a/f")], [])
     assert extend(base, [file("f", "/a/other")]) is None
 
 
